@@ -1,0 +1,36 @@
+# Two entry points for a fresh machine: `make train` (the main job) and `make test`.
+# Both create .venv and install the project into it first.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch that this machine keeps on disk; users on GPUs install their own torch
+# (pyproject only asks for torch>=2.2), so this pin applies to our machines alone.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install train test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev,ray]"
+	touch $@
+
+install: $(BIN)/.installed
+
+# The main job: continual learning on the five MinAtar games (about 15 minutes on 2 CPU cores),
+# ending with the score table and the plot of total normalised score vs frames.
+train: install
+	$(BIN)/python train_agent.py --preset minatar-quick --run-dir runs/minatar-quick
+
+test: install
+	$(BIN)/python -m pytest tests
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: install
+	$(BIN)/python bench/bench_training.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,225 @@
+"""How well and how fast forget-me-not task inference labels a real stream of Atari frames.
+
+A random policy plays each game through the package's own environments (``envs.make``); the
+stream visits every game once in random order, then revisits random games (never the same game
+twice in a row), ``segment_steps`` agent steps per visit. A revisit continues the game's own
+environment, as the training schedule does. ``ForgetMeNot.observe`` sees the newest frame of each
+step (``obs[0, -1]``) and the bench prints:
+
+- ARI: adjusted Rand index between inferred task ids and true games (1 = perfect);
+- tasks created vs games, games split over several tasks and tasks shared by several games
+  (a game counts as split when a second task holds >= 5 % of its steps);
+- revisits that got the game's first id back;
+- detection delay after each switch: agent steps until the label first equals the segment's
+  majority label (median and max), and steps after that with another label (relapses);
+- microseconds per observe() on one thread, amortised over the stream, and memory per task.
+
+    python bench/bench_fmn.py                      # defaults: 10 games, 24 segments of 2000
+    python bench/bench_fmn.py --sweep              # concentration x window table
+    python bench/bench_fmn.py --games Pong,Enduro,Krull,Boxing --segments 8
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import tyro
+from sklearn.metrics import adjusted_rand_score
+
+from envs.make import make_env
+from envs.vector import EnvConfig
+from ewc_dqn.fmn import FMNConfig, ForgetMeNot
+
+STABLE_GAMES = (
+    "Pong,Breakout,SpaceInvaders,Seaquest,Boxing,Freeway,Asterix,RoadRunner,Atlantis,Kangaroo"
+)
+
+
+@dataclass
+class Args:
+    """Forget-me-not benchmark on real ALE frames."""
+
+    games: str = STABLE_GAMES
+    """Comma-separated game names (at least 2)."""
+    segments: int = 24
+    """Visits in the stream (the first len(games) visit every game once)."""
+    segment_steps: int = 2000
+    """Agent steps per visit."""
+    seed: int = 0
+    """Seeds the visit order, the random policy and the environments."""
+    concentration: float = FMNConfig.concentration
+    """Dirichlet concentration for the single run."""
+    window: int = FMNConfig.window
+    """Window width (model observations) for the single run."""
+    sweep: bool = False
+    """Measure concentration x window instead of a single run."""
+
+
+def make_stream(
+    games: list[str], segments: int, segment_steps: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames (T, 84, 84) uint8, true game index per step (T,), and segment starts."""
+    rng = np.random.default_rng(seed)
+    order = [int(g) for g in rng.permutation(len(games))]
+    while len(order) < segments:
+        game = int(rng.integers(len(games)))
+        if game != order[-1]:
+            order.append(game)
+    order = order[:segments]
+    envs = {}
+    frames = np.empty((segments * segment_steps, 84, 84), dtype=np.uint8)
+    labels = np.repeat(np.array(order), segment_steps)
+    t = 0
+    for game in order:
+        if game not in envs:
+            envs[game] = make_env(games[game], EnvConfig(num_envs=1), seed=seed + 1000 * game)
+            obs = envs[game].reset()
+            frames[t] = obs[0, -1]
+            t += 1
+            start = 1
+        else:
+            start = 0
+        env = envs[game]
+        for _ in range(start, segment_steps):
+            step = env.step(rng.integers(0, env.num_actions, size=1))
+            frames[t] = step.obs[0, -1]
+            t += 1
+    for env in envs.values():
+        env.close()
+    return frames, labels, np.arange(segments) * segment_steps
+
+
+def run_fmn(config: FMNConfig, frames: np.ndarray) -> tuple[np.ndarray, float, ForgetMeNot]:
+    """Inferred ids per step and microseconds per observe() (amortised over the stream)."""
+    fmn = ForgetMeNot(config)
+    predicted = np.empty(frames.shape[0], dtype=np.int64)
+    start = time.perf_counter()
+    for t, frame in enumerate(frames):
+        predicted[t] = fmn.observe(frame)
+    micros = (time.perf_counter() - start) / frames.shape[0] * 1e6
+    return predicted, micros, fmn
+
+
+def time_with_tasks(config: FMNConfig, frames: np.ndarray) -> tuple[float, float]:
+    """Microseconds per observe() once every game of the stream has a task (the stream is
+    played once untimed, then again, timed): wall clock and this process's CPU time, which is
+    less sensitive to other processes on a shared machine."""
+    fmn = ForgetMeNot(config)
+    for frame in frames:
+        fmn.observe(frame)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for frame in frames:
+        fmn.observe(frame)
+    n = frames.shape[0]
+    return (time.perf_counter() - wall) / n * 1e6, (time.process_time() - cpu) / n * 1e6
+
+
+def score(
+    labels: np.ndarray, predicted: np.ndarray, starts: np.ndarray, segment_steps: int
+) -> dict:
+    """ARI, splits, merges, revisits and detection delays of one run."""
+    games = np.unique(labels)
+    majority = {}
+    split_games = []
+    for g in games:
+        ids, counts = np.unique(predicted[labels == g], return_counts=True)
+        majority[int(g)] = int(ids[np.argmax(counts)])
+        if np.sum(counts >= 0.05 * counts.sum()) > 1:
+            split_games.append(int(g))
+    owners: dict[int, list[int]] = {}
+    for g, task in majority.items():
+        owners.setdefault(task, []).append(g)
+    merged = [gs for gs in owners.values() if len(gs) > 1]
+    delays, relapses, revisits, first_id = [], 0, [0, 0], {}
+    for i, start in enumerate(starts):
+        seg = predicted[start : start + segment_steps]
+        g = int(labels[start])
+        ids, counts = np.unique(seg, return_counts=True)
+        final = int(ids[np.argmax(counts)])
+        if g in first_id:
+            revisits[0] += int(final == first_id[g])
+            revisits[1] += 1
+        else:
+            first_id[g] = final
+        found = int(np.argmax(seg == final))
+        relapses += int(np.sum(seg[found:] != final))
+        if i > 0:
+            delays.append(found)
+    return {
+        "ari": adjusted_rand_score(labels, predicted),
+        "split_games": split_games,
+        "merged_games": merged,
+        "revisits": revisits,
+        "delay_median": float(np.median(delays)) if delays else 0.0,
+        "delay_max": int(max(delays)) if delays else 0,
+        "relapses": relapses,
+    }
+
+
+def main(args: Args) -> None:
+    # One core, as the timing target says: numpy's element-wise maths is single-threaded and
+    # the FMN uses no BLAS; torch is pinned in case an environment uses it.
+    torch.set_num_threads(1)
+    games = [g.strip() for g in args.games.split(",") if g.strip()]
+    if len(games) < 2:
+        raise SystemExit("--games needs at least two games")
+    start = time.perf_counter()
+    frames, labels, starts = make_stream(games, args.segments, args.segment_steps, args.seed)
+    print(
+        f"stream: {len(games)} games, {args.segments} segments x {args.segment_steps} steps = "
+        f"{frames.shape[0]} frames, seed {args.seed} ({time.perf_counter() - start:.0f} s to play)"
+    )
+    if args.sweep:
+        configs = [
+            FMNConfig(concentration=c, window=w)
+            for c in (0.5, 0.1, 0.01, 0.001)
+            for w in (4, 8, 16)
+        ]
+        print(
+            "concentration window   ARI  tasks split merged revisits delay_med delay_max "
+            "relapses  us"
+        )
+    else:
+        configs = [FMNConfig(concentration=args.concentration, window=args.window)]
+    for config in configs:
+        predicted, micros, fmn = run_fmn(config, frames)
+        s = score(labels, predicted, starts, args.segment_steps)
+        if args.sweep:
+            print(
+                f"{config.concentration:13g} {config.window:6d} {s['ari']:6.3f} "
+                f"{fmn.num_tasks:6d} {len(s['split_games']):5d} {len(s['merged_games']):6d} "
+                f"{s['revisits'][0]:4d}/{s['revisits'][1]:<4d} {s['delay_median']:9.0f} "
+                f"{s['delay_max']:9d} {s['relapses']:8d} {micros:5.1f}"
+            )
+            continue
+        print(f"config: {dataclasses.asdict(config)}")
+        print(f"ARI: {s['ari']:.4f}")
+        print(f"tasks created: {fmn.num_tasks} for {len(games)} games")
+        print(f"games split over several tasks: {[games[g] for g in s['split_games']]}")
+        print(f"games sharing one task: {[[games[g] for g in gs] for gs in s['merged_games']]}")
+        print(f"revisits that got their first id back: {s['revisits'][0]}/{s['revisits'][1]}")
+        print(
+            f"detection delay (agent steps): median {s['delay_median']:.0f}, max {s['delay_max']}; "
+            f"steps relabelled after detection: {s['relapses']}"
+        )
+        for g, name in enumerate(games):
+            ids, counts = np.unique(predicted[labels == g], return_counts=True)
+            shares = ", ".join(f"task {i}: {c}" for i, c in zip(ids, counts, strict=True))
+            print(f"  {name:14s} {shares}")
+        print(f"us per observe(), amortised over the stream: {micros:.1f}")
+        wall, cpu = time_with_tasks(config, frames)
+        print(
+            f"us per observe() with {fmn.num_tasks} tasks (stream replayed): wall {wall:.1f}, "
+            f"CPU {cpu:.1f} (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+        )
+        print(f"memory per task: {fmn.memory_per_task_bytes() / 1024:.0f} KiB")
+        print(f"stats: {fmn.stats()}")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

@@ -1,0 +1,162 @@
+"""Evaluate checkpoints and compare runs.
+
+    python evaluate.py runs/pong --episodes 10                 # a checkpoint or run folder
+    python evaluate.py checkpoint runs/cont --frames 125000 --task-labels inferred --json s.json
+    python evaluate.py compare runs/sweep/*/seed* --out runs/sweep/comparison
+
+``checkpoint`` (the default when the first argument is a path) plays every game of the run's
+schedule (or ``--games``) with learning off and prints raw and human-normalised scores; the
+evaluation protocol is printed with them. ``compare`` groups runs by variant and seed and writes
+plots, aggregate statistics with bootstrap confidence intervals and a Markdown report.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+import tyro
+
+from ewc_dqn.cli_errors import exit_on_user_errors
+
+
+@dataclass(frozen=True)
+class EvalArgs:
+    """Evaluate a checkpoint with learning off."""
+
+    path: tyro.conf.Positional[Path]
+    """A checkpoint folder, a file in one, or a run folder (its newest checkpoint)."""
+    games: str | None = None
+    """Comma-separated games to score (default: every game of the run's schedule)."""
+    episodes: int | None = None
+    """Episodes per game (default: the run's eval.episodes)."""
+    frames: int | None = None
+    """Emulator frames per game at most (default: the run's eval.frames, or unlimited when
+    --episodes is given)."""
+    epsilon: float = 0.05
+    """Exploration rate while evaluating."""
+    task_labels: Literal["run", "true", "inferred"] = "run"
+    """Task ids from the schedule ('true'), from the checkpoint's forget-me-not ('inferred'),
+    or as the run was trained ('run')."""
+    seed: int = 0
+    """Seed of the evaluation environments and exploration (same seed, same numbers)."""
+    num_envs: int | None = None
+    """Parallel copies per game (default: the run's eval.num_envs)."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+    json: Path | None = None
+    """Also write the scores to this JSON file."""
+
+
+def evaluate_checkpoint(args: EvalArgs) -> dict:
+    """Score the checkpoint's network on the chosen games; returns the JSON-ready result."""
+    import numpy as np
+
+    from envs.games import parse_game_list
+    from envs.scores import total_clipped_score
+    from ewc_dqn.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+    from ewc_dqn.evaluation import evaluate_game, protocol_text
+    from ewc_dqn.fmn import ForgetMeNot
+    from ewc_dqn.labels import InferredLabels, TrueLabels
+    from ewc_dqn.networks import build_q_network
+    from ewc_dqn.run import load_run_config, resolve_device
+    from ewc_dqn.train import format_scores
+
+    if args.episodes is not None and args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.frames is not None and args.frames < 1:
+        raise ValueError(f"--frames must be >= 1, got {args.frames}")
+    if not 0.0 <= args.epsilon <= 1.0:
+        raise ValueError(f"--epsilon must be in [0, 1], got {args.epsilon}")
+    ckpt = resolve_checkpoint(args.path)
+    run_dir = ckpt.parent.parent
+    config, schedule = load_run_config(run_dir)
+    device = resolve_device(args.device)
+    labels = config.task_labels if args.task_labels == "run" else args.task_labels
+    games = parse_game_list(args.games) if args.games else parse_game_list(",".join(schedule.games))
+    if any(g.suite != config.suite for g in games):
+        raise ValueError(f"the run trained {config.suite} games; cannot score "
+                         f"{', '.join(g.name for g in games if g.suite != config.suite)}")
+    if labels == "true":
+        unknown = [g.name for g in games if g.name not in schedule.games]
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)} not in the run's schedule, so it has no true "
+                             "task label; use --task-labels inferred")
+
+    step, state = load_checkpoint(ckpt, device=device)
+    env_cfg = replace(config.env, num_envs=args.num_envs or config.eval.num_envs)
+    env_cfg.validate()
+    frame_shape = (10, 10, 10) if config.suite == "minatar" else (1, 84, 84)
+    in_shape = (config.env.frame_stack * frame_shape[0], *frame_shape[1:])
+    net = build_q_network(in_shape, 6 if config.suite == "minatar" else 18, config.network,
+                          1.0 / 255.0 if config.suite == "atari" else 1.0).to(device)
+    try:
+        net.load_state_dict(state["agent"]["online"])
+        if labels == "inferred":
+            labeler = InferredLabels(ForgetMeNot(config.fmn))
+            labeler.load_state_dict(state["labeler"])
+        else:
+            labeler = TrueLabels()
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {ckpt} does not fit its run's config: "
+                              f"{' '.join(str(e).split())[:300]}") from None
+    net.eval()
+    episodes = args.episodes or config.eval.episodes
+    frames = args.frames or (10**12 if args.episodes else config.eval.frames)
+    scores = []
+    for g in games:
+        true_task = schedule.games.index(g.name) if g.name in schedule.games else -1
+        scores.append(evaluate_game(
+            net, g, env_cfg, lambda f, t=true_task: labeler.eval_label(f, t),
+            episodes=episodes, frames=frames, epsilon=args.epsilon,
+            seed=args.seed * 1_000_003 + schedule.games.index(g.name) if g.name in
+            schedule.games else args.seed, device=device,
+        ))
+    total = float(total_clipped_score({s.game: s.normalised for s in scores}))
+    protocol = protocol_text(env_cfg, args.epsilon, episodes, frames)
+    print(f"checkpoint {ckpt} (step {step:,}), task labels: {labels}")
+    print(f"protocol: {protocol}")
+    print(format_scores(scores, total))
+    return {
+        "checkpoint": str(ckpt),
+        "step": step,
+        "task_labels": labels,
+        "protocol": protocol,
+        "seed": args.seed,
+        "total_clipped": total,
+        "mean_normalised": float(np.mean([s.normalised for s in scores])),
+        "games": {s.game: {"episodes": s.episodes, "raw_mean": s.raw_mean, "raw_std": s.raw_std,
+                           "normalised": s.normalised, "frames": s.frames, "task_id": s.task_id,
+                           "returns": s.returns} for s in scores},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    with exit_on_user_errors():
+        if argv and argv[0] == "compare":
+            from ewc_dqn.compare import CompareArgs
+            from ewc_dqn.compare import main as compare_main
+
+            return compare_main(tyro.cli(CompareArgs, args=argv[1:], prog="evaluate.py compare"))
+        if argv and argv[0] == "checkpoint":
+            argv = argv[1:]
+        args = tyro.cli(EvalArgs, args=argv, prog="evaluate.py [checkpoint]",
+                        config=(tyro.conf.FlagCreatePairsOff,))
+        result = evaluate_checkpoint(args)
+        if args.json is not None:
+            from ewc_dqn.run_files import write_json_atomic
+
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(args.json, result)
+            print(f"wrote {args.json}")
+        json.dumps(result)  # fail here, not later, if anything is not JSON-ready
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""The Double DQN learner: online and target networks, the optimiser, acting and one update.
+
+The agent owns the networks and the optimiser and nothing else: which task is current, each
+task's epsilon and replay belong to the training loop, and the EWC penalty comes in as a callable
+so the agent is the same object with and without consolidation.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from ewc_dqn.dqn import double_dqn_targets, dqn_targets, td_loss
+from ewc_dqn.transition import Transition
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Double DQN hyper-parameters (defaults: Kirkpatrick et al. 2017, Table S2)."""
+
+    gamma: float = 0.99
+    """Discount per agent step."""
+    double_dqn: bool = True
+    """Double DQN targets (van Hasselt et al. 2016); False gives the Nature DQN max target."""
+    optimizer: Literal["rmsprop", "adam"] = "rmsprop"
+    """RMSprop as in the paper; Adam as an option."""
+    lr: float = 2.5e-4
+    """Learning rate."""
+    rmsprop_decay: float = 0.95
+    """RMSprop squared-gradient decay (torch's alpha)."""
+    rmsprop_eps: float = 1e-5
+    """RMSprop epsilon (the paper gives none; Dopamine's DQN value, with centering)."""
+    rmsprop_centered: bool = True
+    """Centred RMSprop, as DeepMind's and Dopamine's DQN."""
+    adam_eps: float = 1.5e-4
+    """Adam epsilon (Dopamine's value for DQN-family agents)."""
+    huber_delta: float = 1.0
+    """TD errors' gradient clipped at this value (Huber loss); <= 0 for squared error."""
+    max_grad_norm: float = 50.0
+    """Global gradient-norm clip; <= 0 disables."""
+    batch_size: int = 32
+    """Transitions per update."""
+    train_every: int = 4
+    """Agent steps between updates (summed over parallel environment copies)."""
+    target_update: int = 7_500
+    """Agent steps between copies of the online network into the target network."""
+    learning_starts: int = 50_000
+    """Transitions a task's replay must hold before updates on that task begin."""
+    clip_rewards: bool = True
+    """Clip rewards to [-1, 1] for learning (scores are always reported raw)."""
+    eps_start: float = 1.0
+    """Initial exploration rate of each task."""
+    eps_end: float = 0.01
+    """Final exploration rate of each task."""
+    eps_decay_start: int = 50_000
+    """Agent steps of a task before its epsilon starts to decay."""
+    eps_decay_end: int = 1_050_000
+    """Agent steps of a task at which its epsilon reaches eps_end."""
+
+    def validate(self) -> None:
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name in ("batch_size", "train_every", "target_update"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_starts < self.batch_size:
+            raise ValueError("learning_starts must be at least batch_size")
+        if self.eps_decay_end < self.eps_decay_start:
+            raise ValueError("eps_decay_end must be >= eps_decay_start")
+
+
+PenaltyFn = Callable[[int], torch.Tensor | None]
+"""Maps the current task id to an extra loss term (the EWC penalty) or None."""
+
+
+class DQNAgent:
+    """Online and target Q-networks with their optimiser."""
+
+    def __init__(self, network: nn.Module, config: AgentConfig, device: torch.device) -> None:
+        config.validate()
+        self.config = config
+        self.device = device
+        self.online = network.to(device)
+        self.target = copy.deepcopy(self.online).requires_grad_(False)
+        self.optimizer = make_optimizer(self.online.parameters(), config)
+        self.updates = 0
+
+    @torch.no_grad()
+    def act(
+        self, obs: np.ndarray, task_id: int, epsilon: float, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Epsilon-greedy actions (N,) int64 for observations (N, C, H, W) uint8."""
+        n = obs.shape[0]
+        explore = rng.random(n) < epsilon
+        random_actions = rng.integers(0, self.online.num_actions, size=n)
+        if explore.all():
+            return random_actions
+        q = self.online(torch.as_tensor(obs, device=self.device), task_id)
+        greedy = q.argmax(dim=1).cpu().numpy()
+        return np.where(explore, random_actions, greedy).astype(np.int64)
+
+    def update(
+        self, batch: Transition, task_id: int, penalty: PenaltyFn | None = None
+    ) -> dict[str, float]:
+        """One gradient step on ``batch`` (already on the device) for ``task_id``."""
+        cfg = self.config
+        b = batch.obs.shape[0]
+        if cfg.double_dqn:
+            # One online pass over s and s' (s' only picks the argmax, so its half is detached).
+            q_both = self.online(torch.cat([batch.obs, batch.next_obs]), task_id)
+            q, q_next_online = q_both[:b], q_both[b:].detach()
+        else:
+            q = self.online(batch.obs, task_id)
+        with torch.no_grad():
+            q_next_target = self.target(batch.next_obs, task_id)
+            if cfg.double_dqn:
+                y = double_dqn_targets(batch.reward, batch.discount, q_next_online, q_next_target)
+            else:
+                y = dqn_targets(batch.reward, batch.discount, q_next_target)
+        loss, td = td_loss(q, batch.action, y, cfg.huber_delta)
+        extra = penalty(task_id) if penalty is not None else None
+        total = loss if extra is None else loss + extra
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if cfg.max_grad_norm > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.online.parameters(), cfg.max_grad_norm)
+        else:
+            grad_norm = torch.zeros(())
+        self.optimizer.step()
+        self.updates += 1
+        # One host sync for all metrics instead of one per .item().
+        stats = torch.stack(
+            [
+                loss.detach(),
+                extra.detach() if extra is not None else torch.zeros((), device=loss.device),
+                q.detach().mean(),
+                td.abs().mean(),
+                grad_norm.detach().to(loss.device),
+            ]
+        ).tolist()
+        return dict(
+            zip(
+                ("losses/td_loss", "losses/ewc_penalty", "losses/q_mean", "losses/abs_td", "losses/grad_norm"),
+                stats,
+                strict=True,
+            )
+        )
+
+    def sync_target(self) -> None:
+        """Copy the online network's parameters into the target network."""
+        self.target.load_state_dict(self.online.state_dict())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "online": self.online.state_dict(),
+            "target": self.target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "updates": self.updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.online.load_state_dict(state["online"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(_restore_optimizer_types(state["optimizer"]))
+        self.updates = int(state["updates"])
+
+
+def make_optimizer(params, config: AgentConfig) -> torch.optim.Optimizer:
+    """The optimiser named in the config (explicit, two options)."""
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(
+            params,
+            lr=config.lr,
+            alpha=config.rmsprop_decay,
+            eps=config.rmsprop_eps,
+            momentum=0.0,
+            centered=config.rmsprop_centered,
+            foreach=True,
+        )
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, eps=config.adam_eps, foreach=True)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}")
+
+
+def _restore_optimizer_types(state: dict[str, Any]) -> dict[str, Any]:
+    """JSON turns Adam's betas tuple into a list; torch wants a tuple back."""
+    for group in state.get("param_groups", []):
+        if isinstance(group.get("betas"), list):
+            group["betas"] = tuple(group["betas"])
+    return state

@@ -1,0 +1,200 @@
+"""Checkpoints that are written atomically and loaded without executing any code.
+
+A checkpoint is a folder ``checkpoints/step_<agent steps, 12 digits>/`` holding
+
+    tensors.safetensors   every tensor and numpy array of the state, by its path in the state
+    state.json            everything else (numbers, strings, lists, dicts), with placeholders
+                          pointing at the tensors
+    COMPLETE              written last, inside the temporary folder, before the atomic rename
+
+The state is any nesting of dicts, lists and tuples whose leaves are tensors, numpy arrays,
+numbers, strings, booleans or None: the explicit union of the ``state_dict()`` of each owner
+(agent, optimiser, EWC, task inference, replay, counters, RNGs). It is written to a hidden
+temporary folder, fsynced, marked complete and renamed into place (Dopamine's sentinel idea), so
+a crash at any moment leaves either the previous checkpoints or a complete new one; loading
+considers only complete folders. Nothing is unpickled: safetensors holds raw arrays and JSON the
+rest, so a checkpoint from elsewhere cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+CHECKPOINT_DIR = "checkpoints"
+TENSORS_FILE = "tensors.safetensors"
+STATE_FILE = "state.json"
+COMPLETE_FILE = "COMPLETE"
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^step_(\d{12})$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete, corrupt or does not fit the run."""
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:012d}"
+
+
+def save_checkpoint(run_dir: Path, step: int, state: Mapping[str, Any], keep: int = 3) -> Path:
+    """Write ``state`` as the checkpoint of ``step`` under ``run_dir/checkpoints`` atomically and
+    delete all but the newest ``keep`` complete checkpoints. Returns the checkpoint folder."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / checkpoint_name(step)
+    tmp = root / f".tmp-{checkpoint_name(step)}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    tensors: dict[str, torch.Tensor] = {}
+    meta = _encode(state, "", tensors)
+    save_file(tensors, str(tmp / TENSORS_FILE))
+    doc = {"format_version": FORMAT_VERSION, "step": step, "state": meta}
+    _write_synced(tmp / STATE_FILE, json.dumps(doc).encode())
+    _write_synced(tmp / COMPLETE_FILE, b"ok\n")
+    _fsync_dir(tmp)
+    if final.exists():  # re-saving the same step (e.g. a final save right after a periodic one)
+        old = root / f".old-{checkpoint_name(step)}-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(root)
+    for stale in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run folder, oldest first."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    found = [
+        p for p in root.iterdir() if _NAME.match(p.name) and (p / COMPLETE_FILE).is_file()
+    ]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run folder, or None."""
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint folder from a checkpoint folder, a run folder or a checkpoint's file."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no such file or folder: {path}")
+    if path.is_file() and path.name in (TENSORS_FILE, STATE_FILE, COMPLETE_FILE):
+        path = path.parent
+    if (path / STATE_FILE).exists() or (path / TENSORS_FILE).exists():
+        if not (path / COMPLETE_FILE).is_file():
+            raise CheckpointError(f"{path} is an incomplete checkpoint (no {COMPLETE_FILE})")
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise CheckpointError(f"{path} holds no complete checkpoint")
+    return latest
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[int, dict[str, Any]]:
+    """Load (step, state) from a checkpoint folder, a run folder (its newest checkpoint) or a file
+    of a checkpoint. Tensors come back as torch tensors on ``device`` where they were tensors
+    and as numpy arrays where they were arrays."""
+    folder = resolve_checkpoint(path)
+    try:
+        doc = json.loads((folder / STATE_FILE).read_text())
+        tensors = load_file(str(folder / TENSORS_FILE), device="cpu")
+    except (OSError, ValueError, SafetensorError) as e:
+        raise CheckpointError(f"checkpoint {folder} is unreadable: {_one_line(e)}") from None
+    if not isinstance(doc, dict) or doc.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {folder} has an unknown format")
+    try:
+        state = _decode(doc["state"], tensors, torch.device(device))
+    except KeyError as e:
+        raise CheckpointError(f"checkpoint {folder} is missing tensor {e}") from None
+    return int(doc["step"]), state
+
+
+# --- encoding -----------------------------------------------------------------------------
+
+
+def _encode(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        tensors[path] = obj.detach().to("cpu").contiguous().clone()
+        return {"__tensor__": path}
+    if isinstance(obj, np.ndarray):
+        tensors[path] = torch.from_numpy(np.ascontiguousarray(obj)).clone()
+        return {"__ndarray__": path}
+    if isinstance(obj, Mapping):
+        keys = list(obj.keys())
+        if all(isinstance(k, str) for k in keys):
+            return {"__dict__": {k: _encode(obj[k], f"{path}/{k}", tensors) for k in keys}}
+        if all(isinstance(k, (int, np.integer)) for k in keys):  # optimiser state: int keys
+            return {"__intdict__": {str(int(k)): _encode(obj[k], f"{path}/{k}", tensors) for k in keys}}
+        raise TypeError(f"checkpoint state at {path or '/'} mixes key types: {keys[:5]}")
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, f"{path}/{i}", tensors) for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_encode(v, f"{path}/{i}", tensors) for i, v in enumerate(obj)]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot checkpoint a {type(obj).__name__} at {path or '/'}")
+
+
+def _decode(obj: Any, tensors: Mapping[str, torch.Tensor], device: torch.device) -> Any:
+    if isinstance(obj, list):
+        return [_decode(v, tensors, device) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__tensor__" in obj:
+        return tensors[obj["__tensor__"]].to(device)
+    if "__ndarray__" in obj:
+        return tensors[obj["__ndarray__"]].numpy()
+    if "__dict__" in obj:
+        return {k: _decode(v, tensors, device) for k, v in obj["__dict__"].items()}
+    if "__intdict__" in obj:
+        return {int(k): _decode(v, tensors, device) for k, v in obj["__intdict__"].items()}
+    if "__tuple__" in obj:
+        return tuple(_decode(v, tensors, device) for v in obj["__tuple__"])
+    raise ValueError(f"unknown checkpoint node {sorted(obj)[:3]}")
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__

@@ -1,0 +1,291 @@
+"""Pure statistics for comparing continual-learning runs: aggregates, bootstraps, CORA metrics.
+
+Every function here takes arrays and returns arrays; nothing reads files or draws plots.
+
+Shapes: ``scores_rg`` is (num_runs, num_games) of human-normalised scores; ``scores_eg`` is
+(num_evaluations, num_games) for one run, rows in evaluation order.
+
+The aggregates (IQM, mean, median, optimality gap, probability of improvement) are rliable's own
+functions (``rliable.metrics``, Agarwal et al. 2021). Their confidence intervals come from the
+stratified bootstrap rliable describes: runs are resampled with replacement *within each game*,
+independently across games, and the interval is the percentile interval of the statistic. We run
+that bootstrap here, vectorised and seeded with a ``np.random.Generator``, rather than through
+``rliable.library.get_interval_estimates``: that function needs ``arch``, and no ``arch`` release
+works with both pandas 3 (arch 7 fails on import) and rliable 1.2 (arch 8 dropped the
+``random_state`` argument rliable passes). tests/test_compare.py checks the two agree where
+``rliable.library`` imports.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+from rliable import metrics
+
+CLIP = 1.0  # the paper clips each game's normalised score at 1 (human level)
+AGGREGATE_NAMES = ("IQM", "Mean", "Median", "Optimality gap")
+
+
+class Band(NamedTuple):
+    """A curve averaged over runs with its 95% bootstrap band (NaN band with one run)."""
+
+    frames: np.ndarray  # (T,) emulator frames
+    mean: np.ndarray  # (T,)
+    low: np.ndarray  # (T,)
+    high: np.ndarray  # (T,)
+    num_runs: int
+    interpolated: bool  # True when the runs were put on a common grid by interpolation
+
+
+def curve_band(
+    curves: Sequence[tuple[np.ndarray, np.ndarray]], reps: int, rng: np.random.Generator
+) -> Band:
+    """Align per-run ``(frames, values)`` curves and bootstrap their mean over runs."""
+    grid, values_rt, interpolated = align_curves(curves)
+    mean, low, high = bootstrap_mean_over_runs(values_rt, reps, rng)
+    return Band(grid, mean, low, high, len(curves), interpolated)
+
+
+def aggregate_scores(scores_rg: np.ndarray) -> np.ndarray:
+    """rliable's four aggregates of (num_runs, num_games) scores: IQM, mean, median, opt. gap.
+
+    Mean and median are over games of the per-game mean over runs; the IQM pools every
+    (run, game) score; the optimality gap is ``1 - mean(min(score, 1))``.
+    """
+    return np.array(
+        [
+            metrics.aggregate_iqm(scores_rg),
+            metrics.aggregate_mean(scores_rg),
+            metrics.aggregate_median(scores_rg),
+            metrics.aggregate_optimality_gap(scores_rg, gamma=1.0),
+        ]
+    )
+
+
+def stratified_bootstrap_ci(
+    scores_rg: np.ndarray,
+    func: Callable[[np.ndarray], np.ndarray],
+    reps: int,
+    rng: np.random.Generator,
+    size: float = 0.95,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Point estimate and percentile CI of ``func`` under rliable's stratified bootstrap.
+
+    Each replicate draws num_runs runs with replacement separately for every game (the game is
+    the stratum). Returns ``(point, low, high)``, each shaped like ``func``'s 1-D output.
+    """
+    scores_rg = _check_2d(scores_rg)
+    num_runs, num_games = scores_rg.shape
+    point = np.asarray(func(scores_rg), dtype=float)
+    idx = rng.integers(0, num_runs, size=(reps, num_runs, num_games))
+    samples = scores_rg[idx, np.arange(num_games)]  # (reps, num_runs, num_games)
+    stats = np.stack([np.asarray(func(s), dtype=float) for s in samples])
+    low, high = _percentiles(stats, size)
+    return point, low, high
+
+
+def probability_of_improvement(x_rg: np.ndarray, y_rg: np.ndarray) -> np.ndarray:
+    """P(X > Y) averaged over games, batched: (..., num_runs_x, G), (..., num_runs_y, G) -> (...).
+
+    The same number as ``rliable.metrics.probability_of_improvement`` (the Mann-Whitney U
+    statistic over n_x n_y, ties counting one half), computed by comparing every pair of runs at
+    once so that thousands of bootstrap replicates cost one array operation.
+    """
+    x = np.asarray(x_rg, dtype=float)[..., :, None, :]
+    y = np.asarray(y_rg, dtype=float)[..., None, :, :]
+    wins = (x > y).mean(axis=(-3, -2)) + 0.5 * (x == y).mean(axis=(-3, -2))
+    return wins.mean(axis=-1)
+
+
+def probability_of_improvement_ci(
+    x_rg: np.ndarray,
+    y_rg: np.ndarray,
+    reps: int,
+    rng: np.random.Generator,
+    size: float = 0.95,
+) -> tuple[float, float, float]:
+    """P(X > Y) averaged over games (rliable's definition) with a stratified bootstrap CI.
+
+    The runs of X and of Y are resampled independently of each other, and per game.
+    """
+    x_rg, y_rg = _check_2d(x_rg), _check_2d(y_rg)
+    if x_rg.shape[1] != y_rg.shape[1]:
+        raise ValueError(f"different numbers of games: {x_rg.shape[1]} vs {y_rg.shape[1]}")
+    games = np.arange(x_rg.shape[1])
+    point = float(metrics.probability_of_improvement(x_rg, y_rg))
+    xs = x_rg[rng.integers(0, len(x_rg), size=(reps, *x_rg.shape)), games]
+    ys = y_rg[rng.integers(0, len(y_rg), size=(reps, *y_rg.shape)), games]
+    low, high = _percentiles(probability_of_improvement(xs, ys)[:, None], size)
+    return point, float(low[0]), float(high[0])
+
+
+def bootstrap_mean_over_runs(
+    values_r: np.ndarray, reps: int, rng: np.random.Generator, size: float = 0.95
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over runs (axis 0) and its percentile CI from resampling whole runs.
+
+    ``values_r`` is (num_runs,) or (num_runs, T) (a curve per run); NaNs are ignored in the means.
+    With one run the interval is NaN: one run says nothing about run-to-run spread.
+    """
+    values = np.asarray(values_r, dtype=float)
+    squeeze = values.ndim == 1
+    values = values[:, None] if squeeze else values
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN, as they should
+        mean = np.nanmean(values, axis=0)
+        if len(values) < 2:
+            low = high = np.full_like(mean, np.nan)
+        else:
+            idx = rng.integers(0, len(values), size=(reps, len(values)))
+            low, high = _percentiles(np.nanmean(values[idx], axis=1), size)
+    if squeeze:
+        return mean[0], low[0], high[0]
+    return mean, low, high
+
+
+def align_curves(
+    curves: Sequence[tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Put per-run curves ``(frames, values)`` on one frame grid: ``(grid, values_rt, interp)``.
+
+    When every run was evaluated at the same frames those frames are the grid and no value is
+    changed (``interp`` False). Otherwise the grid is the union of all evaluation frames inside
+    the range every run covers (from the latest first evaluation to the earliest last one, so
+    nothing is extrapolated) and each run is linearly interpolated onto it (``interp`` True).
+    """
+    if not curves:
+        raise ValueError("no curves to align")
+    frames = [np.asarray(f, dtype=float) for f, _ in curves]
+    values = [np.asarray(v, dtype=float) for _, v in curves]
+    if all(len(f) == len(frames[0]) and np.array_equal(f, frames[0]) for f in frames):
+        return frames[0], np.stack(values), False
+    lo = max(f.min() for f in frames)
+    hi = min(f.max() for f in frames)
+    grid = np.unique(np.concatenate(frames))
+    grid = grid[(grid >= lo) & (grid <= hi)]
+    if len(grid) == 0:
+        raise ValueError("the runs' evaluation frames do not overlap")
+    return (
+        grid,
+        np.stack([np.interp(grid, f, v) for f, v in zip(frames, values, strict=True)]),
+        True,
+    )
+
+
+def end_of_visit_evals(visit_e: np.ndarray) -> dict[int, int]:
+    """Map each schedule visit to the row of its last evaluation (the end-of-visit one)."""
+    visit_e = np.asarray(visit_e)
+    return {int(v): int(np.flatnonzero(visit_e == v)[-1]) for v in np.unique(visit_e)}
+
+
+def forgetting(
+    scores_eg: np.ndarray, visit_e: np.ndarray, visit_game: Sequence[str], games: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """CORA forgetting per game (Powers et al. 2022), adapted to recurring visits.
+
+    For game g and evaluation e, let B_g(e) be the best score of g over evaluations 0..k, where k
+    is the end-of-visit evaluation of the latest visit to g that ended at or before e. Then
+
+    - ``mean``: the mean of B_g(e) - s_g(e) over every evaluation e with a defined B_g(e) taken
+      while another game was being trained (evaluations during g's own visits are excluded: g is
+      learning then, not being forgotten);
+    - ``final``: B_g(E-1) - s_g(E-1) at the last evaluation E-1.
+
+    Positive means forgotten. NaN for a game never trained (or never left). ``visit_e`` holds
+    each evaluation's schedule visit; ``visit_game[v]`` is the game trained in visit v.
+    """
+    scores_eg = _check_2d(scores_eg)
+    visit_e = np.asarray(visit_e, dtype=int)
+    ends = end_of_visit_evals(visit_e)
+    trained = np.array([visit_game[v] for v in visit_e])
+    mean = np.full(len(games), np.nan)
+    final = np.full(len(games), np.nan)
+    for j, game in enumerate(games):
+        game_ends = sorted(e for v, e in ends.items() if visit_game[v] == game)
+        drops = []
+        for e in range(len(scores_eg)):
+            done = [k for k in game_ends if k <= e]
+            if not done:
+                continue
+            drop = np.nanmax(scores_eg[: done[-1] + 1, j]) - scores_eg[e, j]
+            if trained[e] != game:
+                drops.append(drop)
+            if e == len(scores_eg) - 1:
+                final[j] = drop
+        if drops:
+            mean[j] = float(np.mean(drops))
+    return mean, final
+
+
+def forward_transfer(
+    scores_eg: np.ndarray, visit_e: np.ndarray, visit_game: Sequence[str], games: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-shot forward transfer per game: the normalised score before g is first trained.
+
+    A normalised score is already "score minus the random baseline" in units of the human-random
+    gap. Over the evaluations whose visit precedes g's first visit, returns ``(mean, last)``:
+    their mean, and the score at the last of them (just before g's training starts). NaN for a
+    game trained first or never trained.
+    """
+    scores_eg = _check_2d(scores_eg)
+    visit_e = np.asarray(visit_e, dtype=int)
+    mean = np.full(len(games), np.nan)
+    last = np.full(len(games), np.nan)
+    for j, game in enumerate(games):
+        visits = [v for v, g in enumerate(visit_game) if g == game]
+        before = visit_e < visits[0] if visits else np.ones(len(visit_e), dtype=bool)
+        if visits and before.any():
+            mean[j] = float(np.mean(scores_eg[before, j]))
+            last[j] = float(scores_eg[np.flatnonzero(before)[-1], j])
+    return mean, last
+
+
+def adjusted_rand_index(labels_a: Sequence[object], labels_b: Sequence[object]) -> float:
+    """Adjusted Rand index of two labelings of the same items (1 = same partition, ~0 = chance).
+
+    Hubert & Arabie (1985). Two partitions with no pairs to compare (every item alone in both,
+    or a single item) count as identical: 1.0, as scikit-learn does.
+    """
+    if len(labels_a) != len(labels_b):
+        raise ValueError(f"{len(labels_a)} labels vs {len(labels_b)}")
+    _, a = np.unique(np.asarray(labels_a, dtype=str), return_inverse=True)
+    _, b = np.unique(np.asarray(labels_b, dtype=str), return_inverse=True)
+    table = np.zeros((a.max(initial=-1) + 1, b.max(initial=-1) + 1))
+    np.add.at(table, (a, b), 1)
+
+    def pairs(n: np.ndarray) -> float:
+        return float((n * (n - 1) / 2).sum())
+
+    joint, rows, cols = pairs(table), pairs(table.sum(1)), pairs(table.sum(0))
+    total = len(a) * (len(a) - 1) / 2
+    expected = rows * cols / total if total else 0.0
+    best = (rows + cols) / 2
+    if best == expected:
+        return 1.0
+    return (joint - expected) / (best - expected)
+
+
+def _check_2d(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=float)
+    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"expected a non-empty 2-D array, got shape {a.shape}")
+    return a
+
+
+def _percentiles(stats: np.ndarray, size: float) -> tuple[np.ndarray, np.ndarray]:
+    tail = 100.0 * (1.0 - size) / 2.0
+    low, high = np.percentile(stats, [tail, 100.0 - tail], axis=0)
+    return low, high
+
+
+def mean_over_games(a: np.ndarray) -> np.ndarray:
+    """Per-run mean over games, ignoring games where the metric is undefined (NaN)."""
+    return np.array([np.nanmean(r) if np.isfinite(r).any() else np.nan for r in a])
+
+
+def mean_over_runs(a: np.ndarray) -> np.ndarray:
+    """Per-game mean over runs, ignoring runs where the metric is undefined (NaN)."""
+    return np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in np.asarray(a).T])

@@ -1,0 +1,297 @@
+"""The whole configuration of a run as nested, typed dataclasses, and the presets.
+
+One dataclass per concern (environment, network, agent, replay, EWC, task inference, schedule,
+evaluation), each field with its unit. A preset is a plain ``TrainConfig`` value; every field of
+it can be overridden on the command line (``--agent.lr 1e-4``). The resolved config is written
+to ``config.json`` in every run folder, and ``config_from_dict`` reads it back.
+
+Units: *agent steps* count transitions summed over the parallel copies of the environment;
+*frames* count emulator frames (agent steps x frame skip: 4 on Atari, 1 on MinAtar).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from envs.schedule import ScheduleConfig
+from envs.vector import EnvConfig
+from ewc_dqn.agent import AgentConfig
+from ewc_dqn.ewc import EWCConfig
+from ewc_dqn.fmn import FMNConfig
+from ewc_dqn.networks import NetworkConfig
+
+Suite = Literal["atari", "minatar"]
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """Replay memory: one buffer per (inferred) task."""
+
+    capacity: int = 50_000
+    """Transitions held per task (the paper: 50,000)."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Scoring every game of the schedule with learning off."""
+
+    episodes: int = 10
+    """Episodes per game (the evaluation stops at whichever of episodes/frames comes first)."""
+    frames: int = 500_000
+    """Emulator frames per game at most (dqn_zoo: 500,000). An episode still running when the
+    budget ends is counted only if no episode finished (then its partial return is reported)."""
+    epsilon: float = 0.05
+    """Exploration rate while evaluating."""
+    num_envs: int = 4
+    """Parallel copies per game during evaluation."""
+    every_frames: int = 0
+    """Also evaluate every this many training frames (0: only at the end of every visit)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run."""
+
+    suite: Suite = "atari"
+    """Which game suite the preset is for (set from the games; not a free choice)."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    ewc: EWCConfig = field(default_factory=EWCConfig)
+    fmn: FMNConfig = field(default_factory=FMNConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    no_ewc: bool = False
+    """Plain-DQN baseline: no consolidation, everything else the same."""
+    task_labels: Literal["true", "inferred"] = "true"
+    """Task identity from the schedule ('true') or from forget-me-not on the frames ('inferred')."""
+    seed: int = 0
+    """Seed of the agent, the environments and the replay (the schedule has its own)."""
+    checkpoint_every: int = 1_000_000
+    """Agent steps between checkpoints (also at every visit's end and at the end of the run)."""
+    keep_checkpoints: int = 2
+    """Complete checkpoints kept on disk (older ones are deleted)."""
+    save_replay: bool = True
+    """Store the replay buffers in checkpoints. Without them a resumed run restarts with empty
+    buffers, so resume is only approximate."""
+    log_every: int = 10_000
+    """Agent steps between training-scalar log lines."""
+    torch_threads: int = 0
+    """CPU threads for torch (0: torch's default)."""
+
+    @property
+    def variant(self) -> str:
+        """Short label of the method: no-ewc, ewc-true, ewc-inferred (online-ewc-... for online)."""
+        if self.no_ewc:
+            method = "no-ewc"
+        else:
+            method = "online-ewc" if self.ewc.mode == "online" else "ewc"
+        return f"{method}-{self.task_labels}" if not self.no_ewc else method
+
+    def validate(self) -> None:
+        """Raise ValueError (one line) for settings that cannot run."""
+        self.env.validate()
+        self.agent.validate()
+        if self.replay.capacity < self.agent.batch_size:
+            raise ValueError("replay.capacity must be at least agent.batch_size")
+        if self.checkpoint_every < 1 or self.log_every < 1:
+            raise ValueError("checkpoint_every and log_every must be >= 1")
+        if self.eval.episodes < 1 or self.eval.frames < 1 or self.eval.num_envs < 1:
+            raise ValueError("eval.episodes, eval.frames and eval.num_envs must be >= 1")
+        if not 0.0 <= self.eval.epsilon <= 1.0:
+            raise ValueError("eval.epsilon must be in [0, 1]")
+
+
+# --- presets ------------------------------------------------------------------------------
+
+ATARI = TrainConfig(
+    suite="atari",
+    env=EnvConfig(num_envs=4),
+    network=NetworkConfig(arch="paper", max_tasks=20),
+    agent=AgentConfig(),
+    replay=ReplayConfig(capacity=50_000),
+    ewc=EWCConfig(lam=400.0, start_frames=20_000_000),
+    schedule=ScheduleConfig(num_games=10, visits_per_game=3, visit_frames=20_000_000),
+    eval=EvalConfig(episodes=10, frames=500_000, epsilon=0.05, num_envs=4),
+    checkpoint_every=1_000_000,
+)
+"""The paper's protocol (Table S2): 10 games, visits of 20M frames, 3 visits per game (600M
+frames), the EWC penalty of a task active after 20M frames of it. For a GPU."""
+
+ATARI_SHORT = replace(
+    ATARI,
+    agent=replace(ATARI.agent, eps_decay_start=50_000, eps_decay_end=300_000),
+    ewc=replace(ATARI.ewc, start_frames=2_000_000),
+    schedule=replace(ATARI.schedule, visits_per_game=2, visit_frames=2_000_000),
+    eval=replace(ATARI.eval, episodes=5, frames=125_000),
+    checkpoint_every=250_000,
+)
+"""The paper's protocol with visits of 2M frames (40M frames in all) and the EWC delay and the
+epsilon decay scaled to match: for one GPU in hours."""
+
+MINATAR = TrainConfig(
+    suite="minatar",
+    env=EnvConfig(
+        num_envs=1,
+        frame_skip=1,
+        frame_stack=1,
+        noop_max=0,
+        repeat_action_probability=0.1,
+        max_episode_frames=27_000,
+    ),
+    network=NetworkConfig(arch="minatar", max_tasks=20),
+    agent=AgentConfig(
+        optimizer="adam",
+        lr=1e-3,
+        batch_size=32,
+        train_every=4,
+        target_update=1_000,
+        learning_starts=5_000,
+        eps_decay_start=5_000,
+        eps_decay_end=50_000,
+    ),
+    replay=ReplayConfig(capacity=100_000),
+    ewc=EWCConfig(lam=400.0, start_frames=0),
+    schedule=ScheduleConfig(
+        pool=(
+            "MinAtar/Asterix",
+            "MinAtar/Breakout",
+            "MinAtar/Freeway",
+            "MinAtar/Seaquest",
+            "MinAtar/SpaceInvaders",
+        ),
+        num_games=5,
+        visits_per_game=3,
+        visit_frames=150_000,
+    ),
+    eval=EvalConfig(episodes=10, frames=20_000, epsilon=0.05, num_envs=4),
+    checkpoint_every=100_000,
+    log_every=5_000,
+    torch_threads=1,
+)
+"""The five MinAtar games, 3 visits of 150k frames each (2.25M frames): about an hour on 2 CPU
+cores. MinAtar frames are agent steps."""
+
+MINATAR_QUICK = replace(
+    MINATAR,
+    schedule=replace(MINATAR.schedule, visits_per_game=2, visit_frames=40_000),
+    agent=replace(MINATAR.agent, learning_starts=2_000, eps_decay_start=2_000, eps_decay_end=20_000),
+    eval=replace(MINATAR.eval, episodes=5, frames=5_000),
+    checkpoint_every=50_000,
+    log_every=2_000,
+)
+"""The README's main command: the five MinAtar games, 2 visits of 40k frames (400k frames),
+at most 15 minutes on 2 CPU cores."""
+
+MINATAR_SINGLE = replace(MINATAR, checkpoint_every=100_000)
+"""Single-game MinAtar training (the reference DQN scores): the minatar preset's agent."""
+
+SMOKE = replace(
+    ATARI,
+    env=replace(ATARI.env, num_envs=2),
+    agent=replace(
+        ATARI.agent,
+        batch_size=8,
+        learning_starts=200,
+        target_update=200,
+        eps_decay_start=0,
+        eps_decay_end=500,
+    ),
+    replay=ReplayConfig(capacity=2_000),
+    ewc=replace(ATARI.ewc, start_frames=0, fisher_batches=2, fisher_batch_size=8),
+    schedule=ScheduleConfig(
+        games=("Pong", "Breakout"), order="given", visits_per_game=2, visit_frames=1_600
+    ),
+    eval=EvalConfig(episodes=1, frames=400, epsilon=0.05, num_envs=2),
+    checkpoint_every=400,
+    log_every=100,
+)
+"""Seconds on a CPU: two Atari games, two short visits each, tiny replay; for tests and CI."""
+
+SMOKE_MINATAR = replace(
+    MINATAR,
+    agent=replace(
+        MINATAR.agent, learning_starts=100, target_update=100, eps_decay_start=0, eps_decay_end=500
+    ),
+    replay=ReplayConfig(capacity=2_000),
+    ewc=replace(MINATAR.ewc, fisher_batches=2, fisher_batch_size=8),
+    schedule=replace(MINATAR.schedule, games=("MinAtar/Breakout", "MinAtar/Freeway"), order="given",
+                     visits_per_game=2, visit_frames=600),
+    eval=EvalConfig(episodes=1, frames=300, epsilon=0.05, num_envs=2),
+    checkpoint_every=400,
+    log_every=100,
+)
+"""The smoke preset for MinAtar games."""
+
+PRESETS: dict[str, dict[Suite, TrainConfig]] = {
+    "atari": {"atari": ATARI},
+    "atari-short": {"atari": ATARI_SHORT},
+    "minatar": {"minatar": MINATAR},
+    "minatar-quick": {"minatar": MINATAR_QUICK},
+    "minatar-single": {"minatar": MINATAR_SINGLE},
+    "smoke": {"atari": SMOKE, "minatar": SMOKE_MINATAR},
+}
+"""Preset name -> the preset for each suite it supports."""
+
+DEFAULT_PRESET: dict[Suite, str] = {"atari": "atari", "minatar": "minatar"}
+"""The preset used when none is named, by the suite of the games."""
+
+
+def preset(name: str, suite: Suite | None = None) -> TrainConfig:
+    """The preset ``name`` for ``suite`` (its only suite when None); one-line ValueError if the
+    name is unknown or the preset does not serve that suite."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    by_suite = PRESETS[name]
+    if suite is None:
+        return next(iter(by_suite.values()))
+    if suite not in by_suite:
+        raise ValueError(f"preset {name!r} is for {'/'.join(by_suite)} games, not {suite}")
+    return by_suite[suite]
+
+
+# --- (de)serialisation --------------------------------------------------------------------
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    """Nested plain dict of every field (tuples as lists), for config.json."""
+    return _plain(dataclasses.asdict(config))
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items() if not k.startswith("_")}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def config_from_dict(data: dict[str, Any], cls: type = TrainConfig) -> Any:
+    """Rebuild a (nested) config dataclass from ``config_to_dict`` output; unknown keys are an
+    error so a config from another version is not silently half-read."""
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = set(data) - names - {"variant"}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {', '.join(sorted(unknown))}")
+    for name in names & set(data):
+        value, hint = data[name], hints[name]
+        if dataclasses.is_dataclass(hint):
+            value = config_from_dict(value, hint)  # type: ignore[arg-type]
+        elif _is_tuple(hint) and isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _is_tuple(hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_tuple(a) for a in typing.get_args(hint))
+    return origin is tuple or hint is tuple

@@ -1,0 +1,149 @@
+"""Pure maths of forget-me-not task inference: Dirichlet-categorical pixel models and the HMM.
+
+A task's model of one frame is a product over P pixels of categorical distributions over L
+quantised levels, each with a symmetric Dirichlet(beta) prior. After counting n_pl frames with
+level l at pixel p (N frames in all), the predictive probability of a frame x is
+
+    p(x) = prod_p (n_p,x_p + beta) / (N + L * beta),
+
+and the sequential (Bayesian-updated) marginal likelihood of F more frames whose level counts are
+m_pl is the Dirichlet-multinomial
+
+    p(x_1..x_F) = prod_p [prod_l (n_pl + beta)^(m_pl)] / (N + L * beta)^(F),
+
+with a^(m) = a (a + 1) ... (a + m - 1) the rising factorial. Only pairs (p, l) with m_pl > 0
+contribute, so a window costs one term per distinct (pixel, level) it shows.
+
+Everything here is a function of arrays; the stateful owner is ``ewc_dqn.fmn.ForgetMeNot``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+FACTORS_PER_LOG = 16
+"""Factors multiplied together before one log is taken: a product of 16 factors in
+[1e-4, 1e9] (count + concentration) stays inside float64's range."""
+
+
+def log_rising_factorial(start: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Sum over axis 0 of log(start (start + 1) ... (start + length - 1)).
+
+    start:  (Q, S) float64 > 0, one row per (pixel, level) pair, one column per model
+    length: (Q,) non-negative integers, the rising factorial's number of factors per row
+    Returns (S,) float64. Logs dominate the cost, so factors are multiplied together, within a
+    row and then across rows, up to ``FACTORS_PER_LOG`` per product, and one log is taken per
+    product.
+    """
+    if start.ndim != 2 or length.shape != (start.shape[0],):
+        raise ValueError(f"start {start.shape} and length {length.shape} do not match")
+    # Rows sorted by decreasing length, so the rows still multiplying at step j are a prefix.
+    start = np.asarray(start, dtype=np.float64)
+    if np.any(length[1:] > length[:-1]):
+        order = np.argsort(-length, kind="stable")
+        start, length = start[order], length[order]
+    active = np.bincount(length, minlength=1)[::-1].cumsum()[::-1]  # active[j] = #(length >= j)
+    total = np.zeros(start.shape[1])
+    product = np.ones_like(start)
+    longest = active.shape[0] - 1
+    for group in range(0, longest, FACTORS_PER_LOG):
+        factors = min(FACTORS_PER_LOG, longest - group)
+        for j in range(group, group + factors):
+            rows = active[j + 1]
+            product[:rows] *= start[:rows] + j
+        touched = rows = active[group + 1]
+        while rows > 1 and 2 * factors <= FACTORS_PER_LOG:  # fold the last rows onto the first
+            half = rows // 2
+            product[:half] *= product[rows - half : rows]
+            rows -= half
+            factors *= 2
+        total += np.log(product[:rows]).sum(axis=0)
+        product[:touched] = 1.0
+    return total
+
+
+def dirichlet_log_likelihood(
+    counts_at_pairs: np.ndarray,
+    pair_frames: np.ndarray,
+    totals: np.ndarray,
+    num_frames: int,
+    num_pixels: int,
+    concentration: float,
+    levels: int,
+) -> np.ndarray:
+    """Sequential marginal log-likelihood of a block of frames under S Dirichlet-categorical
+    pixel models (each model updated by Bayesian counting after every frame of the block).
+
+    counts_at_pairs: (Q, S) committed counts n_s[p, l] at the Q distinct (pixel, level) pairs
+                     the block shows
+    pair_frames:     (Q,) frames of the block showing each pair (sums to num_frames * P)
+    totals:          (S,) frames N_s each model has counted
+    num_frames:      F, frames in the block
+    Returns (S,) float64 log p_s(block) in nats.
+    """
+    numerator = log_rising_factorial(counts_at_pairs + concentration, pair_frames)
+    steps = np.arange(num_frames)[:, None]
+    denominator = np.log(totals[None, :] + levels * concentration + steps).sum(axis=0)
+    return numerator - num_pixels * denominator
+
+
+def frame_log_likelihood(
+    log_table_at_frame: np.ndarray, totals: np.ndarray, concentration: float, levels: int
+) -> np.ndarray:
+    """Predictive log-likelihood of one frame under S committed models.
+
+    log_table_at_frame: (P, S) float32 log(n_s[p, x_p] + beta) for the frame's level at each pixel
+    totals:             (S,) frames N_s each model has counted
+    Returns (S,) float64 nats.
+    """
+    num_pixels = log_table_at_frame.shape[0]
+    # einsum: a summation along axis 0 that is several times faster than ndarray.sum here
+    summed = np.einsum("ps->s", log_table_at_frame).astype(np.float64)
+    return summed - num_pixels * np.log(totals + levels * concentration)
+
+
+def switch_rate(observation: int, scale: float) -> float:
+    """The HMM's switch probability alpha_t = scale / t at the t-th model observation (t >= 1),
+    capped at 1/2 so the first few steps do not force a switch."""
+    if observation < 1:
+        raise ValueError(f"observation index starts at 1, got {observation}")
+    return min(0.5, scale / observation)
+
+
+def filter_step(log_posterior: np.ndarray, log_likelihood: np.ndarray, alpha: float) -> np.ndarray:
+    """One forward step of the task HMM, in log space.
+
+    With probability 1 - alpha the task stays, with probability alpha it is redrawn uniformly
+    over the S states (tasks and the hold-out); then the frame's log-likelihoods are added and the
+    result normalised. Shapes (S,) float64; states with log posterior -inf are allowed.
+    """
+    weights = np.exp(log_posterior - log_posterior.max())
+    prior = (1.0 - alpha) * weights / weights.sum() + alpha / log_posterior.shape[0]
+    joint = np.log(prior) + log_likelihood
+    top = joint.max()
+    return joint - (top + math.log(np.exp(joint - top).sum()))
+
+
+def best_two_segments(
+    prefix: np.ndarray, suffix: np.ndarray, holdout: int
+) -> tuple[float, int, int, int]:
+    """The best explanation of a window by two different models with one switch inside it.
+
+    prefix: (M, W-1) log-likelihood of frames [0, s) under each model, column s - 1
+    suffix: (M, W-1) log-likelihood of frames [s, W) under each model, each scored afresh
+    holdout: row of the untrained model; it may explain the second segment (a new task starting
+             inside the window) but not the first (it cannot be older than the window).
+    Returns (score, first, second, s), score -inf when no such pair exists.
+    """
+    m, splits = prefix.shape
+    if suffix.shape != (m, splits):
+        raise ValueError(f"prefix {prefix.shape} and suffix {suffix.shape} differ")
+    if splits == 0 or m < 2:
+        return -math.inf, 0, 0, 0
+    score = prefix[:, None, :] + suffix[None, :, :]  # [first, second, s - 1]
+    score[np.arange(m), np.arange(m), :] = -np.inf
+    score[holdout, :, :] = -np.inf
+    first, second, s = np.unravel_index(int(np.argmax(score)), score.shape)
+    return float(score[first, second, s]), int(first), int(second), int(s) + 1

@@ -1,0 +1,618 @@
+"""Elastic weight consolidation: one quadratic penalty per task, evaluated at the cost of one.
+
+Kirkpatrick et al. 2017: while learning the current task, the loss gains for every protected
+task k the term sum_i (lam/2) F_k,i (theta_i - theta*_k,i)^2, with F_k the diagonal Fisher of
+task k and theta*_k the parameters when it was consolidated. At every task switch the task just
+left is consolidated again; a task that recurs *replaces* its own term.
+
+The sum of quadratics is one quadratic,
+
+    sum_k F_k (theta - theta*_k)^2 = A (theta - m)^2 + c,
+    A = sum_k F_k,  m = sum_k F_k theta*_k / A,  c = sum_k F_k (theta*_k - m)^2,
+
+so the consolidator keeps the per-task terms (each is replaced on its own) and an aggregate
+(A, m, c) that ``penalty()`` evaluates in one pass whatever the number of tasks K. The aggregate
+is built by ``merge_quadratics``, a pairwise update (Chan et al. 1979, the parallel variance
+formula) that never subtracts two large numbers, so it is as accurate in float32 as the naive
+sum. Adding a task merges one term into the aggregate; replacing a task's term, or leaving one
+out, rebuilds the aggregate from the stored terms (K merges, once per task switch): subtracting
+the old term instead would cancel catastrophically in float32 wherever it dominated A.
+
+Online EWC (Schwarz et al. 2018) keeps one running Fisher F <- gamma F + F_new and the latest
+anchor instead of one term per task; the interface is the same.
+
+Device: the consolidator keeps its own tensors on the device of the model's parameters. It
+follows ``model.to(device)`` by itself (``penalty()`` moves its tensors when it sees the
+parameters on another device); ``to(device)`` moves them explicitly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+import torch
+from torch import nn
+
+from ewc_dqn.fisher import DEFAULT_CHUNK_SIZE, ESTIMATORS, Estimator, fisher_diagonal
+from ewc_dqn.networks import TASK_PARAM_PATTERN
+from ewc_dqn.transition import Transition
+
+EWCMode = Literal["separate", "online"]
+STATE_FORMAT = 1
+"""Version of the ``state_dict`` layout."""
+
+
+@dataclass(frozen=True)
+class EWCConfig:
+    """Elastic weight consolidation: penalty, activation and Fisher estimation."""
+
+    lam: float = 400.0
+    """Fisher multiplier lambda of (lam/2) sum_i F_i (theta_i - theta*_i)^2 (dimensionless;
+    paper: 400)."""
+    start_frames: int = 0
+    """Emulator frames a task must have been trained for before its term counts (paper: 20M)."""
+    mode: EWCMode = "separate"
+    """'separate': one term per task, replaced when the task recurs; 'online': one running
+    Fisher and anchor (Schwarz et al. 2018)."""
+    online_gamma: float = 1.0
+    """Decay of the running Fisher in online mode, F <- gamma F + F_new (dimensionless)."""
+    exclude: str = TASK_PARAM_PATTERN
+    """Regular expression of parameter names left unprotected (default: per-task gains and
+    biases)."""
+    include_current_task: bool = True
+    """Whether the current task's own term counts while it is trained ('separate' mode only)."""
+    fisher_estimator: Estimator = "q_value"
+    """'q_value' (Gaussian Fisher of Q(s, a)), 'td' (empirical Fisher of the TD loss) or
+    'softmax' (Fisher of a Boltzmann policy over Q); see ewc_dqn.fisher."""
+    fisher_batches: int = 100
+    """Minibatches drawn from the task's replay for one Fisher estimate (paper: 100)."""
+    fisher_batch_size: int = 32
+    """Transitions per Fisher minibatch (paper: 32)."""
+    fisher_chunk_size: int = DEFAULT_CHUNK_SIZE
+    """Samples whose per-sample gradients are held in memory at once (bounds memory)."""
+    fisher_huber_delta: float = 1.0
+    """Huber delta of the TD loss for the 'td' estimator (should be the agent's; Q units)."""
+    softmax_temperature: float = 1.0
+    """Temperature of the 'softmax' estimator's policy (Q units)."""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.lam) and self.lam >= 0):
+            raise ValueError(f"ewc lam must be finite and >= 0, got {self.lam}")
+        if self.start_frames < 0:
+            raise ValueError(f"ewc start_frames must be >= 0, got {self.start_frames}")
+        if self.mode not in ("separate", "online"):
+            raise ValueError(f"ewc mode must be 'separate' or 'online', got {self.mode!r}")
+        if not 0.0 <= self.online_gamma <= 1.0:
+            raise ValueError(f"ewc online_gamma must be in [0, 1], got {self.online_gamma}")
+        if self.mode == "online" and not self.include_current_task:
+            raise ValueError(
+                "online EWC has one merged term; leaving out the current task's share of it is "
+                "not defined (include_current_task=False needs mode='separate')"
+            )
+        if self.fisher_estimator not in ESTIMATORS:
+            raise ValueError(
+                f"unknown Fisher estimator {self.fisher_estimator!r}; expected one of {ESTIMATORS}"
+            )
+        for field in ("fisher_batches", "fisher_batch_size", "fisher_chunk_size"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"ewc {field} must be >= 1, got {getattr(self, field)}")
+        re.compile(self.exclude)
+
+
+# ---------------------------------------------------------------------------------------------
+# The maths, as pure functions.
+
+Tensors = Mapping[str, torch.Tensor]
+
+
+class Quadratic(NamedTuple):
+    """sum_i fisher_i (theta_i - mean_i)^2 + const, the merged form of several EWC terms.
+
+    ``fisher`` and ``mean`` map parameter names to tensors shaped like the parameters; ``const``
+    is the sum over elements of the part that does not depend on theta (a Python float).
+    """
+
+    fisher: dict[str, torch.Tensor]
+    mean: dict[str, torch.Tensor]
+    const: float
+
+
+def merge_quadratics(total: Quadratic | None, fisher: Tensors, anchor: Tensors) -> Quadratic:
+    """Add the term F (theta - anchor)^2 to ``total`` (None: no terms yet); returns a new one.
+
+    With A' = A + F and delta = anchor - m: m' = m + (F / A') delta and
+    c' = c + sum (A F / A') delta^2. Where A' = 0 (no information) m' keeps the old value.
+    """
+    if total is None:
+        return Quadratic(
+            {n: f.detach().clone() for n, f in fisher.items()},
+            {n: a.detach().clone() for n, a in anchor.items()},
+            0.0,
+        )
+    new_fisher, new_mean, const = {}, {}, total.const
+    for n, a_old in total.fisher.items():
+        f, m = fisher[n], total.mean[n]
+        a_new = a_old + f
+        weight = f / a_new.clamp_min(torch.finfo(a_new.dtype).tiny)  # 0 where a_new == 0
+        delta = anchor[n] - m
+        new_fisher[n] = a_new
+        new_mean[n] = m + weight * delta
+        const += (a_old * weight * delta.square()).sum(dtype=torch.float64).item()
+    return Quadratic(new_fisher, new_mean, const)
+
+
+def ewc_penalty(
+    params: Tensors, fisher: Tensors, anchor: Tensors, lam: float, const: float = 0.0
+) -> torch.Tensor:
+    """(lam/2) (sum over names and elements of F (theta - anchor)^2 + const), a scalar tensor.
+
+    The gradient with respect to each parameter is lam F (theta - anchor).
+    """
+    total: torch.Tensor | None = None
+    for n, f in fisher.items():
+        d = params[n] - anchor[n]
+        term = (f * d * d).sum()
+        total = term if total is None else total + term
+    if total is None:
+        raise ValueError("ewc_penalty: no parameters")
+    return 0.5 * lam * (total + const)
+
+
+def ewc_penalty_naive(
+    params: Tensors, terms: Sequence[tuple[Tensors, Tensors]], lam: float
+) -> torch.Tensor:
+    """The same penalty summed term by term over ``terms = [(F_k, anchor_k), ...]``: K passes
+    over the parameters. For tests and for the benchmark's comparison."""
+    total = ewc_penalty(params, *terms[0], lam=lam)
+    for fisher, anchor in terms[1:]:
+        total = total + ewc_penalty(params, fisher, anchor, lam=lam)
+    return total
+
+
+def quadratic_penalty(
+    params: Sequence[torch.Tensor],
+    sqrt_fisher: Sequence[torch.Tensor],
+    mean: Sequence[torch.Tensor],
+    lam: float,
+    const: float = 0.0,
+) -> torch.Tensor:
+    """``ewc_penalty`` with F = sqrt_fisher^2, fused for speed (lists in the same order).
+
+    (lam/2) (sum ||sqrt(F) (theta - mean)||^2 + const): a forward pass of three multi-tensor
+    operations and a backward pass of two, with one allocation the size of the parameters,
+    instead of the dozen elementwise passes autograd records for F (theta - m)^2. The gradient
+    lam F (theta - mean) is lam sqrt(F) u with u = sqrt(F) (theta - mean) kept from the forward
+    pass (and overwritten by the backward pass, so backward runs once per call).
+    """
+    if not (len(params) == len(sqrt_fisher) == len(mean)) or not params:
+        raise ValueError("quadratic_penalty: params, sqrt_fisher and mean must be equally long")
+    return _QuadraticPenalty.apply(lam, const, list(sqrt_fisher), list(mean), *params)
+
+
+class _QuadraticPenalty(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, lam, const, sqrt_fisher, mean, *params):  # type: ignore[override]
+        u = torch._foreach_sub(list(params), mean)
+        torch._foreach_mul_(u, sqrt_fisher)
+        squares = torch.stack(torch._foreach_norm(u)).square().sum()
+        ctx.lam, ctx.sqrt_fisher, ctx.u = lam, sqrt_fisher, u
+        return 0.5 * lam * (squares + const)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        if ctx.u is None:
+            raise RuntimeError("backward through an EWC penalty twice; call penalty() again")
+        # The gradients overwrite u in place: one allocation per penalty instead of two.
+        grads, ctx.u = ctx.u, None
+        torch._foreach_mul_(grads, ctx.sqrt_fisher)
+        torch._foreach_mul_(grads, grad_out * ctx.lam)
+        return (None, None, None, None, *grads)
+
+
+def online_fisher_update(
+    running: Tensors | None, fisher_new: Tensors, gamma: float
+) -> dict[str, torch.Tensor]:
+    """Online EWC's running Fisher: gamma F + F_new (F_new alone when there is none yet)."""
+    if running is None:
+        return {n: f.detach().clone() for n, f in fisher_new.items()}
+    return {n: gamma * running[n] + fisher_new[n] for n in running}
+
+
+# ---------------------------------------------------------------------------------------------
+# The stateful owner.
+
+
+@dataclass
+class _TaskRecord:
+    """What the consolidator knows about one task id (scalars only)."""
+
+    frames: int = 0
+    consolidations: int = 0
+    fisher_sum: float = 0.0
+    fisher_max: float = 0.0
+
+
+class EWCConsolidator:
+    """Owns the EWC terms of a model's shared parameters and evaluates their penalty.
+
+    Typical use by a training loop::
+
+        ewc = EWCConsolidator(online_net, config=EWCConfig(start_frames=20_000_000))
+        ...
+        ewc.add_frames(task, frames_this_step)          # every step (emulator frames)
+        loss = td + ewc.penalty(current_task=task)      # every update
+        ...
+        # at a switch away from task `old`:
+        ewc.consolidate_from_replay(old, lambda b: replay[old].sample(b), target_net)
+
+    ``lam`` and ``start_frames``, when given, override the config's values.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lam: float | None = None,
+        start_frames: int | None = None,
+        config: EWCConfig | None = None,
+    ) -> None:
+        config = config or EWCConfig()
+        overrides: dict[str, Any] = {}
+        if lam is not None:
+            overrides["lam"] = lam
+        if start_frames is not None:
+            overrides["start_frames"] = start_frames
+        self.config = dataclasses.replace(config, **overrides) if overrides else config
+        self.model = model
+        pattern = re.compile(self.config.exclude)
+        # Parameter objects stay the same through module.to() and load_state_dict(), so caching
+        # them keeps penalty() free of a named_parameters() walk.
+        self._params = {
+            n: p for n, p in model.named_parameters() if p.requires_grad and not pattern.search(n)
+        }
+        if not self._params:
+            raise ValueError(f"no parameters left to protect after excluding {pattern.pattern!r}")
+        self._excluded = {n for n, _ in model.named_parameters()} - set(self._params)
+        self._device = next(iter(self._params.values())).device
+        self._tasks: dict[int, _TaskRecord] = {}
+        # 'separate' mode: one (fisher, anchor) per task id.
+        self._fisher: dict[int, dict[str, torch.Tensor]] = {}
+        self._anchor: dict[int, dict[str, torch.Tensor]] = {}
+        # 'online' mode: one running fisher and anchor, and how many consolidations it holds.
+        self._online_fisher: dict[str, torch.Tensor] | None = None
+        self._online_anchor: dict[str, torch.Tensor] | None = None
+        self._online_folds = 0
+        # The merged quadratic of the task ids in _agg_order (None: to be rebuilt).
+        self._agg: Quadratic | None = None
+        self._agg_order: list[int] = []
+        # What penalty() evaluates: (sqrt(A), m, c) as lists in parameter order, for the key
+        # (version of the stored terms, counted tasks); rebuilt when the key changes.
+        self._version = 0
+        self._eval_key: tuple[int, tuple[int, ...]] | None = None
+        self._eval: tuple[list[torch.Tensor], list[torch.Tensor], float] | None = None
+        self._param_list = list(self._params.values())
+
+    # -- the interface of the training loop -------------------------------------------------
+
+    @property
+    def param_names(self) -> list[str]:
+        """Names of the protected parameters (pass them to ``fisher_diagonal``)."""
+        return list(self._params)
+
+    def add_frames(self, task_id: int, frames: int) -> None:
+        """Report ``frames`` more emulator frames trained on ``task_id``."""
+        if frames < 0:
+            raise ValueError(f"add_frames: frames must be >= 0, got {frames}")
+        self._record(task_id).frames += int(frames)
+
+    def frames_trained(self, task_id: int) -> int:
+        """Emulator frames reported for ``task_id`` so far."""
+        record = self._tasks.get(task_id)
+        return record.frames if record else 0
+
+    def is_active(self, task_id: int) -> bool:
+        """Whether ``task_id`` has been trained for ``start_frames`` frames (its term counts)."""
+        return self.frames_trained(task_id) >= self.config.start_frames
+
+    def consolidate(self, task_id: int, fisher: Tensors, anchor: Tensors | None = None) -> None:
+        """Set or replace ``task_id``'s term with ``fisher`` anchored at ``anchor``.
+
+        Both map protected parameter names to tensors shaped like the parameters (names of
+        excluded parameters, e.g. per-task gains, are ignored); ``anchor`` defaults to the
+        current parameter values. In online mode the Fisher is folded into the running one if
+        the task is active (a consolidation of a task still short of ``start_frames`` is
+        dropped there, since a running sum cannot hold it back).
+        """
+        fisher_t = self._checked(fisher, "fisher")
+        for n, f in fisher_t.items():
+            if not bool(torch.isfinite(f).all()) or bool((f < 0).any()):
+                raise ValueError(f"fisher[{n!r}] must be finite and >= 0")
+        if anchor is None:
+            anchor_t = {n: p.detach().clone() for n, p in self._params.items()}
+        else:
+            anchor_t = self._checked(anchor, "anchor")
+        record = self._record(task_id)
+        record.consolidations += 1
+        record.fisher_sum = sum(f.sum(dtype=torch.float64).item() for f in fisher_t.values())
+        record.fisher_max = max(f.max().item() for f in fisher_t.values())
+        if self.config.mode == "online":
+            if self.is_active(task_id):
+                self._online_fisher = online_fisher_update(
+                    self._online_fisher, fisher_t, self.config.online_gamma
+                )
+                self._online_anchor = anchor_t
+                self._online_folds += 1
+                self._version += 1
+            return
+        self._fisher[task_id] = fisher_t
+        self._anchor[task_id] = anchor_t
+        self._version += 1
+        if task_id in self._agg_order:
+            self._agg, self._agg_order = None, []
+
+    def consolidate_from_replay(
+        self,
+        task_id: int,
+        sample: Callable[[int], Transition],
+        target_model: nn.Module | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Estimate ``task_id``'s Fisher from ``fisher_batches`` minibatches ``sample(batch_size)``
+        of its replay (config's estimator), consolidate it at the current parameters, return it.
+        """
+        cfg = self.config
+        fisher = fisher_diagonal(
+            self.model,
+            (sample(cfg.fisher_batch_size) for _ in range(cfg.fisher_batches)),
+            task_id,
+            estimator=cfg.fisher_estimator,
+            target_model=target_model,
+            param_names=self.param_names,
+            chunk_size=cfg.fisher_chunk_size,
+            huber_delta=cfg.fisher_huber_delta,
+            softmax_temperature=cfg.softmax_temperature,
+        )
+        self.consolidate(task_id, fisher)
+        return fisher
+
+    def penalty(self, current_task: int | None = None) -> torch.Tensor:
+        """sum over counted tasks k of (lam/2) sum_i F_k,i (theta_i - theta*_k,i)^2.
+
+        A task counts once it is active; ``current_task``'s own term is left out when
+        ``include_current_task`` is False. Returns a scalar tensor on the parameters' device
+        with gradient lam sum_k F_k (theta - theta*_k); a zero without gradient when nothing
+        counts yet.
+        """
+        self._follow_model()
+        evaluator = self._evaluator(current_task)
+        if evaluator is None:
+            return self._zero()
+        sqrt_fisher, mean, const = evaluator
+        return quadratic_penalty(self._param_list, sqrt_fisher, mean, self.config.lam, const)
+
+    def _evaluator(
+        self, current_task: int | None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], float] | None:
+        if self.config.mode == "online":
+            if self._online_fisher is None or self._online_anchor is None:
+                return None
+            key: tuple[int, tuple[int, ...]] = (self._version, ())
+            quadratic = Quadratic(self._online_fisher, self._online_anchor, 0.0)
+        else:
+            counted = self.counted_tasks(current_task)
+            if not counted:
+                return None
+            key = (self._version, tuple(counted))
+            if key == self._eval_key:
+                return self._eval
+            quadratic = self._aggregate(counted)
+        if key != self._eval_key:
+            names = list(self._params)
+            self._eval = (
+                [quadratic.fisher[n].sqrt() for n in names],
+                [quadratic.mean[n] for n in names],
+                quadratic.const,
+            )
+            self._eval_key = key
+        return self._eval
+
+    def counted_tasks(self, current_task: int | None = None) -> list[int]:
+        """The task ids whose terms ``penalty(current_task)`` sums ('separate' mode)."""
+        skip = None if self.config.include_current_task else current_task
+        return [k for k in sorted(self._fisher) if k != skip and self.is_active(k)]
+
+    def task_terms(self) -> dict[int, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
+        """The stored ``{task: (fisher, anchor)}`` ('separate'), or ``{-1: ...}`` for the
+        running term ('online'); the tensors are the consolidator's own, do not modify them."""
+        if self.config.mode == "online":
+            if self._online_fisher is None or self._online_anchor is None:
+                return {}
+            return {-1: (self._online_fisher, self._online_anchor)}
+        return {k: (self._fisher[k], self._anchor[k]) for k in sorted(self._fisher)}
+
+    def stats(self) -> dict[str, float]:
+        """Scalars for logging under ``ewc/`` (no device synchronisation: cached at
+        consolidation)."""
+        out: dict[str, float] = {}
+        if self.config.mode == "online":
+            out["ewc/active_terms"] = float(self._online_fisher is not None)
+            out["ewc/online_folds"] = float(self._online_folds)
+        else:
+            out["ewc/active_terms"] = float(len(self.counted_tasks()))
+            out["ewc/stored_terms"] = float(len(self._fisher))
+        for k in sorted(self._tasks):
+            r = self._tasks[k]
+            out[f"ewc/task{k}/frames"] = float(r.frames)
+            out[f"ewc/task{k}/active"] = float(self.is_active(k))
+            if r.consolidations:
+                out[f"ewc/task{k}/consolidations"] = float(r.consolidations)
+                out[f"ewc/task{k}/fisher_sum"] = r.fisher_sum
+                out[f"ewc/task{k}/fisher_max"] = r.fisher_max
+        return out
+
+    def to(self, device: torch.device | str) -> EWCConsolidator:
+        """Move every stored tensor to ``device`` (``penalty()`` does this by itself when the
+        model has moved); returns self."""
+        device = torch.device(device)
+        for k in self._fisher:
+            self._fisher[k] = _moved(self._fisher[k], device)
+            self._anchor[k] = _moved(self._anchor[k], device)
+        if self._online_fisher is not None and self._online_anchor is not None:
+            self._online_fisher = _moved(self._online_fisher, device)
+            self._online_anchor = _moved(self._online_anchor, device)
+        if self._agg is not None:
+            self._agg = Quadratic(
+                _moved(self._agg.fisher, device), _moved(self._agg.mean, device), self._agg.const
+            )
+        self._device = device
+        self._eval_key, self._eval = None, None
+        return self
+
+    # -- checkpointing ----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and plain Python values only (safetensors + JSON friendly).
+
+        Layout: ``{"format", "mode", "param_names", "tasks": {str(task): {frames,
+        consolidations, fisher_sum, fisher_max}}, "online_folds", "aggregate_order",
+        "tensors": {"task<k>/fisher/<name>" | "task<k>/anchor/<name>" | "online/fisher/<name>"
+        | "online/anchor/<name>": Tensor}}``. Task ids are string keys so JSON keeps them.
+        """
+        tensors: dict[str, torch.Tensor] = {}
+        for k in self._fisher:
+            for n in self._params:
+                tensors[f"task{k}/fisher/{n}"] = self._fisher[k][n]
+                tensors[f"task{k}/anchor/{n}"] = self._anchor[k][n]
+        if self._online_fisher is not None and self._online_anchor is not None:
+            for n in self._params:
+                tensors[f"online/fisher/{n}"] = self._online_fisher[n]
+                tensors[f"online/anchor/{n}"] = self._online_anchor[n]
+        return {
+            "format": STATE_FORMAT,
+            "mode": self.config.mode,
+            "param_names": list(self._params),
+            "tasks": {str(k): dataclasses.asdict(r) for k, r in sorted(self._tasks.items())},
+            "online_folds": self._online_folds,
+            "aggregate_order": list(self._agg_order),
+            "tensors": tensors,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a ``state_dict()``; checks format, mode, names and shapes (ValueError)."""
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"EWC state format {state.get('format')!r}, expected {STATE_FORMAT}")
+        if state.get("mode") != self.config.mode:
+            raise ValueError(
+                f"EWC state was saved in mode {state.get('mode')!r}, this consolidator is "
+                f"{self.config.mode!r}"
+            )
+        if list(state.get("param_names", [])) != list(self._params):
+            raise ValueError(
+                "EWC state protects other parameters: saved "
+                f"{list(state.get('param_names', []))}, model has {list(self._params)}"
+            )
+        tasks = {int(k): _TaskRecord(**v) for k, v in state["tasks"].items()}
+        fisher: dict[int, dict[str, torch.Tensor]] = {}
+        anchor: dict[int, dict[str, torch.Tensor]] = {}
+        online: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in state["tensors"].items():
+            owner, kind, name = _split_key(key)
+            if kind not in ("fisher", "anchor") or name not in self._params:
+                raise ValueError(f"EWC state has an unexpected tensor {key!r}")
+            param = self._params[name]
+            if tuple(value.shape) != tuple(param.shape):
+                raise ValueError(
+                    f"EWC state tensor {key!r} is {tuple(value.shape)}, parameter {name!r} is "
+                    f"{tuple(param.shape)}"
+                )
+            value = value.detach().to(device=self._device, dtype=param.dtype).clone()
+            if owner == "online":
+                online.setdefault(kind, {})[name] = value
+            elif owner.startswith("task") and owner[4:].isdigit():
+                target = fisher if kind == "fisher" else anchor
+                target.setdefault(int(owner[4:]), {})[name] = value
+            else:
+                raise ValueError(f"EWC state has an unexpected tensor {key!r}")
+        terms = [*fisher.values(), *anchor.values(), *online.values()]
+        for group in terms:
+            missing = sorted(set(self._params) - set(group))
+            if missing:
+                raise ValueError(f"EWC state: a stored term lacks the tensors of {missing}")
+        if set(fisher) != set(anchor):
+            raise ValueError("EWC state: tasks with a Fisher and tasks with an anchor differ")
+        if online and set(online) != {"fisher", "anchor"}:
+            raise ValueError("EWC state: the online term needs both fisher and anchor")
+        if self.config.mode == "online" and fisher:
+            raise ValueError("EWC state: per-task terms in an online-mode state")
+        self._tasks = tasks
+        self._fisher, self._anchor = fisher, anchor
+        self._online_fisher = online.get("fisher")
+        self._online_anchor = online.get("anchor")
+        self._online_folds = int(state["online_folds"])
+        order = [int(k) for k in state["aggregate_order"]]
+        if any(k not in fisher for k in order):
+            raise ValueError(f"EWC state: aggregate order {order} names unknown tasks")
+        # Merging in the saved order reproduces the saved aggregate bit for bit.
+        self._version += 1
+        self._agg, self._agg_order = None, []
+        if order:
+            self._aggregate(order)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _record(self, task_id: int) -> _TaskRecord:
+        if isinstance(task_id, bool) or not isinstance(task_id, int) or task_id < 0:
+            raise ValueError(f"task ids are ints >= 0, got {task_id!r}")
+        return self._tasks.setdefault(task_id, _TaskRecord())
+
+    def _checked(self, tensors: Tensors, what: str) -> dict[str, torch.Tensor]:
+        """``tensors`` restricted to the protected names, validated, detached, on our device."""
+        unknown = sorted(set(tensors) - set(self._params) - self._excluded)
+        if unknown:
+            raise ValueError(f"{what} names parameters the model does not have: {unknown}")
+        missing = sorted(set(self._params) - set(tensors))
+        if missing:
+            raise ValueError(f"{what} lacks protected parameters: {missing}")
+        out = {}
+        for n, p in self._params.items():
+            t = tensors[n]
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(p.shape):
+                shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                raise ValueError(f"{what}[{n!r}] is {shape}, the parameter is {tuple(p.shape)}")
+            out[n] = t.detach().to(device=self._device, dtype=p.dtype).clone()
+        return out
+
+    def _aggregate(self, counted: list[int]) -> Quadratic:
+        """The merged quadratic of ``counted``: extended by merging when it only gains tasks,
+        rebuilt from the stored terms otherwise."""
+        if self._agg is None or not set(self._agg_order) <= set(counted):
+            self._agg, self._agg_order = None, []
+        for k in counted:
+            if k not in self._agg_order:
+                self._agg = merge_quadratics(self._agg, self._fisher[k], self._anchor[k])
+                self._agg_order.append(k)
+        assert self._agg is not None
+        return self._agg
+
+    def _follow_model(self) -> None:
+        device = next(iter(self._params.values())).device
+        if device != self._device:
+            self.to(device)
+
+    def _zero(self) -> torch.Tensor:
+        p = next(iter(self._params.values()))
+        return torch.zeros((), device=p.device, dtype=p.dtype)
+
+
+def _moved(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {n: t.to(device) for n, t in tensors.items()}
+
+
+def _split_key(key: str) -> tuple[str, str, str]:
+    parts = key.split("/", 2)
+    if len(parts) != 3:
+        raise ValueError(f"EWC state has an unexpected tensor {key!r}")
+    return parts[0], parts[1], parts[2]

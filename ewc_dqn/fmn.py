@@ -1,0 +1,402 @@
+"""Forget-me-not (FMN) task inference: which task do the frames come from? (Kirkpatrick et al.
+2017, SI; Milan et al. 2016).
+
+Each task owns a factored per-pixel categorical model of one frame with a Dirichlet prior over
+quantised levels (maths in ``ewc_dqn.dirichlet``). Time is cut into windows of ``window`` model
+observations, one every ``update_period`` agent steps. Within a window every model, plus one
+untrained *hold-out* model, is tentatively updated with each frame, and each frame is scored by
+every model's predictive after the earlier frames of the window, so a window's score is each
+model's sequential marginal likelihood. At the window's end the best model keeps the window and
+the others revert; when the hold-out wins it becomes a new task and a fresh hold-out is made.
+An HMM over the task ids (switch rate alpha_t = switch_rate / t) filters the per-frame
+likelihoods and gives the reported task: the most probable existing task.
+
+One departure from flat FMN, for windows that straddle a switch: the hold-out only becomes a new
+task if it also beats every explanation of the window by two existing tasks with one switch
+inside it (``split_windows``). Without this, every switch between two known games creates a
+spurious task, because a mixed window is explained better by a fresh model than by either game.
+
+Frames: Atari (H, W) uint8 greyscale, block-averaged by ``downscale`` (84x84 -> 42x42) and
+quantised to ``levels`` grey levels; MinAtar (C, 10, 10) 0/1 planes (``channel_axis`` 0, the
+package's layout) or (10, 10, C) (``channel_axis`` -1, MinAtar's own), where a pixel's level is 0
+when no plane is set and 1 + the first set plane otherwise (C + 1 levels, no downscale).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from ewc_dqn.dirichlet import (
+    best_two_segments,
+    dirichlet_log_likelihood,
+    filter_step,
+    frame_log_likelihood,
+    switch_rate,
+)
+
+
+@dataclass(frozen=True)
+class FMNConfig:
+    """Settings of forget-me-not task inference. Defaults measured in docs/fmn.md."""
+
+    window: int = 4
+    """Window width in model observations (paper: 4); one window spans window * update_period
+    agent steps."""
+    update_period: int = 4
+    """Agent steps between model observations (paper: 4); other steps reuse the current task."""
+    concentration: float = 0.01
+    """Dirichlet pseudo-count per level and pixel (dimensionless); small values let the hold-out
+    fit a new game within one window."""
+    levels: int = 16
+    """Grey levels after quantisation of Atari frames (MinAtar: number of planes + 1, fixed)."""
+    downscale: int = 2
+    """Block-average factor per side for Atari frames, 84x84 -> 42x42 (paper: 2)."""
+    max_tasks: int = 32
+    """Cap on tasks; at the cap a winning hold-out gives its window to the best existing task
+    and a RuntimeWarning is raised once."""
+    switch_rate: float = 1.0
+    """HMM switch probability alpha_t = switch_rate / t, t = model observations so far
+    (capped at 1/2)."""
+    split_windows: bool = True
+    """Refuse a new task when two existing tasks with one switch explain the window better."""
+    channel_axis: int = 0
+    """Axis of the planes in 3-D (MinAtar) frames: 0 for (C, 10, 10), -1 for (10, 10, C)."""
+
+    def validate(self) -> None:
+        """Raise ValueError with a one-line message for values that cannot work."""
+        if not 1 <= self.window <= 255:
+            raise ValueError(f"window must be in [1, 255] observations, got {self.window}")
+        if self.update_period < 1:
+            raise ValueError(f"update_period must be >= 1 agent step, got {self.update_period}")
+        if not 1e-4 <= self.concentration <= 1e3:
+            raise ValueError(f"concentration must be in [1e-4, 1e3], got {self.concentration}")
+        if not 2 <= self.levels <= 256:
+            raise ValueError(f"levels must be in [2, 256], got {self.levels}")
+        if self.downscale < 1:
+            raise ValueError(f"downscale must be >= 1, got {self.downscale}")
+        if self.max_tasks < 1:
+            raise ValueError(f"max_tasks must be >= 1, got {self.max_tasks}")
+        if self.switch_rate <= 0:
+            raise ValueError(f"switch_rate must be > 0, got {self.switch_rate}")
+        if self.channel_axis not in (0, -1):
+            raise ValueError(f"channel_axis must be 0 or -1, got {self.channel_axis}")
+
+
+class ForgetMeNot:
+    """Infers the current task id (0, 1, 2, ... in order of creation) from a stream of frames.
+
+    ``observe(frame)`` once per agent step while training; ``infer(frame)`` to label a frame
+    without changing anything (evaluation). Deterministic: no randomness is used.
+    """
+
+    def __init__(self, config: FMNConfig | None = None) -> None:
+        self.config = FMNConfig() if config is None else config
+        self.config.validate()
+        self._frame_shape: tuple[int, ...] = ()  # fixed by the first frame
+        self._levels = 0
+        self._offsets = np.zeros(0, dtype=np.intp)  # (P,) p * levels: flat index of level 0
+        self._lut = (np.arange(256) * self.config.levels // 256).astype(np.uint8)
+        # Models are columns: tasks 0..K-1, then the hold-out (always all-zero counts). Rows are
+        # (pixel, level) pairs, row p * levels + l.
+        self._counts = np.zeros((0, 1), dtype=np.float32)  # (P * levels, K + 1) frames counted
+        self._log_table = np.zeros((0, 1), dtype=np.float32)  # log(counts + beta), a cache
+        self._totals = np.zeros(1, dtype=np.float64)  # (K + 1,) frames counted per model
+        self._window = np.zeros((self.config.window, 0), dtype=np.uint8)  # (W, P) levels
+        self._window_fill = 0
+        self._window_unsettled = False  # the filter's favourite was not the reported task
+        self._last_ll = np.zeros(1)  # (K + 1,) nats, every model's score of the last observation
+        self._log_posterior = np.zeros(1)  # (K + 1,) HMM filter, log p(task | frames so far)
+        self._observations = 0  # model observations so far
+        self._steps = 0  # observe() calls so far
+        self._task = 0
+        self._switches = 0
+        self._split_windows = 0
+        self._cap_refusals = 0
+
+    # ----------------------------------------------------------------------------------------
+    # public interface
+
+    @property
+    def num_tasks(self) -> int:
+        """Tasks created so far (0 before the first frame)."""
+        return self._counts.shape[1] - 1
+
+    @property
+    def task(self) -> int:
+        """The task id that the last observe() returned."""
+        return self._task
+
+    def observe(self, frame: np.ndarray) -> int:
+        """Take the newest frame of the training stream, update the models every
+        ``update_period`` calls, and return the current task id."""
+        self._check(frame)
+        step = self._steps
+        self._steps += 1
+        if step % self.config.update_period == 0:
+            self._observe_levels(self._encode(frame))
+        return self._task
+
+    def infer(self, frame: np.ndarray) -> int:
+        """The task whose committed model explains ``frame`` best; changes nothing. For
+        evaluation, where each frame is labelled on its own (the margins between games are
+        hundreds of nats, so no filtering is needed)."""
+        return int(np.argmax(self.log_likelihoods(frame)))
+
+    def log_likelihoods(self, frame: np.ndarray) -> np.ndarray:
+        """(num_tasks,) float64: log p(frame | task) in nats under each task's committed model."""
+        if self.num_tasks == 0:
+            raise RuntimeError("no task exists yet: call observe() on the training stream first")
+        self._check(frame)
+        flat = self._offsets + self._encode(frame)
+        k = self.num_tasks
+        return frame_log_likelihood(
+            np.take(self._log_table, flat, axis=0)[:, :k],
+            self._totals[:k],
+            self.config.concentration,
+            self._levels,
+        )
+
+    def stats(self) -> dict[str, float]:
+        """Scalars for logging under ``tasks/``; log-likelihoods in nats per pixel of the last
+        model observation."""
+        ll = self._last_ll / max(1, self._offsets.shape[0])
+        return {
+            "tasks/num_tasks": float(self.num_tasks),
+            "tasks/current": float(self._task),
+            "tasks/switches": float(self._switches),
+            "tasks/split_windows": float(self._split_windows),
+            "tasks/cap_refusals": float(self._cap_refusals),
+            "tasks/posterior": float(np.exp(self._log_posterior[min(self._task, ll.shape[0] - 1)])),
+            "tasks/log_likelihood": float(ll[min(self._task, ll.shape[0] - 1)]),
+            "tasks/holdout_log_likelihood": float(ll[-1]),
+        }
+
+    def memory_per_task_bytes(self) -> int:
+        """Bytes one more task adds: its counts and log-table columns (float32 per (pixel,
+        level) pair) and three float64 scalars."""
+        return self._counts.shape[0] * (self._counts.itemsize + self._log_table.itemsize) + 24
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: numpy arrays and plain Python scalars only."""
+        return {
+            "config": asdict(self.config),
+            "frame_shape": list(self._frame_shape),
+            "counts": self._counts.copy(),
+            "totals": self._totals.copy(),
+            "window": self._window.copy(),
+            "window_fill": self._window_fill,
+            "window_unsettled": self._window_unsettled,
+            "last_log_likelihood": self._last_ll.copy(),
+            "log_posterior": self._log_posterior.copy(),
+            "observations": self._observations,
+            "steps": self._steps,
+            "task": self._task,
+            "switches": self._switches,
+            "split_windows": self._split_windows,
+            "cap_refusals": self._cap_refusals,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore from ``state_dict()`` (arrays may come back as torch tensors)."""
+        saved = dict(state["config"])
+        mine = asdict(self.config)
+        if saved != mine:
+            diff = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
+            raise ValueError(f"FMN state was saved with another config (saved, current): {diff}")
+        self._frame_shape = ()
+        if len(state["frame_shape"]):
+            self._set_geometry(tuple(int(d) for d in state["frame_shape"]))
+        self._counts = np.array(state["counts"], dtype=np.float32)
+        self._totals = np.array(state["totals"], dtype=np.float64)
+        self._window = np.array(state["window"], dtype=np.uint8)
+        self._window_fill = int(state["window_fill"])
+        self._window_unsettled = bool(state["window_unsettled"])
+        self._last_ll = np.array(state["last_log_likelihood"], dtype=np.float64)
+        self._log_table = np.log(self._counts + np.float32(self.config.concentration))
+        self._log_posterior = np.array(state["log_posterior"], dtype=np.float64)
+        self._observations = int(state["observations"])
+        self._steps = int(state["steps"])
+        self._task = int(state["task"])
+        self._switches = int(state["switches"])
+        self._split_windows = int(state["split_windows"])
+        self._cap_refusals = int(state["cap_refusals"])
+
+    # ----------------------------------------------------------------------------------------
+    # frames
+
+    def _check(self, frame: np.ndarray) -> None:
+        """Raise a clear error for frames of the wrong type, dtype or shape."""
+        if not isinstance(frame, np.ndarray):
+            raise TypeError(f"frame must be a numpy array, got {type(frame).__name__}")
+        if frame.dtype != np.uint8 and not (frame.ndim == 3 and frame.dtype == np.bool_):
+            raise TypeError(
+                f"frame dtype must be uint8 (MinAtar planes: uint8 or bool), got {frame.dtype}"
+            )
+        if frame.shape != self._frame_shape:
+            if self._frame_shape:
+                raise ValueError(
+                    f"frame shape {frame.shape} differs from the stream's {self._frame_shape}"
+                )
+            self._set_geometry(frame.shape)
+
+    def _set_geometry(self, shape: tuple[int, ...]) -> None:
+        """Fix pixels and levels from the first frame's shape and make task 0 and the hold-out."""
+        d = self.config.downscale
+        if len(shape) == 2:
+            if shape[0] % d or shape[1] % d or min(shape) == 0:
+                raise ValueError(f"greyscale frame {shape} is not divisible by downscale={d}")
+            pixels, levels = (shape[0] // d) * (shape[1] // d), self.config.levels
+        elif len(shape) == 3:
+            channels = shape[self.config.channel_axis]
+            if not 1 <= channels <= 254:
+                raise ValueError(
+                    f"MinAtar frame {shape} has {channels} planes on axis "
+                    f"{self.config.channel_axis}; expected 1..254"
+                )
+            pixels, levels = int(np.prod(shape)) // channels, channels + 1
+        else:
+            raise ValueError(
+                f"frame must be (H, W) greyscale or a 3-D MinAtar frame, got shape {shape}"
+            )
+        self._frame_shape = tuple(shape)
+        self._levels = levels
+        self._offsets = np.arange(pixels, dtype=np.intp) * levels
+        # The first window's only candidates are two empty models, so its winner (task 0) is
+        # known now; creating it here lets observe() return a valid id from the first frame.
+        self._counts = np.zeros((pixels * levels, 2), dtype=np.float32)
+        self._log_table = np.log(self._counts + np.float32(self.config.concentration))
+        self._totals = np.zeros(2)
+        self._window = np.zeros((self.config.window, pixels), dtype=np.uint8)
+        self._last_ll = np.zeros(2)
+        self._log_posterior = np.log(np.full(2, 0.5))
+
+    def _encode(self, frame: np.ndarray) -> np.ndarray:
+        """(P,) uint8 level of every (downscaled) pixel."""
+        if frame.ndim == 2:
+            d = self.config.downscale
+            if d > 1:
+                h, w = frame.shape
+                frame = cv2.resize(frame, (w // d, h // d), interpolation=cv2.INTER_AREA)
+            return np.take(self._lut, frame.reshape(-1))
+        planes = np.moveaxis(frame, self.config.channel_axis, 0).reshape(
+            frame.shape[self.config.channel_axis], -1
+        )
+        if planes.dtype == np.uint8 and planes.max(initial=0) > 1:
+            raise ValueError("MinAtar planes must be 0/1; for Atari pass the (84, 84) newest frame")
+        first = planes.argmax(axis=0)
+        return np.where(planes.any(axis=0), first + 1, 0).astype(np.uint8)
+
+    # ----------------------------------------------------------------------------------------
+    # models and filter
+
+    def _observe_levels(self, levels: np.ndarray) -> None:
+        """Score one model observation, run the filter, and close the window when it is full."""
+        flat = self._offsets + levels
+        ll = frame_log_likelihood(
+            np.take(self._log_table, flat, axis=0),
+            self._totals,
+            self.config.concentration,
+            self._levels,
+        )
+        self._last_ll = ll
+        self._window[self._window_fill] = levels
+        self._window_fill += 1
+        self._observations += 1
+        alpha = switch_rate(self._observations, self.config.switch_rate)
+        self._log_posterior = filter_step(self._log_posterior, ll, alpha)
+        best = int(np.argmax(self._log_posterior))
+        self._window_unsettled |= best != self._task
+        self._set_task(best)
+        if self._window_fill == self.config.window:
+            self._close_window()
+            self._set_task(best)  # the hold-out may just have become task `best`
+
+    def _set_task(self, task: int) -> None:
+        """Report ``task`` from now on; the hold-out is not a task until it wins a window, so
+        while it is the most probable state the last task stays."""
+        if task < self.num_tasks and task != self._task:
+            self._task = task
+            self._switches += 1
+
+    def _block(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct (pixel, level) pairs that window frames [start, stop) show, as flat rows
+        (Q,), and how many of those frames show each (Q,), sorted by that count, descending."""
+        levels = self._window[start:stop]
+        same = levels[:, None, :] == levels[None, :, :]  # (n, n, P): frames u, t agree at p
+        seen_before = np.zeros(levels.shape, dtype=bool)
+        for t in range(1, levels.shape[0]):
+            seen_before[t] = same[:t, t].any(axis=0)
+        keep = ~seen_before
+        pairs = (self._offsets + levels)[keep]
+        frames = same.sum(axis=0)[keep]
+        order = np.argsort(-frames, kind="stable")
+        return pairs[order], frames[order]
+
+    def _block_scores(self, start: int, stop: int) -> np.ndarray:
+        """(K + 1,) sequential marginal log-likelihood of window frames [start, stop) under
+        every model, each model starting from its committed counts."""
+        pairs, frames = self._block(start, stop)
+        return dirichlet_log_likelihood(
+            self._counts[pairs],
+            frames,
+            self._totals,
+            stop - start,
+            self._offsets.shape[0],
+            self.config.concentration,
+            self._levels,
+        )
+
+    def _close_window(self) -> None:
+        """Commit the window to its best explanation; promote the hold-out when it wins."""
+        w = self.config.window
+        holdout = self.num_tasks
+        scores = self._block_scores(0, w)
+        winner = int(np.argmax(scores))
+        segments = [(winner, 0, w)]
+        # A window won by the hold-out, or one in which the filter favoured another state than
+        # the reported task, may straddle a switch: compare with every explanation by two models
+        # with one switch inside the window (the switch costs log alpha).
+        if self.config.split_windows and w > 1 and (winner == holdout or self._window_unsettled):
+            prefix = np.stack([self._block_scores(0, s) for s in range(1, w)], axis=1)
+            suffix = np.stack([self._block_scores(s, w) for s in range(1, w)], axis=1)
+            score, first, second, at = best_two_segments(prefix, suffix, holdout)
+            score += np.log(switch_rate(self._observations, self.config.switch_rate))
+            if score > scores[winner]:
+                segments = [(first, 0, at), (second, at, w)]
+                self._split_windows += 1
+        if segments[-1][0] == holdout and self.num_tasks >= self.config.max_tasks:
+            if self._cap_refusals == 0:
+                warnings.warn(
+                    f"FMN reached max_tasks={self.config.max_tasks}: frames that fit no task now "
+                    "go to the closest existing task (raise FMNConfig.max_tasks to allow more)",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+            self._cap_refusals += 1
+            segments = [(int(np.argmax(scores[:holdout])), 0, w)]
+        for model, start, stop in segments:
+            pairs, frames = self._block(start, stop)
+            self._counts[pairs, model] += frames
+            self._log_table[pairs, model] = np.log(
+                self._counts[pairs, model] + self.config.concentration
+            )
+            self._totals[model] += stop - start
+        if segments[-1][0] == holdout:
+            self._add_holdout()
+        self._window_fill = 0
+        self._window_unsettled = False
+
+    def _add_holdout(self) -> None:
+        """The old hold-out has become the newest task; append a fresh, empty hold-out."""
+        rows = self._counts.shape[0]
+        self._counts = np.concatenate([self._counts, np.zeros((rows, 1), np.float32)], axis=1)
+        empty = np.full((rows, 1), np.log(np.float32(self.config.concentration)), np.float32)
+        self._log_table = np.concatenate([self._log_table, empty], axis=1)
+        self._totals = np.append(self._totals, 0.0)
+        self._last_ll = np.append(self._last_ll, self._last_ll[-1])
+        # The new hold-out gets probability only through the HMM's switch mass.
+        self._log_posterior = np.append(self._log_posterior, -np.inf)

@@ -1,0 +1,120 @@
+"""Where the agent's task id comes from: the schedule (true labels) or forget-me-not (inferred).
+
+Both give the id of the task to act, learn and consolidate under. ``train_label`` may learn from
+the frame (FMN updates its models); ``eval_label`` never does. The agent in inferred mode never
+sees the true label: it is passed in only so the true-label variant has the same interface.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from ewc_dqn.fmn import ForgetMeNot
+
+
+class TaskLabeler(Protocol):
+    """The source of task ids."""
+
+    @property
+    def num_tasks(self) -> int: ...
+
+    def train_label(self, frame: np.ndarray, true_task: int) -> int: ...
+
+    def eval_label(self, frame: np.ndarray, true_task: int) -> int: ...
+
+    def stats(self) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class TrueLabels:
+    """Task id = the schedule's label of the game being played."""
+
+    def __init__(self) -> None:
+        self._seen: set[int] = set()
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self._seen)
+
+    def train_label(self, frame: np.ndarray, true_task: int) -> int:
+        self._seen.add(true_task)
+        return true_task
+
+    def eval_label(self, frame: np.ndarray, true_task: int) -> int:
+        return true_task
+
+    def stats(self) -> dict[str, float]:
+        return {"tasks/num_tasks": float(self.num_tasks)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seen": sorted(self._seen)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._seen = {int(t) for t in state["seen"]}
+
+
+class InferredLabels:
+    """Task id = forget-me-not's most probable context for the frames seen so far."""
+
+    def __init__(self, fmn: ForgetMeNot) -> None:
+        self.fmn = fmn
+
+    @property
+    def num_tasks(self) -> int:
+        return self.fmn.num_tasks
+
+    def train_label(self, frame: np.ndarray, true_task: int) -> int:
+        return self.fmn.observe(_fmn_frame(frame))
+
+    def eval_label(self, frame: np.ndarray, true_task: int) -> int:
+        return self.fmn.infer(_fmn_frame(frame))
+
+    def stats(self) -> dict[str, float]:
+        return dict(self.fmn.stats())
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.fmn.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.fmn.load_state_dict(state)
+
+
+def _fmn_frame(frame: np.ndarray) -> np.ndarray:
+    """The environment's newest frame (C, H, W) in the layout FMN takes: Atari (84, 84)
+    greyscale; MinAtar (10, 10, C) planes."""
+    if frame.shape[0] == 1:
+        return frame[0]
+    return np.moveaxis(frame, 0, -1)
+
+
+def adjusted_rand_from_counts(counts: dict[tuple[int, int], int]) -> float:
+    """Adjusted Rand index of two labelings given as a contingency table {(true, used): n}.
+
+    Same value as ``sklearn.metrics.adjusted_rand_score`` on the expanded label arrays, computed
+    from the counts so the training loop never keeps a per-step history. 1.0 for identical
+    partitions (and for a single cluster on both sides), about 0 for unrelated ones.
+    """
+    if not counts:
+        return 1.0
+    n_ij = np.array(list(counts.values()), dtype=np.float64)
+    trues = sorted({t for t, _ in counts})
+    useds = sorted({u for _, u in counts})
+    a = np.array([sum(c for (t, _), c in counts.items() if t == k) for k in trues], np.float64)
+    b = np.array([sum(c for (_, u), c in counts.items() if u == k) for k in useds], np.float64)
+    n = n_ij.sum()
+
+    def pairs(x: np.ndarray) -> float:
+        return float((x * (x - 1) / 2).sum())
+
+    index, sum_a, sum_b = pairs(n_ij), pairs(a), pairs(b)
+    total = n * (n - 1) / 2
+    expected = sum_a * sum_b / total if total > 0 else 0.0
+    max_index = (sum_a + sum_b) / 2
+    if max_index == expected:  # both partitions trivial in the same way
+        return 1.0
+    return float((index - expected) / (max_index - expected))

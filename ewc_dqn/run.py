@@ -1,0 +1,173 @@
+"""Build every part of a run in the open and hand them to the training loop.
+
+``start_run`` is what ``train_agent.py`` and the sweep workers call: it creates or resumes the
+run folder, builds the schedule, the environment-facing shapes, the network, the agent, the EWC
+consolidator, the task labeller, the replay factory and the logger, wires them into a
+``Trainer`` and restores the latest checkpoint when resuming.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from envs.games import resolve_game
+from envs.make import make_env
+from envs.schedule import Schedule, Visit, build_schedule
+from ewc_dqn.agent import DQNAgent
+from ewc_dqn.checkpoint import latest_checkpoint
+from ewc_dqn.config import TrainConfig, config_from_dict, config_to_dict
+from ewc_dqn.ewc import EWCConsolidator
+from ewc_dqn.fmn import ForgetMeNot
+from ewc_dqn.labels import InferredLabels, TaskLabeler, TrueLabels
+from ewc_dqn.metrics import MetricsLogger
+from ewc_dqn.networks import build_q_network
+from ewc_dqn.replay import FrameReplay
+from ewc_dqn.run_files import CONFIG_FILE, SCHEDULE_FILE, read_json, write_json_atomic
+from ewc_dqn.train import Trainer
+
+
+class RunError(ValueError):
+    """A run cannot start: bad folder, mismatched resume, unusable device. One-line message."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cuda' without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise RunError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RunError("--device cuda was asked for but no CUDA device is available")
+    return device
+
+
+def single_game_schedule(game: str, frames: int) -> Schedule:
+    """A one-visit schedule: plain single-game training."""
+    spec = resolve_game(game)
+    if frames < 1:
+        raise RunError(f"the number of steps must be positive, got {frames}")
+    return Schedule(games=(spec.name,), visits=(Visit(0, spec.name, 0, 0, frames),))
+
+
+def make_schedule(config: TrainConfig) -> Schedule:
+    return build_schedule(config.schedule)
+
+
+def prepare_run_dir(run_dir: Path, config: TrainConfig, schedule: Schedule) -> None:
+    """Create a new run folder with its config and schedule; refuse one holding another run."""
+    run_dir = Path(run_dir)
+    if (run_dir / CONFIG_FILE).exists():
+        raise RunError(
+            f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose "
+            "another --run-dir"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / CONFIG_FILE, run_config_dict(config))
+    write_json_atomic(run_dir / SCHEDULE_FILE, json.loads(schedule.to_json()))
+
+
+def run_config_dict(config: TrainConfig) -> dict:
+    """What config.json holds: every field plus the variant label."""
+    return {"variant": config.variant, **config_to_dict(config)}
+
+
+def load_run_config(run_dir: Path) -> tuple[TrainConfig, Schedule]:
+    """The config and schedule saved in a run folder (for --resume and evaluation)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise RunError(f"{run_dir} is not a run folder (no {CONFIG_FILE})")
+    try:
+        config = config_from_dict(read_json(run_dir / CONFIG_FILE))
+        schedule = Schedule.from_json((run_dir / SCHEDULE_FILE).read_text())
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise RunError(f"{run_dir} holds an unreadable run config: {e}") from None
+    return config, schedule
+
+
+def build_trainer(
+    config: TrainConfig,
+    schedule: Schedule,
+    run_dir: Path,
+    device: torch.device,
+    resume_step: int | None = None,
+    show_progress: bool = True,
+) -> Trainer:
+    """Every part of a run, built explicitly, wired into a Trainer."""
+    config.validate()
+    if config.torch_threads > 0:
+        torch.set_num_threads(config.torch_threads)
+    torch.manual_seed(config.seed)  # network initialisation
+    probe = make_env(schedule.games[0], replace(config.env, num_envs=1), seed=config.seed)
+    frame_shape, num_actions = probe.frame_shape, probe.num_actions
+    probe.close()
+    stack = config.env.frame_stack
+    in_shape = (stack * frame_shape[0], frame_shape[1], frame_shape[2])
+    input_scale = 1.0 / 255.0 if config.suite == "atari" else 1.0
+    network = build_q_network(in_shape, num_actions, config.network, input_scale)
+    agent = DQNAgent(network, config.agent, device)
+    ewc = None if config.no_ewc else EWCConsolidator(agent.online, config=config.ewc)
+    labeler: TaskLabeler = (
+        InferredLabels(ForgetMeNot(config.fmn)) if config.task_labels == "inferred"
+        else TrueLabels()
+    )
+
+    def make_replay(rng: np.random.Generator) -> FrameReplay:
+        return FrameReplay(config.replay.capacity, config.env.num_envs, frame_shape, stack,
+                           config.agent.gamma, rng)
+
+    return Trainer(
+        config=config,
+        schedule=schedule,
+        run_dir=run_dir,
+        agent=agent,
+        labeler=labeler,
+        ewc=ewc,
+        make_replay=make_replay,
+        rng=np.random.default_rng(config.seed),
+        logger=MetricsLogger(run_dir, resume_step=resume_step),
+        device=device,
+        show_progress=show_progress,
+    )
+
+
+def start_run(
+    config: TrainConfig | None,
+    schedule: Schedule | None,
+    run_dir: Path,
+    device: str = "auto",
+    resume: bool = False,
+    show_progress: bool = True,
+) -> Trainer:
+    """A Trainer for a new run (config and schedule given) or a resumed one (``resume``: the
+    folder's own config; a given config must equal it)."""
+    run_dir = Path(run_dir)
+    dev = resolve_device(device)
+    if resume:
+        saved, saved_schedule = load_run_config(run_dir)
+        if config is not None and run_config_dict(config) != run_config_dict(saved):
+            raise RunError(f"{run_dir} holds a run with another configuration; not resuming it")
+        if schedule is not None and schedule.to_json() != saved_schedule.to_json():
+            raise RunError(f"{run_dir} holds a run with another schedule; not resuming it")
+        ckpt = latest_checkpoint(run_dir)
+        trainer = build_trainer(saved, saved_schedule, run_dir, dev,
+                                resume_step=_step_of(ckpt) if ckpt else 0,
+                                show_progress=show_progress)
+        if ckpt is not None:
+            trainer.restore(ckpt)
+        else:
+            trainer.truncate_logs(0)
+        return trainer
+    assert config is not None and schedule is not None
+    prepare_run_dir(run_dir, config, schedule)
+    return build_trainer(config, schedule, run_dir, dev, show_progress=show_progress)
+
+
+def _step_of(ckpt: Path) -> int:
+    return int(ckpt.name.split("_")[1])

@@ -1,0 +1,177 @@
+"""The files of a run folder: one place that writes them and one that reads them.
+
+A run folder holds::
+
+    config.json        the resolved configuration (every dataclass field) plus "variant"
+    schedule.json      envs.schedule.Schedule.to_json(): {"games", "visits": [{"index", "game",
+                       "task", "start_frame", "frames"}], "config"}; task = true label
+    train.csv          training scalars, long format: step, frames, tag, value
+    eval.csv           one row per (evaluation, game): see EVAL_COLUMNS
+    eval_summary.csv   one row per evaluation: see SUMMARY_COLUMNS
+    final.json         written last, when the run finished its budget (sweeps skip such runs)
+    checkpoints/       see ewc_dqn.checkpoint
+    tb/                TensorBoard event files (the same scalars as the CSVs)
+
+Units: ``step`` counts agent steps (transitions, summed over parallel environments); ``frames``
+counts emulator frames (step * frame skip; equal to steps on MinAtar).
+
+CSV files survive resume: when a run resumes from the checkpoint at step S, rows with a step
+above S (written after that checkpoint, before the crash) are dropped before appending, so the
+files never hold two histories.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+CONFIG_FILE = "config.json"
+SCHEDULE_FILE = "schedule.json"
+TRAIN_CSV = "train.csv"
+EVAL_CSV = "eval.csv"
+SUMMARY_CSV = "eval_summary.csv"
+FINAL_FILE = "final.json"
+
+TRAIN_COLUMNS = ("step", "frames", "tag", "value")
+EVAL_COLUMNS = (
+    "eval_index",  # 0, 1, ... in order of evaluation
+    "step",  # agent steps trained when evaluated
+    "frames",  # emulator frames trained when evaluated
+    "visit",  # index of the schedule visit just finished (or in progress)
+    "game",  # canonical game name
+    "episodes",  # completed evaluation episodes
+    "raw_mean",  # mean unclipped episode score
+    "raw_std",  # standard deviation of the episode scores
+    "normalised",  # (raw_mean - random) / (reference - random), unclipped
+    "task_id",  # task id the agent used for this game (majority, in inferred mode)
+)
+SUMMARY_COLUMNS = (
+    "eval_index",
+    "step",
+    "frames",
+    "visit",
+    "game",  # game being trained when the evaluation ran
+    "total_clipped",  # the paper's metric: sum over games of min(normalised, 1)
+    "mean_normalised",  # unclipped mean of normalised scores
+    "label_ari",  # adjusted Rand index, inferred vs true labels (1.0 with true labels)
+    "num_tasks",  # tasks the agent has created so far
+)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to ``path`` through a temporary file and a rename (never half-written)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+class CsvLog:
+    """Append-only CSV with a fixed header, flushed after every write."""
+
+    def __init__(self, path: Path, columns: Sequence[str]) -> None:
+        self.path = Path(path)
+        self.columns = tuple(columns)
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        self._file = open(self.path, "a", newline="")
+        self._writer = csv.writer(self._file)
+        if new:
+            self._writer.writerow(self.columns)
+            self._file.flush()
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        self._writer.writerow([_fmt(row[c]) for c in self.columns])
+        self._file.flush()
+
+    def write_many(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        for row in rows:
+            self._writer.writerow([_fmt(row[c]) for c in self.columns])
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, float):
+        return repr(v)
+    return v
+
+
+def truncate_csv_after(path: Path, max_step: int) -> None:
+    """Drop the rows whose ``step`` column exceeds ``max_step`` (used when resuming)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    header, body = rows[0], rows[1:]
+    i = header.index("step")
+    kept = [r for r in body if r and int(float(r[i])) <= max_step]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(kept)
+    os.replace(tmp, path)
+
+
+@dataclass
+class RunRecord:
+    """Everything an analysis needs from one finished or unfinished run folder."""
+
+    path: Path
+    config: dict[str, Any]
+    schedule: list[dict[str, Any]]  # the visits of schedule.json
+    eval: pd.DataFrame  # EVAL_COLUMNS
+    summary: pd.DataFrame  # SUMMARY_COLUMNS
+    finished: bool
+
+    @property
+    def variant(self) -> str:
+        return str(self.config.get("variant", "unknown"))
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("seed", 0))
+
+
+def is_run_dir(path: Path) -> bool:
+    """True when ``path`` holds a run's config (and so was made by train_agent.py)."""
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def load_run(path: Path) -> RunRecord:
+    """Read a run folder; raises FileNotFoundError with a clear message if it is not one."""
+    path = Path(path)
+    if not is_run_dir(path):
+        raise FileNotFoundError(f"{path} is not a run folder (no {CONFIG_FILE})")
+    config = read_json(path / CONFIG_FILE)
+    schedule = read_json(path / SCHEDULE_FILE) if (path / SCHEDULE_FILE).exists() else {}
+    visits = schedule.get("visits", []) if isinstance(schedule, dict) else schedule
+    ev = _read_csv(path / EVAL_CSV, EVAL_COLUMNS)
+    summ = _read_csv(path / SUMMARY_CSV, SUMMARY_COLUMNS)
+    return RunRecord(path, config, visits, ev, summ, (path / FINAL_FILE).exists())
+
+
+def _read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
+    if not path.exists() or path.stat().st_size == 0:
+        return pd.DataFrame(columns=list(columns))
+    return pd.read_csv(path)

@@ -1,0 +1,62 @@
+"""Plots of one run: the paper's Fig. 4B (total normalised score vs frames) and per-game curves.
+
+Comparisons of several runs (confidence bands, aggregate statistics) live in ewc_dqn.compare.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ewc_dqn.run_files import load_run  # noqa: E402
+
+
+def write_run_plots(run_dir: Path) -> list[Path]:
+    """Write ``total_score.png`` and ``per_game.png`` into the run folder; return their paths."""
+    run = load_run(Path(run_dir))
+    if run.summary.empty:
+        return []
+    out = []
+    games = list(dict.fromkeys(run.eval["game"]))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(run.summary["frames"], run.summary["total_clipped"], marker="o", label=run.variant)
+    _shade_visits(ax, run.schedule, games)
+    ax.set_xlabel("training frames")
+    ax.set_ylabel("total normalised score (clipped at 1 per game)")
+    ax.set_ylim(bottom=min(0.0, float(run.summary["total_clipped"].min())), top=len(games))
+    ax.set_title(f"{run.variant}, seed {run.seed}")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    out.append(Path(run_dir) / "total_score.png")
+    fig.savefig(out[-1], dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(len(games), 1, figsize=(7, 1.8 * len(games)), sharex=True,
+                             squeeze=False)
+    for ax, game in zip(axes[:, 0], games, strict=True):
+        rows = run.eval[run.eval["game"] == game]
+        ax.plot(rows["frames"], rows["normalised"], marker=".")
+        _shade_visits(ax, run.schedule, [game], only=game)
+        ax.axhline(1.0, color="grey", lw=0.6, ls="--")
+        ax.set_ylabel(game.replace("MinAtar/", ""), fontsize=8)
+    axes[-1, 0].set_xlabel("training frames")
+    fig.suptitle("normalised score per game (shaded: training on that game)")
+    fig.tight_layout()
+    out.append(Path(run_dir) / "per_game.png")
+    fig.savefig(out[-1], dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _shade_visits(ax, visits, games, only: str | None = None) -> None:
+    colours = plt.get_cmap("tab10")
+    for v in visits:
+        if only is not None and v["game"] != only:
+            continue
+        i = games.index(v["game"]) if v["game"] in games else 0
+        ax.axvspan(v["start_frame"], v["start_frame"] + v["frames"], color=colours(i % 10),
+                   alpha=0.12, lw=0)

@@ -1,0 +1,444 @@
+"""The continual training loop: one game at a time along a schedule, one task id per inferred
+task, one replay buffer, epsilon schedule and EWC term per task id, evaluation after every visit.
+
+Single-game training is the same loop with a one-visit schedule.
+
+Reproducibility and resume. Everything random draws from one ``np.random.Generator`` owned here
+(acting, replay sampling, Fisher minibatches) plus the environments' own seeds; evaluation uses
+generators seeded per call. The environment is re-created and reset with a seed derived from the
+frame counter at every *segment* start: at the start of each visit and after each periodic
+checkpoint. A run resumed from a periodic checkpoint therefore replays exactly what the
+uninterrupted run did (``tests/test_train_e2e.py`` checks identical weights). A checkpoint taken
+on Ctrl-C/SIGTERM mid-segment resumes with a fresh episode, so that resume is exact in every
+learned state but not in the interrupted episode.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from envs.games import resolve_game
+from envs.make import make_env
+from envs.schedule import Schedule, Visit
+from envs.scores import total_clipped_score
+from ewc_dqn.agent import DQNAgent
+from ewc_dqn.checkpoint import load_checkpoint, save_checkpoint
+from ewc_dqn.config import TrainConfig
+from ewc_dqn.dqn import linear_epsilon
+from ewc_dqn.evaluation import GameScore, evaluate_game
+from ewc_dqn.ewc import EWCConsolidator
+from ewc_dqn.labels import TaskLabeler, adjusted_rand_from_counts
+from ewc_dqn.metrics import MetricsLogger
+from ewc_dqn.replay import FrameReplay
+from ewc_dqn.run_files import (
+    EVAL_COLUMNS,
+    EVAL_CSV,
+    FINAL_FILE,
+    SUMMARY_COLUMNS,
+    SUMMARY_CSV,
+    CsvLog,
+    truncate_csv_after,
+    write_json_atomic,
+)
+
+ReplayFactory = Callable[[np.random.Generator], FrameReplay]
+
+
+@dataclass
+class TaskCounters:
+    """Per-task agent steps and frames trained (epsilon and the EWC delay run on these)."""
+
+    steps: dict[int, int]
+    frames: dict[int, int]
+
+    def add(self, task: int, steps: int, frames: int) -> None:
+        self.steps[task] = self.steps.get(task, 0) + steps
+        self.frames[task] = self.frames.get(task, 0) + frames
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": {str(k): v for k, v in self.steps.items()},
+                "frames": {str(k): v for k, v in self.frames.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps = {int(k): int(v) for k, v in state["steps"].items()}
+        self.frames = {int(k): int(v) for k, v in state["frames"].items()}
+
+
+class Trainer:
+    """Runs a schedule to its end, checkpointing and evaluating along the way."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        schedule: Schedule,
+        run_dir: Path,
+        agent: DQNAgent,
+        labeler: TaskLabeler,
+        ewc: EWCConsolidator | None,
+        make_replay: ReplayFactory,
+        rng: np.random.Generator,
+        logger: MetricsLogger,
+        device: torch.device,
+        show_progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.schedule = schedule
+        self.run_dir = Path(run_dir)
+        self.agent = agent
+        self.labeler = labeler
+        self.ewc = ewc
+        self.make_replay = make_replay
+        self.rng = rng
+        self.logger = logger
+        self.device = device
+        self.show_progress = show_progress
+        self.games = [resolve_game(g) for g in schedule.games]
+        self.frames_per_step = config.env.frame_skip if config.suite == "atari" else 1
+        # State (everything below is in state_dict()).
+        self.step = 0  # agent steps, summed over copies
+        self.frames = 0  # emulator frames
+        self.replays: dict[int, FrameReplay] = {}
+        self.counters = TaskCounters({}, {})
+        self.current_task: int | None = None
+        self.eval_index = 0
+        self.next_eval_frames = config.eval.every_frames or math.inf
+        self.update_debt = 0.0
+        self.label_counts: dict[tuple[int, int], int] = defaultdict(int)  # (true, used) -> steps
+        # Transient.
+        self._stop_signal: int | None = None
+        self._acc: dict[str, list[float]] = defaultdict(list)
+        self._eval_log = CsvLog(self.run_dir / EVAL_CSV, EVAL_COLUMNS)
+        self._summary_log = CsvLog(self.run_dir / SUMMARY_CSV, SUMMARY_COLUMNS)
+
+    # ------------------------------------------------------------------------------ the loop
+
+    def run(self) -> bool:
+        """Train until the schedule's end or a stop signal; True when the schedule finished."""
+        total = self.schedule.total_frames
+        bar = tqdm(
+            total=total // self.frames_per_step,
+            initial=self.step,
+            unit="step",
+            disable=not self.show_progress,
+            dynamic_ncols=True,
+        )
+        with _stop_on_signals(self):
+            while self.frames < total and self._stop_signal is None:
+                visit, _ = self.schedule.visit_at(self.frames)
+                ckpt_frames = self._next_checkpoint_step() * self.frames_per_step
+                self._play_segment(visit, min(visit.end_frame, ckpt_frames), bar)
+                if self._stop_signal is not None:
+                    break
+                if self.frames >= visit.end_frame:
+                    self.evaluate(visit)
+                self.save()
+        bar.close()
+        finished = self.frames >= total
+        if self._stop_signal is not None:
+            self.save()
+        if finished:
+            self._write_final()
+        self.logger.flush()
+        return finished
+
+    def _next_checkpoint_step(self) -> int:
+        every = self.config.checkpoint_every
+        return (self.step // every + 1) * every
+
+    def _play_segment(self, visit: Visit, end_frame: int, bar: tqdm) -> None:
+        """Play ``visit``'s game from a fresh reset until ``end_frame`` frames in all."""
+        env = make_env(self.games[visit.task], self.config.env, seed=self._segment_seed())
+        cfg = self.config.agent
+        n = env.num_envs
+        c = env.frame_shape[0]
+        obs = env.reset()
+        need_first = True  # obs must open a stream in the acting task's replay
+        t0, s0 = time.perf_counter(), self.step
+        try:
+            while self.frames < end_frame and self._stop_signal is None:
+                task = self.labeler.train_label(obs[0, -c:], visit.task)
+                self.label_counts[(visit.task, task)] += n
+                if task != self.current_task:
+                    self._switch_task(task)
+                    need_first = True
+                replay = self.replays[task]
+                if need_first:
+                    # A stream opens with obs as an episode start: after a task switch in the
+                    # middle of an episode the first few stacks are zero-padded in that replay.
+                    zeros = np.zeros(n)
+                    false = np.zeros(n, dtype=bool)
+                    replay.add(obs[:, -c:], zeros, zeros, false, false, np.ones(n, dtype=bool))
+                    need_first = False
+                eps = linear_epsilon(
+                    self.counters.steps.get(task, 0),
+                    cfg.eps_start, cfg.eps_end, cfg.eps_decay_start, cfg.eps_decay_end,
+                )
+                actions = self.agent.act(obs, task, eps, self.rng)
+                step = env.step(actions)
+                reward = np.clip(step.reward, -1, 1) if cfg.clip_rewards else step.reward
+                replay.add(step.obs[:, -c:], actions, reward, step.terminated, step.truncated,
+                           step.is_first)
+                prev_step = self.step
+                self.step += n
+                self.frames += n * env.frames_per_step
+                self.counters.add(task, n, n * env.frames_per_step)
+                if self.ewc is not None:
+                    self.ewc.add_frames(task, n * env.frames_per_step)
+                self._learn(task, replay, n)
+                if self.step // cfg.target_update > prev_step // cfg.target_update:
+                    self.agent.sync_target()
+                self._record_episodes(visit, step)
+                obs = step.obs
+                bar.update(n)
+                if self.step // self.config.log_every > prev_step // self.config.log_every:
+                    sps = (self.step - s0) / max(time.perf_counter() - t0, 1e-9)
+                    self._log_train(task, eps, sps)
+                    bar.set_postfix(game=visit.game, task=task, eps=f"{eps:.2f}", sps=f"{sps:.0f}")
+                if self.frames >= self.next_eval_frames:
+                    self.evaluate(visit)
+                    self.next_eval_frames += self.config.eval.every_frames
+        finally:
+            env.close()
+
+    def _segment_seed(self) -> int:
+        return (self.config.seed * 1_000_003 + self.frames) % (2**31 - 1)
+
+    def _learn(self, task: int, replay: FrameReplay, new_steps: int) -> None:
+        cfg = self.config.agent
+        self.update_debt += new_steps / cfg.train_every
+        if len(replay) < cfg.learning_starts:
+            self.update_debt = 0.0
+            return
+        penalty = self.ewc.penalty if self.ewc is not None else None
+        while self.update_debt >= 1.0:
+            batch = replay.sample(cfg.batch_size).to(self.device)
+            for k, v in self.agent.update(batch, task, penalty).items():
+                self._acc[k].append(v)
+            self.update_debt -= 1.0
+
+    def _switch_task(self, task: int) -> None:
+        """The acting task changes: consolidate the task just left, open the new one."""
+        left = self.current_task
+        if left is not None and self.ewc is not None:
+            self.consolidate(left)
+        if task not in self.replays:
+            self.replays[task] = self.make_replay(self.rng)
+        self.current_task = task
+        self._acc["tasks/switches"].append(1.0)
+
+    def consolidate(self, task: int) -> None:
+        """(Re)compute the Fisher of ``task`` from its replay and replace its EWC term."""
+        assert self.ewc is not None
+        replay = self.replays.get(task)
+        cfg = self.ewc.config
+        if replay is None or len(replay) < cfg.fisher_batch_size:
+            return  # too little data to estimate anything; the old term (if any) stays
+        t0 = time.perf_counter()
+        self.ewc.consolidate_from_replay(
+            task, lambda b: replay.sample(b).to(self.device), self.agent.target
+        )
+        self.logger.log(self.step, self.frames, {
+            "ewc/consolidated_task": task,
+            "perf/fisher_seconds": time.perf_counter() - t0,
+            **self.ewc.stats(),
+        })
+
+    def _record_episodes(self, visit: Visit, step) -> None:
+        done = step.terminated | step.truncated
+        if done.any():
+            for ret in step.episode_return[done]:
+                self._acc["train/episode_return"].append(float(ret))
+                self._acc[f"train/{visit.game}/episode_return"].append(float(ret))
+
+    def _log_train(self, task: int, eps: float, sps: float) -> None:
+        scalars = {k: float(np.mean(v)) for k, v in self._acc.items() if k != "tasks/switches"}
+        scalars["tasks/switches"] = float(len(self._acc.get("tasks/switches", [])))
+        scalars.update({
+            "train/epsilon": eps,
+            "train/task": float(task),
+            "train/frames": float(self.frames),
+            "perf/steps_per_second": sps,
+            "perf/updates": float(self.agent.updates),
+            "tasks/label_ari": adjusted_rand_from_counts(self.label_counts),
+        })
+        scalars.update(self.labeler.stats())
+        if self.ewc is not None:
+            scalars.update(self.ewc.stats())
+        self.logger.log(self.step, self.frames, scalars)
+        self._acc.clear()
+
+    # --------------------------------------------------------------------------- evaluation
+
+    def evaluate(self, visit: Visit) -> list[GameScore]:
+        """Score every game of the schedule with learning off; log and return the scores."""
+        ev = self.config.eval
+        eval_env = _eval_env_config(self.config)
+        scores = []
+        net = self.agent.online
+        for spec, true_task in zip(self.games, range(len(self.games)), strict=True):
+            scores.append(evaluate_game(
+                net, spec, eval_env,
+                lambda frame, t=true_task: self.labeler.eval_label(frame, t),
+                episodes=ev.episodes, frames=ev.frames, epsilon=ev.epsilon,
+                seed=10_000_019 * (self.config.seed + 1) + 7919 * self.eval_index + true_task,
+                device=self.device,
+            ))
+        total = total_clipped_score({s.game: s.normalised for s in scores})
+        mean = float(np.mean([s.normalised for s in scores]))
+        ari = adjusted_rand_from_counts(self.label_counts)
+        base = {"eval_index": self.eval_index, "step": self.step, "frames": self.frames,
+                "visit": visit.index}
+        self._eval_log.write_many(
+            {**base, "game": s.game, "episodes": s.episodes, "raw_mean": s.raw_mean,
+             "raw_std": s.raw_std, "normalised": s.normalised, "task_id": s.task_id}
+            for s in scores
+        )
+        self._summary_log.write({**base, "game": visit.game, "total_clipped": total,
+                                 "mean_normalised": mean, "label_ari": ari,
+                                 "num_tasks": self.labeler.num_tasks})
+        scalars = {"eval/total_clipped": total, "eval/mean_normalised": mean,
+                   "eval/label_ari": ari, "tasks/num_tasks": float(self.labeler.num_tasks)}
+        for s in scores:
+            scalars[f"eval/{s.game}/raw"] = s.raw_mean
+            scalars[f"eval/{s.game}/normalised"] = s.normalised
+        self.logger.log(self.step, self.frames, scalars)
+        self.eval_index += 1
+        if self.show_progress:
+            tqdm.write(format_scores(scores, total, header=f"evaluation {self.eval_index} "
+                                     f"after visit {visit.index} ({visit.game}), "
+                                     f"{self.frames:,} frames"))
+        return scores
+
+    def _write_final(self) -> None:
+        write_json_atomic(self.run_dir / FINAL_FILE, {
+            "step": self.step, "frames": self.frames, "evaluations": self.eval_index,
+            "num_tasks": self.labeler.num_tasks,
+            "label_ari": adjusted_rand_from_counts(self.label_counts),
+        })
+
+    # ------------------------------------------------------------------------------- state
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "loop": {
+                "step": self.step,
+                "frames": self.frames,
+                "current_task": self.current_task,
+                "eval_index": self.eval_index,
+                "next_eval_frames": None if math.isinf(self.next_eval_frames)
+                else self.next_eval_frames,
+                "update_debt": self.update_debt,
+                "label_counts": [[t, u, c] for (t, u), c in sorted(self.label_counts.items())],
+            },
+            "counters": self.counters.state_dict(),
+            "agent": self.agent.state_dict(),
+            "labeler": self.labeler.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "replay_tasks": sorted(self.replays),
+        }
+        if self.ewc is not None:
+            state["ewc"] = self.ewc.state_dict()
+        if self.config.save_replay:
+            state["replays"] = {str(k): r.state_dict() for k, r in self.replays.items()}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        loop = state["loop"]
+        self.step = int(loop["step"])
+        self.frames = int(loop["frames"])
+        self.current_task = loop["current_task"]
+        self.eval_index = int(loop["eval_index"])
+        nxt = loop["next_eval_frames"]
+        self.next_eval_frames = math.inf if nxt is None else nxt
+        self.update_debt = float(loop["update_debt"])
+        self.label_counts = defaultdict(int, {(t, u): c for t, u, c in loop["label_counts"]})
+        self.counters.load_state_dict(state["counters"])
+        self.agent.load_state_dict(state["agent"])
+        self.labeler.load_state_dict(state["labeler"])
+        self.rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        if self.ewc is not None:
+            self.ewc.load_state_dict(state["ewc"])
+        self.replays = {}
+        saved = state.get("replays", {})
+        for task in state["replay_tasks"]:
+            replay = self.make_replay(self.rng)
+            if str(task) in saved:
+                replay.load_state_dict(saved[str(task)])
+            self.replays[int(task)] = replay
+        self.truncate_logs(self.step)
+
+    def truncate_logs(self, step: int) -> None:
+        """Drop evaluation rows written after ``step`` (by a run that crashed after it)."""
+        self._eval_log.close()
+        self._summary_log.close()
+        for name in (EVAL_CSV, SUMMARY_CSV):
+            truncate_csv_after(self.run_dir / name, step)
+        self._eval_log = CsvLog(self.run_dir / EVAL_CSV, EVAL_COLUMNS)
+        self._summary_log = CsvLog(self.run_dir / SUMMARY_CSV, SUMMARY_COLUMNS)
+
+    def save(self) -> Path:
+        return save_checkpoint(self.run_dir, self.step, self.state_dict(),
+                               keep=self.config.keep_checkpoints)
+
+    def restore(self, path: Path) -> None:
+        _, state = load_checkpoint(path, device=self.device)
+        self.load_state_dict(state)
+
+    def close(self) -> None:
+        self._eval_log.close()
+        self._summary_log.close()
+        self.logger.close()
+
+
+def _eval_env_config(config: TrainConfig):
+    from dataclasses import replace
+
+    return replace(config.env, num_envs=config.eval.num_envs)
+
+
+def format_scores(scores: list[GameScore], total: float, header: str = "") -> str:
+    """A terminal table of per-game scores and the paper's total."""
+    lines = [header] if header else []
+    lines.append(f"  {'game':<24}{'episodes':>9}{'raw score':>14}{'normalised':>12}{'task':>6}")
+    for s in scores:
+        lines.append(f"  {s.game:<24}{s.episodes:>9}{s.raw_mean:>14.1f}{s.normalised:>12.3f}"
+                     f"{s.task_id:>6}")
+    lines.append(f"  total normalised score (clipped at 1 per game, max {len(scores)}): "
+                 f"{total:.3f}")
+    return "\n".join(lines)
+
+
+@contextmanager
+def _stop_on_signals(trainer: Trainer):
+    """Ctrl-C or SIGTERM asks the loop to stop after the current step (then it checkpoints)."""
+
+    def handler(signum, _frame):
+        if trainer._stop_signal is not None:  # a second Ctrl-C: give up at once
+            raise KeyboardInterrupt
+        trainer._stop_signal = signum
+        tqdm.write(f"received {signal.Signals(signum).name}: saving a checkpoint and stopping")
+
+    try:
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread (e.g. inside a Ray worker thread)
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

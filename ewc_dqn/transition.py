@@ -1,0 +1,29 @@
+"""The sampled-minibatch type shared by the replay buffer, the DQN loss and the Fisher estimators."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class Transition(NamedTuple):
+    """A minibatch of transitions, tensors on one device.
+
+    obs:      (B, C, H, W) uint8, the stacked observation s_t (C = stack * channels per frame)
+    action:   (B,) int64, a_t
+    reward:   (B,) float32, r_t as used for learning (already clipped where the config says so)
+    discount: (B,) float32, gamma where s_t+1 is bootstrapped, 0 where the episode terminated
+              (a time-limit truncation keeps gamma: it is not a terminal state)
+    next_obs: (B, C, H, W) uint8, s_t+1
+    """
+
+    obs: torch.Tensor
+    action: torch.Tensor
+    reward: torch.Tensor
+    discount: torch.Tensor
+    next_obs: torch.Tensor
+
+    def to(self, device: torch.device | str) -> Transition:
+        """The same batch on ``device`` (non-blocking copies where the source is pinned)."""
+        return Transition(*(t.to(device, non_blocking=True) for t in self))

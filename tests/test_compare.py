@@ -1,0 +1,395 @@
+"""Tests of the run comparison (ewc_dqn.compare*) on synthetic run folders with known scores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ewc_dqn import compare_stats as st
+from ewc_dqn.compare import (
+    CompareArgs,
+    CompareError,
+    compare_runs,
+    format_summary,
+    group_labels,
+    is_ignored,
+    main,
+)
+from ewc_dqn.run_files import (
+    CONFIG_FILE,
+    EVAL_COLUMNS,
+    EVAL_CSV,
+    FINAL_FILE,
+    SCHEDULE_FILE,
+    SUMMARY_COLUMNS,
+    SUMMARY_CSV,
+    CsvLog,
+    write_json_atomic,
+)
+
+REPS = 200  # enough for stable tests, small enough to keep the file fast
+VISIT_FRAMES = 1000
+
+
+def make_run(
+    path: Path,
+    games: list[str],
+    visits: list[str],
+    scores_eg: np.ndarray,
+    *,
+    variant: str = "ewc-true",
+    seed: int = 0,
+    visit_e: list[int] | None = None,
+    config: dict | None = None,
+    label_ari: float = 1.0,
+    task_ids: list[int] | None = None,
+    finished: bool = True,
+) -> Path:
+    """Write a run folder with the real writers; one evaluation per visit unless visit_e says."""
+    path.mkdir(parents=True)
+    scores_eg = np.asarray(scores_eg, dtype=float)
+    visit_e = list(range(len(visits))) if visit_e is None else visit_e
+    assert len(visit_e) == len(scores_eg)
+    cfg = {"variant": variant, "seed": seed, "run": {"run_dir": str(path), "device": "cpu"}}
+    cfg.update(config or {"ewc": {"lam": 400.0}, "agent": {"lr": 0.00025}})
+    write_json_atomic(path / CONFIG_FILE, cfg)
+    schedule = [
+        {"index": i, "game": g, "task": games.index(g), "frames": VISIT_FRAMES}
+        for i, g in enumerate(visits)
+    ]
+    write_json_atomic(path / SCHEDULE_FILE, schedule)
+    ev, summ = CsvLog(path / EVAL_CSV, EVAL_COLUMNS), CsvLog(path / SUMMARY_CSV, SUMMARY_COLUMNS)
+    task_ids = list(range(len(games))) if task_ids is None else task_ids
+    for e, (v, row) in enumerate(zip(visit_e, scores_eg, strict=True)):
+        # mid-visit evaluations sit halfway through their visit
+        last_of_visit = e == len(visit_e) - 1 or visit_e[e + 1] != v
+        frames = (v + 1) * VISIT_FRAMES if last_of_visit else v * VISIT_FRAMES + VISIT_FRAMES // 2
+        common = {"eval_index": e, "step": frames, "frames": frames, "visit": v}
+        for j, game in enumerate(games):
+            ev.write(
+                {
+                    **common,
+                    "game": game,
+                    "episodes": 3,
+                    "raw_mean": 10.0 * row[j],
+                    "raw_std": 1.0,
+                    "normalised": float(row[j]),
+                    "task_id": task_ids[j],
+                }
+            )
+        summ.write(
+            {
+                **common,
+                "game": visits[v],
+                "total_clipped": float(np.minimum(row, 1.0).sum()),
+                "mean_normalised": float(row.mean()),
+                "label_ari": label_ari,
+                "num_tasks": len(set(task_ids)),
+            }
+        )
+    ev.close()
+    summ.close()
+    if finished:
+        write_json_atomic(path / FINAL_FILE, {"frames": len(visits) * VISIT_FRAMES})
+    return path
+
+
+def final_only(final_g: list[float], n_visits: int) -> np.ndarray:
+    """Scores that rise linearly from 0 to ``final_g`` over the evaluations."""
+    return np.linspace(0, 1, n_visits)[:, None] * np.asarray(final_g)[None, :]
+
+
+GAMES4 = ["alien", "breakout", "pong", "qbert"]
+VISITS4 = ["pong", "alien", "qbert", "breakout", "alien", "pong"]
+FINAL3 = [[0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8], [0.9, 1.0, 1.1, 2.0]]
+
+
+@pytest.fixture
+def three_runs(tmp_path: Path) -> list[Path]:
+    return [
+        make_run(tmp_path / f"run{i}", GAMES4, VISITS4, final_only(f, len(VISITS4)), seed=i)
+        for i, f in enumerate(FINAL3)
+    ]
+
+
+def test_compare_three_runs_exact_scores(three_runs: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    result = compare_runs(three_runs, out, reps=REPS, seed=1)
+    assert result.games == tuple(GAMES4)
+    assert [g.label for g in result.groups] == ["ewc-true"]
+    g = result.groups[0]
+    # Clipped at 1, the 12 scores are 0.1 ... 0.9, 1, 1, 1: the IQM drops 3 at each end.
+    assert g.aggregates["IQM"][0] == pytest.approx(np.mean([0.4, 0.5, 0.6, 0.7, 0.8, 0.9]))
+    assert g.aggregates["Mean"][0] == pytest.approx((4.5 + 3.0) / 12)
+    assert g.aggregates["Median"][0] == pytest.approx(np.median([1.5, 1.8, 2.0, 2.2]) / 3)
+    assert g.aggregates["Optimality gap"][0] == pytest.approx(1 - 7.5 / 12)
+    assert g.final_total[0] == pytest.approx(np.mean([1.0, 2.6, 3.9]))
+    for point, low, high in g.aggregates.values():
+        assert low <= point + 1e-12 and point <= high + 1e-12 and low < high
+    np.testing.assert_allclose(g.final_scores, FINAL3)  # unclipped in the tables
+    # The files exist, the report links every figure, summary.json is strict JSON.
+    report = result.report_path.read_text()
+    for name in result.figures.values():
+        assert (out / name).stat().st_size > 0
+        assert f"]({name})" in report
+    summary = json.loads(result.summary_path.read_text(), parse_constant=_no_nan)
+    assert summary["groups"][0]["aggregates"]["IQM"]["point"] == pytest.approx(0.65)
+    text = format_summary(result)
+    assert "ewc-true" in text and "2.50 [" in text and str(result.report_path) in text
+
+
+def test_bootstrap_is_seeded() -> None:
+    scores = np.random.default_rng(0).uniform(size=(4, 3))
+    a = st.stratified_bootstrap_ci(scores, st.aggregate_scores, 50, np.random.default_rng(3))
+    b = st.stratified_bootstrap_ci(scores, st.aggregate_scores, 50, np.random.default_rng(3))
+    c = st.stratified_bootstrap_ci(scores, st.aggregate_scores, 50, np.random.default_rng(4))
+    np.testing.assert_array_equal(np.stack(a), np.stack(b))
+    assert not np.array_equal(np.stack(a), np.stack(c))
+
+
+def test_groups_variants_configs_and_single_runs(tmp_path: Path) -> None:
+    scores = final_only([0.5, 0.5, 0.5, 0.5], len(VISITS4))
+    runs = [
+        make_run(tmp_path / "dqn0", GAMES4, VISITS4, 0.2 * scores, variant="dqn", seed=0),
+        make_run(tmp_path / "dqn1", GAMES4, VISITS4, 0.3 * scores, variant="dqn", seed=1),
+        make_run(
+            tmp_path / "inf0",
+            GAMES4,
+            VISITS4,
+            scores,
+            variant="ewc-inferred",
+            seed=0,
+            label_ari=0.5,
+            task_ids=[0, 0, 1, 2],
+        ),
+        make_run(
+            tmp_path / "inf1",
+            GAMES4,
+            VISITS4,
+            scores,
+            variant="ewc-inferred",
+            seed=1,
+            config={"ewc": {"lam": 100.0}, "agent": {"lr": 0.00025}},
+            label_ari=0.7,
+        ),
+    ]
+    result = compare_runs(runs, reps=REPS)
+    assert result.out_dir == tmp_path / "comparison"
+    labels = [g.label for g in result.groups]
+    assert labels == ["dqn", "ewc-inferred [ewc.lam=100.0]", "ewc-inferred [ewc.lam=400.0]"]
+    dqn, inf100, inf400 = result.groups
+    assert inf400.config == {"ewc.lam": 400.0} and dqn.config == {}
+    # One run: point estimates, no interval, and a note saying so.
+    assert np.isnan(inf100.aggregates["IQM"][1]) and inf100.aggregates["IQM"][0] == 0.5
+    assert any("ewc.lam=100.0]: one run" in n for n in result.notes)
+    # Every EWC score beats every DQN score on every game.
+    p = {(x, y): (pt, lo) for x, y, pt, lo, _ in result.improvement}
+    # Pairs name the better group first.
+    assert p[("ewc-inferred [ewc.lam=100.0]", "dqn")][0] == 1.0
+    assert p[("ewc-inferred [ewc.lam=400.0]", "dqn")][0] == 1.0
+    assert p[("ewc-inferred [ewc.lam=100.0]", "ewc-inferred [ewc.lam=400.0]")][0] == 0.5
+    # Task inference: the label ARI as logged; games 0 and 1 shared a task at evaluation.
+    assert inf400.label_ari_final[0] == 0.5 and inf100.label_ari_final[0] == 0.7
+    assert inf400.eval_label_ari < 1.0 and inf100.eval_label_ari == 1.0
+    assert inf400.num_tasks == 3
+    assert "(CI needs 2+ runs)" in result.report_path.read_text()
+    # Every run shares one schedule: pong trained in visits 0 and 5.
+    assert result.train_spans["pong"] == [(0.0, 1000.0), (5000.0, 6000.0)]
+
+
+def test_baselines_are_read_and_checked(three_runs: list[Path], tmp_path: Path) -> None:
+    pong = [
+        make_run(tmp_path / f"pong{i}", ["pong"], ["pong"], [[0.6 + 0.2 * i]], seed=i)
+        for i in range(2)
+    ]
+    other = make_run(tmp_path / "seaquest", ["seaquest"], ["seaquest"], [[0.3]])
+    result = compare_runs(three_runs, tmp_path / "out", baselines=[*pong, other], reps=REPS)
+    assert result.baselines == {"pong": pytest.approx(0.7)}
+    assert any("seaquest" in n and "ignored" in n for n in result.notes)
+    with pytest.raises(CompareError, match="a baseline trains one"):
+        compare_runs(three_runs, tmp_path / "out", baselines=[three_runs[0]], reps=REPS)
+
+
+def test_bad_inputs_give_clear_errors(three_runs: list[Path], tmp_path: Path) -> None:
+    not_a_run = tmp_path / "empty"
+    not_a_run.mkdir()
+    with pytest.raises(CompareError, match=r"empty is not a run folder \(no config.json\)"):
+        compare_runs([three_runs[0], not_a_run], tmp_path / "o")
+    games = ["alien", "breakout", "pong", "seaquest"]
+    mixed = make_run(tmp_path / "mixed", games, ["seaquest"], [[0.1, 0.2, 0.3, 0.4]])
+    with pytest.raises(CompareError, match="cannot compare runs over different games"):
+        compare_runs([three_runs[0], mixed], tmp_path / "o")
+    fresh = make_run(
+        tmp_path / "fresh", GAMES4, VISITS4, np.zeros((0, 4)), visit_e=[], finished=False
+    )
+    with pytest.raises(CompareError, match="no evaluations yet"):
+        compare_runs([fresh], tmp_path / "o")
+    with pytest.raises(CompareError, match="no run folders"):
+        compare_runs([], tmp_path / "o")
+    assert issubclass(CompareError, ValueError)
+
+
+def test_unfinished_run_and_different_eval_frames(tmp_path: Path) -> None:
+    games = ["alien", "pong"]
+    a = make_run(tmp_path / "a", games, ["alien", "pong"], [[0.5, 0.0], [0.4, 0.8]])
+    # b also evaluated halfway through the first visit, and its last visit has not ended.
+    b = make_run(
+        tmp_path / "b",
+        games,
+        ["alien", "pong", "alien"],
+        [[0.2, 0.0], [0.6, 0.1], [0.5, 0.9], [0.7, 0.7]],
+        visit_e=[0, 0, 1, 2],
+        seed=1,
+        finished=False,
+    )
+    result = compare_runs([a, b], reps=REPS)
+    band = result.groups[0].total_band
+    assert band.interpolated
+    np.testing.assert_array_equal(band.frames, [1000, 2000])  # the span both runs cover
+    np.testing.assert_allclose(band.mean, [(0.5 + 0.7) / 2, (1.2 + 1.4) / 2])
+    assert result.train_spans is None  # the schedules differ
+    assert any("has not finished" in n for n in result.notes)
+    assert any("interpolated" in n for n in result.notes)
+
+
+# --- pure statistics -----------------------------------------------------------------------
+
+# Columns: games A, B, C. Visits: A, B, C, A; evaluation 1 is halfway through visit 1 (B).
+CORA_SCORES = np.array(
+    [[0.8, 0.1, -0.1], [0.6, 0.5, 0.0], [0.5, 0.9, 0.2], [0.3, 0.4, 1.0], [0.9, 0.2, 0.6]]
+)
+CORA_VISIT = np.array([0, 1, 1, 2, 3])
+CORA_VISIT_GAME = ["A", "B", "C", "A"]
+
+
+def test_forgetting_hand_computed() -> None:
+    mean, final = st.forgetting(CORA_SCORES, CORA_VISIT, CORA_VISIT_GAME, ["A", "B", "C"])
+    # A: best 0.8 after visit 0, then 0.6, 0.5, 0.3 while B and C train; retrained at the end.
+    # B: best 0.9 by the end of visit 1; 0.4 and 0.2 later. C: best 1.0, then 0.6.
+    np.testing.assert_allclose(mean, [(0.2 + 0.3 + 0.5) / 3, (0.5 + 0.7) / 2, 0.4])
+    np.testing.assert_allclose(final, [0.0, 0.7, 0.4])
+
+
+def test_forward_transfer_hand_computed() -> None:
+    mean, last = st.forward_transfer(CORA_SCORES, CORA_VISIT, CORA_VISIT_GAME, ["A", "B", "C"])
+    np.testing.assert_allclose(mean, [np.nan, 0.1, (-0.1 + 0.0 + 0.2) / 3])
+    np.testing.assert_allclose(last, [np.nan, 0.1, 0.2])
+
+
+def test_stratified_bootstrap_resamples_within_games() -> None:
+    rng = np.random.default_rng(0)
+    same_runs = np.tile([0.1, 0.5, 0.9], (4, 1))  # every run identical: no spread to resample
+    point, low, high = st.stratified_bootstrap_ci(same_runs, st.aggregate_scores, 100, rng)
+    np.testing.assert_allclose(low, point)
+    np.testing.assert_allclose(high, point)
+    # Game columns keep their own values: a column of constants stays constant in every sample.
+    scores = np.column_stack([np.zeros(5), np.arange(5.0)])
+    _, low, high = st.stratified_bootstrap_ci(
+        scores, lambda s: np.array([s[:, 0].max(), s[:, 1].mean()]), 500, rng
+    )
+    assert low[0] == high[0] == 0.0 and 0.5 < low[1] < 2.0 < high[1] < 3.5
+
+
+def test_bootstrap_agrees_with_rliable_library() -> None:
+    try:
+        from rliable import library
+    except Exception as err:  # arch 7 does not import under pandas 3; see compare_stats
+        pytest.skip(f"rliable.library does not import here: {err}")
+    scores = np.random.default_rng(1).uniform(0, 1.2, size=(6, 5))
+    _, low, high = st.stratified_bootstrap_ci(
+        scores, st.aggregate_scores, 4000, np.random.default_rng(2)
+    )
+    _, ref = library.get_interval_estimates(
+        {"x": scores}, st.aggregate_scores, reps=4000, random_state=np.random.RandomState(2)
+    )
+    np.testing.assert_allclose(low, ref["x"][0], atol=0.03)
+    np.testing.assert_allclose(high, ref["x"][1], atol=0.03)
+
+
+def test_probability_of_improvement_matches_rliable() -> None:
+    from rliable import metrics
+
+    rng = np.random.default_rng(5)
+    for nx, ny in [(3, 5), (4, 4), (1, 2)]:
+        x = rng.integers(0, 4, size=(nx, 6)) / 4.0  # coarse values: many ties
+        y = rng.integers(0, 4, size=(ny, 6)) / 4.0
+        assert st.probability_of_improvement(x, y) == pytest.approx(
+            metrics.probability_of_improvement(x, y)
+        )
+    batch_x, batch_y = rng.uniform(size=(7, 3, 2)), rng.uniform(size=(7, 4, 2))
+    np.testing.assert_allclose(
+        st.probability_of_improvement(batch_x, batch_y),
+        [metrics.probability_of_improvement(a, b) for a, b in zip(batch_x, batch_y, strict=True)],
+    )
+
+
+def test_probability_of_improvement_ci() -> None:
+    x = np.array([[0.5, 0.6], [0.7, 0.8]])
+    p, low, high = st.probability_of_improvement_ci(x, x - 0.5, 100, np.random.default_rng(0))
+    assert p == low == high == 1.0
+    p, low, high = st.probability_of_improvement_ci(x, x, 100, np.random.default_rng(0))
+    assert p == 0.5 and low <= 0.5 <= high
+
+
+def test_bootstrap_mean_over_runs_and_curves() -> None:
+    rng = np.random.default_rng(0)
+    mean, low, high = st.bootstrap_mean_over_runs(np.array([1.0, 2.0, 3.0]), 300, rng)
+    assert mean == 2.0 and 1.0 <= low < 2.0 < high <= 3.0
+    mean, low, high = st.bootstrap_mean_over_runs(np.array([4.0]), 300, rng)
+    assert mean == 4.0 and np.isnan(low) and np.isnan(high)
+    grid, values, interp = st.align_curves([([1, 2], [0, 1]), ([1, 2], [2, 3])])
+    assert not interp and grid.tolist() == [1, 2] and values.tolist() == [[0, 1], [2, 3]]
+    grid, values, interp = st.align_curves([([0, 2, 4], [0, 2, 4]), ([1, 3, 5], [1, 1, 1])])
+    assert interp and grid.tolist() == [1, 2, 3, 4]
+    np.testing.assert_allclose(values, [[1, 2, 3, 4], [1, 1, 1, 1]])
+
+
+def test_config_grouping_ignores_bookkeeping() -> None:
+    assert is_ignored("seed") and is_ignored("schedule.seed") and is_ignored("run.run_dir")
+    assert is_ignored("run.device") and not is_ignored("ewc.lam")
+    assert not is_ignored("agent.target_update_every")
+    configs = [
+        {"variant": "ewc-true", "seed": 0, "run": {"run_dir": "a"}, "ewc": {"lam": 400}},
+        {"variant": "ewc-true", "seed": 1, "run": {"run_dir": "b"}, "ewc": {"lam": 400}},
+        {"variant": "ewc-true", "seed": 0, "run": {"run_dir": "c"}, "ewc": {"lam": 100}},
+        {"variant": "dqn", "seed": 0, "run": {"run_dir": "d"}, "ewc": {"lam": 1}},
+        {"variant": "dqn", "seed": 1, "run": {"run_dir": "e"}, "ewc": {"lam": 1}, "x": [1, 2]},
+    ]
+    labels = [label for label, _ in group_labels(configs)]
+    assert labels == [
+        "ewc-true [ewc.lam=400]",
+        "ewc-true [ewc.lam=400]",
+        "ewc-true [ewc.lam=100]",
+        "dqn [x=<unset>]",
+        "dqn [x=[1, 2]]",
+    ]
+
+
+def test_cli_args_and_error_exit(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import tyro
+
+    args = tyro.cli(CompareArgs, args=["r1", "r2", "--reps", "10"])
+    assert args.runs == (Path("r1"), Path("r2")) and args.reps == 10 and args.out is None
+    assert main(CompareArgs(runs=(tmp_path,))) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("compare: error: ") and "not a run folder" in err
+    assert err.count("\n") == 1
+
+
+def _no_nan(name: str) -> None:
+    raise ValueError(f"summary.json holds {name}")
+
+
+def test_adjusted_rand_index() -> None:
+    assert st.adjusted_rand_index(["a", "b", "c"], [5, 6, 7]) == 1.0  # relabelled, same partition
+    assert st.adjusted_rand_index(["a", "a", "b", "b"], [1, 1, 2, 2]) == 1.0
+    assert st.adjusted_rand_index(["a", "b", "c", "d"], [0, 0, 0, 0]) == 0.0
+    # Contingency [[1, 1, 0], [0, 2, 0], [1, 0, 2]]: 2 agreeing pairs, 5 pairs in each labeling,
+    # 21 pairs in all: (2 - 5 * 5 / 21) / (5 - 5 * 5 / 21) = 17 / 80 (scikit-learn agrees).
+    a, b = [0, 0, 1, 1, 2, 2, 2], [0, 1, 1, 1, 2, 2, 0]
+    assert st.adjusted_rand_index(a, b) == pytest.approx(17 / 80)
+    assert st.adjusted_rand_index([0, 0, 1, 1], [0, 0, 0, 1]) == pytest.approx(0.0)
+    assert st.adjusted_rand_index(["a"], [3]) == 1.0

@@ -1,0 +1,344 @@
+"""Forget-me-not task inference: the maths alone, synthetic sources with known segments, state
+round trips, bad input, and short real-ROM (Atari and MinAtar) streams."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+from scipy.special import gammaln
+from sklearn.metrics import adjusted_rand_score
+
+from ewc_dqn.dirichlet import (
+    best_two_segments,
+    dirichlet_log_likelihood,
+    filter_step,
+    frame_log_likelihood,
+    log_rising_factorial,
+    switch_rate,
+)
+from ewc_dqn.fmn import FMNConfig, ForgetMeNot
+
+# ---------------------------------------------------------------------------------------------
+# the maths
+
+
+@pytest.mark.parametrize("max_length", [5, 40])  # products folded across rows; several logs
+def test_log_rising_factorial_matches_log_gamma(max_length):
+    rng = np.random.default_rng(0)
+    start = rng.random((301, 4)) * 1e4 + 1e-3
+    length = rng.integers(0, max_length, size=301)
+    expected = (gammaln(start + length[:, None]) - gammaln(start)).sum(axis=0)
+    np.testing.assert_allclose(log_rising_factorial(start, length), expected, rtol=1e-10)
+
+
+def test_block_likelihood_is_the_product_of_sequential_predictives():
+    """The window score equals scoring frame by frame with each model updated after every
+    frame (the chain rule of the Dirichlet-multinomial)."""
+    rng = np.random.default_rng(1)
+    pixels, levels, models, frames, beta = 7, 5, 3, 6, 0.3
+    counts = rng.integers(0, 20, size=(models, pixels, levels)).astype(np.float64)
+    block = rng.integers(0, levels, size=(frames, pixels))
+    sequential = np.zeros(models)
+    running = counts.copy()
+    for x in block:
+        at = running[:, np.arange(pixels), x] + beta  # (models, pixels)
+        total = running.sum(axis=2)[:, 0] + levels * beta
+        sequential += np.log(at).sum(axis=1) - pixels * np.log(total)
+        running[:, np.arange(pixels), x] += 1
+    pair_frames = np.zeros(pixels * levels, dtype=np.int64)
+    np.add.at(pair_frames, (np.arange(pixels) * levels + block).ravel(), 1)
+    pairs = np.flatnonzero(pair_frames)
+    got = dirichlet_log_likelihood(
+        counts.reshape(models, -1).T[pairs],
+        pair_frames[pairs],
+        counts.sum(axis=2)[:, 0],
+        frames,
+        pixels,
+        beta,
+        levels,
+    )
+    np.testing.assert_allclose(got, sequential, rtol=1e-12)
+    # one frame through the cached log table gives the same as a block of one frame
+    table = np.log(counts.reshape(models, -1).T + beta).astype(np.float32)
+    flat = np.arange(pixels) * levels + block[0]
+    single = frame_log_likelihood(table[flat], counts.sum(axis=2)[:, 0], beta, levels)
+    ones = np.zeros(pixels * levels, dtype=np.int64)
+    ones[flat] = 1
+    block_of_one = dirichlet_log_likelihood(
+        counts.reshape(models, -1).T[flat], ones[flat], counts.sum(axis=2)[:, 0], 1, pixels,
+        beta, levels,
+    )  # fmt: skip
+    np.testing.assert_allclose(single, block_of_one, rtol=1e-5)
+
+
+def test_filter_step_is_bayes_rule_with_a_switch_prior():
+    log_post = np.log(np.array([0.7, 0.2, 0.1]))
+    ll = np.array([-3.0, -1.0, -np.inf])
+    got = np.exp(filter_step(log_post, ll, alpha=0.0))
+    expected = np.array([0.7 * math.exp(-3), 0.2 * math.exp(-1), 0.0])
+    np.testing.assert_allclose(got, expected / expected.sum())
+    # a state at -inf regains mass through the switch rate
+    mixed = np.exp(filter_step(np.array([0.0, -np.inf]), np.zeros(2), alpha=0.2))
+    np.testing.assert_allclose(mixed, [0.9, 0.1])
+    assert switch_rate(1, 1.0) == 0.5 and switch_rate(1000, 2.0) == pytest.approx(0.002)
+
+
+def test_best_two_segments_matches_brute_force():
+    rng = np.random.default_rng(2)
+    frame_ll = rng.normal(size=(4, 6))
+    prefix = np.cumsum(frame_ll, axis=1)[:, :-1]
+    suffix = frame_ll.sum(axis=1, keepdims=True) - prefix
+    holdout = 3
+    best = max(
+        (prefix[i, s - 1] + suffix[j, s - 1], i, j, s)
+        for i in range(4)
+        for j in range(4)
+        for s in range(1, 6)
+        if i != j and i != holdout
+    )
+    got = best_two_segments(prefix, suffix, holdout)
+    assert got[1:] == best[1:] and got[0] == pytest.approx(best[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# synthetic piecewise-stationary sources
+
+
+def make_sources(n: int, seed: int) -> list[np.ndarray]:
+    """n random 42x42 background images over 16 grey levels."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 16, size=(42, 42)) for _ in range(n)]
+
+
+def draw(source: np.ndarray, rng: np.random.Generator, noise: float = 0.05) -> np.ndarray:
+    """An (84, 84) uint8 frame: the source's levels with a fraction ``noise`` of pixels
+    redrawn, each 42x42 pixel a 2x2 block, grey value in the middle of its level."""
+    levels = np.where(rng.random(source.shape) < noise, rng.integers(0, 16, source.shape), source)
+    return np.repeat(np.repeat(levels * 16 + 8, 2, axis=0), 2, axis=1).astype(np.uint8)
+
+
+def piecewise_stream(order: list[int], segment: int, seed: int):
+    rng = np.random.default_rng(seed)
+    sources = make_sources(max(order) + 1, seed)
+    for k in order:
+        for _ in range(segment):
+            yield k, draw(sources[k], rng)
+
+
+def test_synthetic_segments_are_recovered_exactly():
+    config = FMNConfig()
+    order, segment = [0, 1, 2, 0, 3, 1, 2, 3, 0], 200
+    fmn = ForgetMeNot(config)
+    truth, predicted = [], []
+    for k, frame in piecewise_stream(order, segment, seed=3):
+        truth.append(k)
+        predicted.append(fmn.observe(frame))
+    truth, predicted = np.array(truth), np.array(predicted)
+    assert fmn.num_tasks == 4
+    mapping = {k: int(predicted[truth == k][-1]) for k in range(4)}
+    assert sorted(mapping.values()) == [0, 1, 2, 3]  # one task per source, ids in first-seen order
+    assert [mapping[k] for k in (0, 1, 2, 3)] == [0, 1, 2, 3]
+    # after each switch the label is right within one window plus one update period
+    grace = config.window * config.update_period + config.update_period
+    for i, k in enumerate(order):
+        seg = predicted[i * segment : (i + 1) * segment]
+        assert np.all(seg[grace:] == mapping[k]), f"segment {i}"
+        if i > 0 and order[i - 1] in order[:i] and k in order[:i]:
+            # a known source is recognised at its first model observation
+            assert np.all(seg[config.update_period :] == mapping[k])
+    new_sources = len(set(order)) - 1
+    assert np.sum(predicted != np.vectorize(mapping.get)(truth)) <= new_sources * grace
+
+
+def test_holdout_win_creates_a_task_and_a_fresh_holdout():
+    config = FMNConfig()
+    rng = np.random.default_rng(4)
+    a, b = make_sources(2, seed=4)
+    fmn = ForgetMeNot(config)
+    steps_per_window = config.window * config.update_period
+    a_steps, b_steps = 4 * steps_per_window + 10, 2 * steps_per_window  # switch mid-window
+    for _ in range(a_steps):
+        assert fmn.observe(draw(a, rng)) == 0
+    assert fmn.num_tasks == 1
+    ids = [fmn.observe(draw(b, rng)) for _ in range(b_steps)]
+    assert fmn.num_tasks == 2 and ids[-1] == 1
+    assert fmn.stats()["tasks/num_tasks"] == 2.0
+    state = fmn.state_dict()
+    assert state["counts"].shape[1] == 3  # two tasks and a new, empty hold-out
+    assert not state["counts"][:, 2].any() and state["totals"][2] == 0
+    # The window straddling the switch was split: task 0 kept every frame of a and the new task
+    # got only frames of b (observations are every update_period steps, from step 0).
+    a_obs = -(-a_steps // config.update_period)
+    closed = (a_obs + b_steps // config.update_period) // config.window * config.window
+    np.testing.assert_array_equal(state["totals"], [a_obs, closed - a_obs, 0])
+
+
+def test_window_end_keeps_only_the_winners_update():
+    config = FMNConfig()
+    rng = np.random.default_rng(5)
+    a, b = make_sources(2, seed=5)
+    fmn = ForgetMeNot(config)
+    steps_per_window = config.window * config.update_period
+    for source in (a, b):
+        for _ in range(3 * steps_per_window):
+            fmn.observe(draw(source, rng))
+    assert fmn.num_tasks == 2 and fmn.state_dict()["window_fill"] == 0
+    before = fmn.state_dict()
+    for _ in range(steps_per_window):
+        assert fmn.observe(draw(a, rng)) == 0
+    after = fmn.state_dict()
+    assert after["window_fill"] == 0
+    np.testing.assert_array_equal(after["totals"] - before["totals"], [config.window, 0, 0])
+    np.testing.assert_array_equal(after["counts"][:, 1:], before["counts"][:, 1:])  # reverted
+    gained = after["counts"][:, 0] - before["counts"][:, 0]
+    assert gained.sum() == config.window * 42 * 42  # one count per pixel per frame
+
+
+def test_state_round_trip_mid_window_continues_exactly(tmp_path):
+    config = FMNConfig()
+    stream = list(piecewise_stream([0, 1, 0, 2], segment=150, seed=6))
+    cut = 307  # inside a window, between two model observations
+    assert cut % config.update_period and -(-cut // config.update_period) % config.window
+    uninterrupted = ForgetMeNot(config)
+    expected = [uninterrupted.observe(frame) for _, frame in stream]
+
+    first = ForgetMeNot(config)
+    got = [first.observe(frame) for _, frame in stream[:cut]]
+    state = first.state_dict()
+    arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+    plain = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
+    save_file(arrays, str(tmp_path / "fmn.safetensors"))
+    (tmp_path / "fmn.json").write_text(json.dumps(plain))
+    restored = ForgetMeNot(config)
+    loaded = load_file(str(tmp_path / "fmn.safetensors"))
+    restored.load_state_dict({**loaded, **json.loads((tmp_path / "fmn.json").read_text())})
+    got += [restored.observe(frame) for _, frame in stream[cut:]]
+    assert got == expected
+    final, reference = restored.state_dict(), uninterrupted.state_dict()
+    for key, value in reference.items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(final[key], value, err_msg=key)
+        else:
+            assert final[key] == value, key
+    assert restored.stats() == uninterrupted.stats()
+
+
+def test_load_refuses_another_config():
+    fmn = ForgetMeNot()
+    fmn.observe(np.zeros((84, 84), np.uint8))
+    with pytest.raises(ValueError, match="window"):
+        ForgetMeNot(FMNConfig(window=5)).load_state_dict(fmn.state_dict())
+
+
+def test_infer_is_read_only_and_agrees_with_training():
+    rng = np.random.default_rng(7)
+    sources = make_sources(3, seed=7)
+    fmn = ForgetMeNot()
+    for k in (0, 1, 2):
+        for _ in range(200):
+            fmn.observe(draw(sources[k], rng))
+    before = fmn.state_dict()
+    assert [fmn.infer(draw(s, rng)) for s in sources] == [0, 1, 2]
+    after = fmn.state_dict()
+    for key, value in before.items():
+        np.testing.assert_array_equal(np.asarray(after[key]), np.asarray(value), err_msg=key)
+
+
+def test_task_cap_warns_and_reuses_the_closest_task():
+    rng = np.random.default_rng(8)
+    sources = make_sources(3, seed=8)
+    fmn = ForgetMeNot(FMNConfig(max_tasks=2))
+    with pytest.warns(RuntimeWarning, match="max_tasks=2"):
+        for k in (0, 1, 2):
+            for _ in range(200):
+                fmn.observe(draw(sources[k], rng))
+    assert fmn.num_tasks == 2 and fmn.stats()["tasks/cap_refusals"] > 0
+
+
+def test_bad_input_gets_a_clear_error():
+    fmn = ForgetMeNot()
+    with pytest.raises(TypeError, match="uint8"):
+        fmn.observe(np.zeros((84, 84), np.float32))
+    with pytest.raises(TypeError, match="numpy array"):
+        fmn.observe([[0] * 84] * 84)
+    with pytest.raises(ValueError, match="shape"):
+        fmn.observe(np.zeros(84, np.uint8))
+    with pytest.raises(ValueError, match="divisible"):
+        fmn.observe(np.zeros((85, 84), np.uint8))
+    with pytest.raises(RuntimeError, match="observe"):
+        fmn.infer(np.zeros((84, 84), np.uint8))
+    fmn.observe(np.zeros((84, 84), np.uint8))
+    with pytest.raises(ValueError, match=r"differs from the stream's \(84, 84\)"):
+        fmn.observe(np.zeros((4, 84, 84), np.uint8))
+    with pytest.raises(ValueError, match="0/1"):
+        ForgetMeNot().observe(np.full((10, 10, 10), 3, np.uint8))
+    with pytest.raises(ValueError, match="concentration"):
+        FMNConfig(concentration=0.0).validate()
+
+
+def test_minatar_layouts_agree():
+    """(C, 10, 10) with channel_axis 0 and (10, 10, C) with channel_axis -1 are the same."""
+    rng = np.random.default_rng(9)
+    frames = (rng.random((200, 10, 10, 10)) < 0.05).astype(np.uint8)
+    first, last = ForgetMeNot(), ForgetMeNot(FMNConfig(channel_axis=-1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a = [first.observe(f) for f in frames]
+        b = [last.observe(np.moveaxis(f, 0, -1)) for f in frames]
+    assert a == b
+    np.testing.assert_array_equal(first.state_dict()["counts"], last.state_dict()["counts"])
+
+
+# ---------------------------------------------------------------------------------------------
+# real frames
+
+
+def play(game: str, steps: int, seed: int, envs: dict) -> list[np.ndarray]:
+    """Newest frames of ``steps`` random-policy steps, continuing the game's env if open."""
+    from envs.make import make_env
+    from envs.vector import EnvConfig
+
+    minatar = game.startswith("minatar")
+    rng = np.random.default_rng(seed)
+    frames = []
+    if game not in envs:
+        config = EnvConfig(num_envs=1, frame_stack=1 if minatar else 4)
+        envs[game] = make_env(game, config, seed=seed)
+        frames.append(envs[game].reset()[0, -10:] if minatar else envs[game].reset()[0, -1])
+    env = envs[game]
+    while len(frames) < steps:
+        obs = env.step(rng.integers(0, env.num_actions, size=1)).obs
+        frames.append(obs[0, -10:] if minatar else obs[0, -1])
+    return frames
+
+
+@pytest.mark.parametrize(
+    ("games", "segment"),
+    [
+        (["Pong", "Breakout", "Freeway"], 400),
+        (["minatar/breakout", "minatar/space_invaders", "minatar/seaquest"], 500),
+    ],
+)
+def test_real_stream_of_three_games(games, segment):
+    order = [0, 1, 2, 0, 1]
+    envs: dict = {}
+    fmn = ForgetMeNot()
+    truth, predicted = [], []
+    for k in order:
+        for frame in play(games[k], segment, seed=k, envs=envs):
+            truth.append(k)
+            predicted.append(fmn.observe(frame))
+    for env in envs.values():
+        env.close()
+    truth, predicted = np.array(truth), np.array(predicted)
+    assert fmn.num_tasks == 3
+    assert adjusted_rand_score(truth, predicted) > 0.9
+    # revisits get their first id back within 100 steps
+    for i, k in enumerate(order[3:], start=3):
+        seg = predicted[i * segment : (i + 1) * segment]
+        assert np.all(seg[100:] == k), (games[k], np.unique(seg, return_counts=True))
