@@ -56,9 +56,8 @@ def evaluate_checkpoint(args: EvalArgs) -> dict:
     import numpy as np
 
     from envs.games import parse_game_list
-    from envs.scores import total_clipped_score
     from ewc_dqn.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
-    from ewc_dqn.evaluation import evaluate_game, protocol_text
+    from ewc_dqn.evaluation import evaluate_game, paper_total, protocol_text
     from ewc_dqn.fmn import ForgetMeNot
     from ewc_dqn.labels import InferredLabels, TrueLabels
     from ewc_dqn.networks import build_q_network
@@ -78,21 +77,29 @@ def evaluate_checkpoint(args: EvalArgs) -> dict:
     labels = config.task_labels if args.task_labels == "run" else args.task_labels
     games = parse_game_list(args.games) if args.games else parse_game_list(",".join(schedule.games))
     if any(g.suite != config.suite for g in games):
-        raise ValueError(f"the run trained {config.suite} games; cannot score "
-                         f"{', '.join(g.name for g in games if g.suite != config.suite)}")
+        raise ValueError(
+            f"the run trained {config.suite} games; cannot score "
+            f"{', '.join(g.name for g in games if g.suite != config.suite)}"
+        )
     if labels == "true":
         unknown = [g.name for g in games if g.name not in schedule.games]
         if unknown:
-            raise ValueError(f"{', '.join(unknown)} not in the run's schedule, so it has no true "
-                             "task label; use --task-labels inferred")
+            raise ValueError(
+                f"{', '.join(unknown)} not in the run's schedule, so it has no true "
+                "task label; use --task-labels inferred"
+            )
 
     step, state = load_checkpoint(ckpt, device=device)
     env_cfg = replace(config.env, num_envs=args.num_envs or config.eval.num_envs)
     env_cfg.validate()
     frame_shape = (10, 10, 10) if config.suite == "minatar" else (1, 84, 84)
     in_shape = (config.env.frame_stack * frame_shape[0], *frame_shape[1:])
-    net = build_q_network(in_shape, 6 if config.suite == "minatar" else 18, config.network,
-                          1.0 / 255.0 if config.suite == "atari" else 1.0).to(device)
+    net = build_q_network(
+        in_shape,
+        6 if config.suite == "minatar" else 18,
+        config.network,
+        1.0 / 255.0 if config.suite == "atari" else 1.0,
+    ).to(device)
     try:
         net.load_state_dict(state["agent"]["online"])
         if labels == "inferred":
@@ -101,21 +108,31 @@ def evaluate_checkpoint(args: EvalArgs) -> dict:
         else:
             labeler = TrueLabels()
     except (KeyError, RuntimeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {ckpt} does not fit its run's config: "
-                              f"{' '.join(str(e).split())[:300]}") from None
+        raise CheckpointError(
+            f"checkpoint {ckpt} does not fit its run's config: {' '.join(str(e).split())[:300]}"
+        ) from None
     net.eval()
     episodes = args.episodes or config.eval.episodes
     frames = args.frames or (10**12 if args.episodes else config.eval.frames)
     scores = []
     for g in games:
         true_task = schedule.games.index(g.name) if g.name in schedule.games else -1
-        scores.append(evaluate_game(
-            net, g, env_cfg, lambda f, t=true_task: labeler.eval_label(f, t),
-            episodes=episodes, frames=frames, epsilon=args.epsilon,
-            seed=args.seed * 1_000_003 + schedule.games.index(g.name) if g.name in
-            schedule.games else args.seed, device=device,
-        ))
-    total = float(total_clipped_score({s.game: s.normalised for s in scores}))
+        scores.append(
+            evaluate_game(
+                net,
+                g,
+                env_cfg,
+                lambda f, t=true_task: labeler.eval_label(f, t),
+                episodes=episodes,
+                frames=frames,
+                epsilon=args.epsilon,
+                seed=args.seed * 1_000_003 + schedule.games.index(g.name)
+                if g.name in schedule.games
+                else args.seed,
+                device=device,
+            )
+        )
+    total = paper_total(scores)
     protocol = protocol_text(env_cfg, args.epsilon, episodes, frames)
     print(f"checkpoint {ckpt} (step {step:,}), task labels: {labels}")
     print(f"protocol: {protocol}")
@@ -128,9 +145,18 @@ def evaluate_checkpoint(args: EvalArgs) -> dict:
         "seed": args.seed,
         "total_clipped": total,
         "mean_normalised": float(np.mean([s.normalised for s in scores])),
-        "games": {s.game: {"episodes": s.episodes, "raw_mean": s.raw_mean, "raw_std": s.raw_std,
-                           "normalised": s.normalised, "frames": s.frames, "task_id": s.task_id,
-                           "returns": s.returns} for s in scores},
+        "games": {
+            s.game: {
+                "episodes": s.episodes,
+                "raw_mean": s.raw_mean,
+                "raw_std": s.raw_std,
+                "normalised": s.normalised,
+                "frames": s.frames,
+                "task_id": s.task_id,
+                "returns": s.returns,
+            }
+            for s in scores
+        },
     }
 
 
@@ -144,8 +170,12 @@ def main(argv: list[str] | None = None) -> int:
             return compare_main(tyro.cli(CompareArgs, args=argv[1:], prog="evaluate.py compare"))
         if argv and argv[0] == "checkpoint":
             argv = argv[1:]
-        args = tyro.cli(EvalArgs, args=argv, prog="evaluate.py [checkpoint]",
-                        config=(tyro.conf.FlagCreatePairsOff,))
+        args = tyro.cli(
+            EvalArgs,
+            args=argv,
+            prog="evaluate.py [checkpoint]",
+            config=(tyro.conf.FlagCreatePairsOff,),
+        )
         result = evaluate_checkpoint(args)
         if args.json is not None:
             from ewc_dqn.run_files import write_json_atomic

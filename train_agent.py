@@ -15,7 +15,6 @@ parallel environment copies; frames count emulator frames (4 per agent step on A
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,9 +22,10 @@ from typing import Annotated
 
 import tyro
 
-from envs.games import parse_game_list, resolve_game
+from envs.games import resolve_game
+from ewc_dqn.cli_config import default_config, with_games
 from ewc_dqn.cli_errors import exit_on_user_errors
-from ewc_dqn.config import DEFAULT_PRESET, PRESETS, TrainConfig, preset
+from ewc_dqn.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -50,29 +50,9 @@ class TrainArgs:
     """auto (CUDA when present, else CPU), cpu, cuda or cuda:N."""
     quiet: bool = False
     """No progress bar or evaluation tables."""
-
-
-def _pre_parse(argv: list[str]) -> argparse.Namespace:
-    """--preset, --game, --games and --resume decide which preset fills the defaults."""
-    p = argparse.ArgumentParser(add_help=False)
-    for flag in ("--preset", "--game", "--games", "--resume"):
-        p.add_argument(flag)
-    known, _ = p.parse_known_args(argv)
-    return known
-
-
-def _default_config(pre: argparse.Namespace) -> TrainConfig:
-    if pre.preset is not None and pre.preset not in PRESETS:
-        raise ValueError(f"unknown preset {pre.preset!r}; presets: {', '.join(PRESETS)}")
-    if pre.game:
-        suite = resolve_game(pre.game).suite
-    elif pre.games:
-        suite = parse_game_list(pre.games)[0].suite
-    elif pre.preset is not None:
-        suite = next(iter(PRESETS[pre.preset]))
-    else:
-        suite = "atari"
-    return preset(pre.preset or DEFAULT_PRESET[suite], suite)
+    stop_after_steps: int | None = None
+    """Stop at the first checkpoint at or after this many agent steps (resume later with
+    --resume); for time-limited cluster jobs."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return sweep_main(argv[1:])
     with exit_on_user_errors():
-        pre = _pre_parse(argv)
-        default = TrainArgs(config=_default_config(pre))
+        default = TrainArgs(config=default_config(argv))
         args = tyro.cli(
             TrainArgs, default=default, args=argv, config=(tyro.conf.FlagCreatePairsOff,)
         )
@@ -95,12 +74,17 @@ def _train(args: TrainArgs, argv: list[str]) -> int:
     from ewc_dqn.run import RunError, single_game_schedule, start_run
 
     if args.resume is not None:
-        overrides = [a for a in argv if a.startswith("--") and a.split("=")[0] not in
-                     ("--resume", "--device", "--quiet")]
+        overrides = [
+            a
+            for a in argv
+            if a.startswith("--")
+            and a.split("=")[0] not in ("--resume", "--device", "--quiet", "--stop-after-steps")
+        ]
         if overrides:
             raise RunError(f"--resume takes the run's saved config; drop {' '.join(overrides)}")
-        trainer = start_run(None, None, args.resume, args.device, resume=True,
-                            show_progress=not args.quiet)
+        trainer = start_run(
+            None, None, args.resume, args.device, resume=True, show_progress=not args.quiet
+        )
         run_dir = args.resume
     else:
         if args.run_dir is None:
@@ -115,22 +99,23 @@ def _train(args: TrainArgs, argv: list[str]) -> int:
             schedule = single_game_schedule(spec.name, steps * _frame_skip(config))
         else:
             if args.steps is not None:
-                raise RunError("--steps goes with --game; a schedule's length is set by "
-                               "--schedule.visit-frames and --schedule.visits-per-game")
+                raise RunError(
+                    "--steps goes with --game; a schedule's length is set by "
+                    "--schedule.visit-frames and --schedule.visits-per-game"
+                )
             if args.games is not None:
-                specs = parse_game_list(args.games)
-                config = replace(config, suite=specs[0].suite, schedule=replace(
-                    config.schedule, games=tuple(s.name for s in specs), num_games=len(specs)))
+                config = with_games(config, args.games)
             from ewc_dqn.run import make_schedule
 
             schedule = make_schedule(config)
         if not args.quiet:
             print(schedule.describe())
-        trainer = start_run(config, schedule, args.run_dir, args.device,
-                            show_progress=not args.quiet)
+        trainer = start_run(
+            config, schedule, args.run_dir, args.device, show_progress=not args.quiet
+        )
         run_dir = args.run_dir
     try:
-        finished = trainer.run()
+        finished = trainer.run(stop_after_steps=args.stop_after_steps)
     finally:
         trainer.close()
     if finished:

@@ -40,6 +40,9 @@ class Args:
     """Minibatch of the DQN update (paper: 32)."""
     seed: int = 0
     """Seed of the random network, Fishers and frames."""
+    threads: int = 0
+    """torch CPU threads (0: torch's default). On a busy CPU, 1 keeps the update from being
+    slowed by threads spinning against other processes, which would flatter the ratios."""
 
 
 def _sync(device: torch.device) -> None:
@@ -68,6 +71,8 @@ def time_round_robin(
 
 def main(args: Args) -> dict[str, float]:
     """Run the benchmark, print the table, return the timings (seconds) and ratios."""
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:

@@ -148,7 +148,13 @@ class DQNAgent:
         ).tolist()
         return dict(
             zip(
-                ("losses/td_loss", "losses/ewc_penalty", "losses/q_mean", "losses/abs_td", "losses/grad_norm"),
+                (
+                    "losses/td_loss",
+                    "losses/ewc_penalty",
+                    "losses/q_mean",
+                    "losses/abs_td",
+                    "losses/grad_norm",
+                ),
                 stats,
                 strict=True,
             )

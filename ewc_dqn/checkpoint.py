@@ -57,13 +57,17 @@ def save_checkpoint(run_dir: Path, step: int, state: Mapping[str, Any], keep: in
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    tensors: dict[str, torch.Tensor] = {}
-    meta = _encode(state, "", tensors)
-    save_file(tensors, str(tmp / TENSORS_FILE))
-    doc = {"format_version": FORMAT_VERSION, "step": step, "state": meta}
-    _write_synced(tmp / STATE_FILE, json.dumps(doc).encode())
-    _write_synced(tmp / COMPLETE_FILE, b"ok\n")
-    _fsync_dir(tmp)
+    try:
+        tensors: dict[str, torch.Tensor] = {}
+        meta = _encode(state, "", tensors)
+        save_file(tensors, str(tmp / TENSORS_FILE))
+        doc = {"format_version": FORMAT_VERSION, "step": step, "state": meta}
+        _write_synced(tmp / STATE_FILE, json.dumps(doc).encode())
+        _write_synced(tmp / COMPLETE_FILE, b"ok\n")
+        _fsync_dir(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():  # re-saving the same step (e.g. a final save right after a periodic one)
         old = root / f".old-{checkpoint_name(step)}-{os.getpid()}"
         os.replace(final, old)
@@ -82,9 +86,7 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     root = Path(run_dir) / CHECKPOINT_DIR
     if not root.is_dir():
         return []
-    found = [
-        p for p in root.iterdir() if _NAME.match(p.name) and (p / COMPLETE_FILE).is_file()
-    ]
+    found = [p for p in root.iterdir() if _NAME.match(p.name) and (p / COMPLETE_FILE).is_file()]
     return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))  # type: ignore[union-attr]
 
 
@@ -145,7 +147,9 @@ def _encode(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
         if all(isinstance(k, str) for k in keys):
             return {"__dict__": {k: _encode(obj[k], f"{path}/{k}", tensors) for k in keys}}
         if all(isinstance(k, (int, np.integer)) for k in keys):  # optimiser state: int keys
-            return {"__intdict__": {str(int(k)): _encode(obj[k], f"{path}/{k}", tensors) for k in keys}}
+            return {
+                "__intdict__": {str(int(k)): _encode(obj[k], f"{path}/{k}", tensors) for k in keys}
+            }
         raise TypeError(f"checkpoint state at {path or '/'} mixes key types: {keys[:5]}")
     if isinstance(obj, tuple):
         return {"__tuple__": [_encode(v, f"{path}/{i}", tensors) for i, v in enumerate(obj)]}

@@ -75,7 +75,10 @@ class CompareArgs:
     baselines: tuple[Path, ...] = ()
     """Single-game run folders; their final normalised scores are drawn as per-game baselines."""
     reps: int = 2000
-    """Bootstrap replicates for every confidence interval."""
+    """Bootstrap replicates for every confidence interval except the probability of improvement."""
+    poi_reps: int = 1000
+    """Bootstrap replicates for the probability of improvement (rliable computes each one with a
+    Mann-Whitney test per game: about reps x games ms per pair of groups)."""
     seed: int = 0
     """Seed of the bootstrap resampling."""
 
@@ -138,6 +141,7 @@ class CompareResult:
     reps: int
     seed: int
     notes: list[str] = field(default_factory=list)
+    poi_reps: int = 1000
     figures: dict[str, str] = field(default_factory=dict)  # name -> file name inside out_dir
 
     @property
@@ -201,14 +205,18 @@ def load_run_data(path: Path) -> RunData:
         by_visit = summ.groupby("visit")["game"].first()
         visit_game = [str(by_visit.get(v, "")) for v in range(int(by_visit.index.max()) + 1)]
     games = tuple(sorted({g for g in visit_game if g}))
-    table = ev.pivot_table(index="eval_index", columns="game", values="normalised", aggfunc="mean")
+    # dropna=False keeps a game whose normalised scores are all NaN (no reference score yet).
+    table = ev.pivot_table(
+        index="eval_index", columns="game", values="normalised", aggfunc="mean", dropna=False
+    )
     missing = [g for g in games if g not in table.columns]
     if missing:
         raise CompareError(f"{path}: eval.csv never scores scheduled game(s) {', '.join(missing)}")
     if int(ev["visit"].max()) >= len(visit_game):
         raise CompareError(f"{path}: eval.csv names visits beyond those in {SCHEDULE_FILE}")
     scores = table[list(games)].to_numpy(dtype=float)
-    if np.isnan(scores[-1]).any():
+    scored_last = set(ev.loc[ev["eval_index"] == table.index[-1], "game"])
+    if not set(games) <= scored_last:
         raise CompareError(f"{path}: the last evaluation does not score every game")
     per_eval = ev.groupby("eval_index")[["frames", "visit"]].first().loc[table.index]
     summ = summ.sort_values("eval_index")
@@ -252,8 +260,14 @@ def compare_runs(
     baselines: tuple[Path, ...] | list[Path] = (),
     reps: int = 2000,
     seed: int = 0,
+    poi_reps: int = 1000,
 ) -> CompareResult:
-    """Compare run folders and write plots, report.md and summary.json into ``out_dir``."""
+    """Compare run folders and write plots, report.md and summary.json into ``out_dir``.
+
+    ``reps`` bootstrap replicates for every interval but the probability of improvement's
+    (``poi_reps``). A game without a normalised score (NaN: no reference score measured for it
+    yet) leaves the aggregates, totals and probabilities of improvement n/a, with a note.
+    """
     paths = list(dict.fromkeys(Path(p).resolve() for p in run_dirs))
     if not paths:
         raise CompareError("no run folders given")
@@ -269,6 +283,13 @@ def compare_runs(
                 f"only in the second: {', '.join(only_other) or '-'})"
             )
     base, notes = load_baselines(tuple(baselines), games)
+    unscored = [g for j, g in enumerate(games) if any(np.isnan(r.scores_eg[-1, j]) for r in runs)]
+    if unscored:
+        notes.append(
+            f"no normalised score for {', '.join(unscored)} (no reference score measured; for "
+            "MinAtar run python bench/measure_minatar_reference.py --dqn): aggregates, totals "
+            "and probabilities of improvement are n/a"
+        )
     out = Path(out_dir) if out_dir is not None else paths[0].parent / "comparison"
     out.mkdir(parents=True, exist_ok=True)
 
@@ -283,14 +304,23 @@ def compare_runs(
     for g in groups:
         if len(set(g.seeds)) < len(g.seeds):
             notes.append(f"{g.label}: several runs share a seed ({g.seeds}); copies of one run?")
-    improvement = _improvement(groups, reps, seed, notes)
+    improvement = _improvement(groups, poi_reps, seed, notes)
     for run in runs:
         if not run.record.finished:
             notes.append(
                 f"{run.record.path} has not finished (no final.json): its last evaluation is used"
             )
     result = CompareResult(
-        out, games, groups, improvement, base, _train_spans(runs), reps, seed, notes
+        out,
+        games,
+        groups,
+        improvement,
+        base,
+        _train_spans(runs),
+        reps,
+        seed,
+        notes,
+        poi_reps=poi_reps,
     )
     _draw(result)
     write_report(result)
@@ -301,7 +331,9 @@ def compare_runs(
 def main(args: CompareArgs) -> int:
     """The ``evaluate.py compare`` command: run, print the summary; on bad input, one line, 2."""
     try:
-        result = compare_runs(args.runs, args.out, args.baselines, args.reps, args.seed)
+        result = compare_runs(
+            args.runs, args.out, args.baselines, args.reps, args.seed, args.poi_reps
+        )
     except CompareError as err:
         print(f"compare: error: {err}", file=sys.stderr)
         return 2
@@ -383,7 +415,9 @@ def _improvement(groups: list[GroupResult], reps: int, seed: int, notes: list[st
         for second in groups[i + 1 :]:
             x, y = sorted((first, second), key=lambda g: -g.aggregates["Mean"][0])
             xs, ys = np.minimum(x.final_scores, CLIP), np.minimum(y.final_scores, CLIP)
-            if len(xs) >= 2 and len(ys) >= 2:
+            if np.isnan(xs).any() or np.isnan(ys).any():
+                pairs.append((x.label, y.label, np.nan, np.nan, np.nan))
+            elif len(xs) >= 2 and len(ys) >= 2:
                 rng = _rng(seed, "improvement", x.label, y.label)
                 pairs.append(
                     (x.label, y.label, *st.probability_of_improvement_ci(xs, ys, reps, rng))

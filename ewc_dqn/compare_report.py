@@ -43,8 +43,9 @@ def write_report(result: CompareResult) -> None:
         "",
         f"{sum(len(g.runs) for g in groups)} runs in {len(groups)} groups over {len(games)} games:"
         f" {', '.join(games)}. Scores are human-normalised, (score - random) / (human - random): 0"
-        " = random, 1 = human. Confidence intervals are 95% percentile bootstrap intervals "
-        f"({result.reps} replicates, seed {result.seed}).",
+        " = random, 1 = human. Confidence intervals are rliable's 95% stratified-bootstrap "
+        f"percentile intervals ({result.reps} replicates, {result.poi_reps} for the probability "
+        f"of improvement; seed {result.seed}).",
         "",
         "## Runs",
         "",
@@ -248,7 +249,12 @@ def summary_dict(result: CompareResult) -> dict[str, Any]:
             "human-normalised, (score - random) / (human - random); final scores, aggregates, "
             f"forgetting and transfer clip each game at {CLIP:g}, curves per game do not"
         ),
-        "bootstrap": {"reps": result.reps, "seed": result.seed, "interval": 0.95},
+        "bootstrap": {
+            "reps": result.reps,
+            "poi_reps": result.poi_reps,
+            "seed": result.seed,
+            "interval": 0.95,
+        },
         "groups": [
             {
                 "label": g.label,

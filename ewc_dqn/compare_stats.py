@@ -5,25 +5,29 @@ Every function here takes arrays and returns arrays; nothing reads files or draw
 Shapes: ``scores_rg`` is (num_runs, num_games) of human-normalised scores; ``scores_eg`` is
 (num_evaluations, num_games) for one run, rows in evaluation order.
 
-The aggregates (IQM, mean, median, optimality gap, probability of improvement) are rliable's own
-functions (``rliable.metrics``, Agarwal et al. 2021). Their confidence intervals come from the
-stratified bootstrap rliable describes: runs are resampled with replacement *within each game*,
-independently across games, and the interval is the percentile interval of the statistic. We run
-that bootstrap here, vectorised and seeded with a ``np.random.Generator``, rather than through
-``rliable.library.get_interval_estimates``: that function needs ``arch``, and no ``arch`` release
-works with both pandas 3 (arch 7 fails on import) and rliable 1.2 (arch 8 dropped the
-``random_state`` argument rliable passes). tests/test_compare.py checks the two agree where
-``rliable.library`` imports.
+Every confidence interval is rliable's (Agarwal et al. 2021): ``rliable.library
+.get_interval_estimates``, a stratified bootstrap (runs resampled with replacement *within each
+game*) with percentile intervals. The aggregates (IQM, mean, median, optimality gap) and the
+probability of improvement are ``rliable.metrics``. A curve band is the same bootstrap over a
+(num_runs, 1, T) array: one stratum, so whole runs are resampled, as rliable's sample-efficiency
+curves do.
+
+Seeding: rliable 1.2 draws its resampling indices from numpy's *global* legacy generator
+(``np.random.choice`` in ``StratifiedBootstrap.update_indices``) and ignores ``random_state``.
+So each function takes a ``np.random.Generator``, draws a seed from it, seeds the global
+generator for the one call and restores its previous state afterwards (``_seeded_global_numpy``):
+results are reproducible and nothing outside sees the global state change.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import numpy as np
-from rliable import metrics
+from rliable import library, metrics
 
 CLIP = 1.0  # the paper clips each game's normalised score at 1 (human level)
 AGGREGATE_NAMES = ("IQM", "Mean", "Median", "Optimality gap")
@@ -53,8 +57,11 @@ def aggregate_scores(scores_rg: np.ndarray) -> np.ndarray:
     """rliable's four aggregates of (num_runs, num_games) scores: IQM, mean, median, opt. gap.
 
     Mean and median are over games of the per-game mean over runs; the IQM pools every
-    (run, game) score; the optimality gap is ``1 - mean(min(score, 1))``.
+    (run, game) score; the optimality gap is ``1 - mean(min(score, 1))``. A NaN score (a game
+    without a reference score) makes all four NaN: an aggregate covers every game or none.
     """
+    if np.isnan(scores_rg).any():
+        return np.full(len(AGGREGATE_NAMES), np.nan)
     return np.array(
         [
             metrics.aggregate_iqm(scores_rg),
@@ -72,32 +79,17 @@ def stratified_bootstrap_ci(
     rng: np.random.Generator,
     size: float = 0.95,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Point estimate and percentile CI of ``func`` under rliable's stratified bootstrap.
+    """Point estimate and rliable's stratified-bootstrap percentile CI of ``func``.
 
-    Each replicate draws num_runs runs with replacement separately for every game (the game is
-    the stratum). Returns ``(point, low, high)``, each shaped like ``func``'s 1-D output.
+    Returns ``(point, low, high)``, each shaped like ``func``'s 1-D output. Scores holding a
+    NaN are not resampled: ``func``'s value on them and NaN intervals.
     """
     scores_rg = _check_2d(scores_rg)
-    num_runs, num_games = scores_rg.shape
-    point = np.asarray(func(scores_rg), dtype=float)
-    idx = rng.integers(0, num_runs, size=(reps, num_runs, num_games))
-    samples = scores_rg[idx, np.arange(num_games)]  # (reps, num_runs, num_games)
-    stats = np.stack([np.asarray(func(s), dtype=float) for s in samples])
-    low, high = _percentiles(stats, size)
-    return point, low, high
-
-
-def probability_of_improvement(x_rg: np.ndarray, y_rg: np.ndarray) -> np.ndarray:
-    """P(X > Y) averaged over games, batched: (..., num_runs_x, G), (..., num_runs_y, G) -> (...).
-
-    The same number as ``rliable.metrics.probability_of_improvement`` (the Mann-Whitney U
-    statistic over n_x n_y, ties counting one half), computed by comparing every pair of runs at
-    once so that thousands of bootstrap replicates cost one array operation.
-    """
-    x = np.asarray(x_rg, dtype=float)[..., :, None, :]
-    y = np.asarray(y_rg, dtype=float)[..., None, :, :]
-    wins = (x > y).mean(axis=(-3, -2)) + 0.5 * (x == y).mean(axis=(-3, -2))
-    return wins.mean(axis=-1)
+    if np.isnan(scores_rg).any():
+        point = np.asarray(func(scores_rg), dtype=float)
+        return point, np.full_like(point, np.nan), np.full_like(point, np.nan)
+    point, interval = _interval_estimates(scores_rg, func, reps, rng, size)
+    return point, interval[0], interval[1]
 
 
 def probability_of_improvement_ci(
@@ -107,25 +99,26 @@ def probability_of_improvement_ci(
     rng: np.random.Generator,
     size: float = 0.95,
 ) -> tuple[float, float, float]:
-    """P(X > Y) averaged over games (rliable's definition) with a stratified bootstrap CI.
+    """P(X > Y) averaged over games (``rliable.metrics.probability_of_improvement``) with
+    rliable's CI: the runs of X and of Y are resampled independently, within each game.
 
-    The runs of X and of Y are resampled independently of each other, and per game.
+    rliable computes each replicate with one Mann-Whitney U test per game (about 1 ms each), so
+    this costs about reps x games ms; ``compare`` uses fewer replicates here (its ``poi_reps``).
+    NaN scores give NaN.
     """
     x_rg, y_rg = _check_2d(x_rg), _check_2d(y_rg)
     if x_rg.shape[1] != y_rg.shape[1]:
         raise ValueError(f"different numbers of games: {x_rg.shape[1]} vs {y_rg.shape[1]}")
-    games = np.arange(x_rg.shape[1])
-    point = float(metrics.probability_of_improvement(x_rg, y_rg))
-    xs = x_rg[rng.integers(0, len(x_rg), size=(reps, *x_rg.shape)), games]
-    ys = y_rg[rng.integers(0, len(y_rg), size=(reps, *y_rg.shape)), games]
-    low, high = _percentiles(probability_of_improvement(xs, ys)[:, None], size)
-    return point, float(low[0]), float(high[0])
+    if np.isnan(x_rg).any() or np.isnan(y_rg).any():
+        return np.nan, np.nan, np.nan
+    point, interval = _interval_estimates([x_rg, y_rg], _poi, reps, rng, size)
+    return float(point[0]), float(interval[0, 0]), float(interval[1, 0])
 
 
 def bootstrap_mean_over_runs(
     values_r: np.ndarray, reps: int, rng: np.random.Generator, size: float = 0.95
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean over runs (axis 0) and its percentile CI from resampling whole runs.
+    """Mean over runs (axis 0) and its percentile CI from resampling whole runs (rliable).
 
     ``values_r`` is (num_runs,) or (num_runs, T) (a curve per run); NaNs are ignored in the means.
     With one run the interval is NaN: one run says nothing about run-to-run spread.
@@ -133,17 +126,57 @@ def bootstrap_mean_over_runs(
     values = np.asarray(values_r, dtype=float)
     squeeze = values.ndim == 1
     values = values[:, None] if squeeze else values
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN, as they should
-        mean = np.nanmean(values, axis=0)
-        if len(values) < 2:
-            low = high = np.full_like(mean, np.nan)
-        else:
-            idx = rng.integers(0, len(values), size=(reps, len(values)))
-            low, high = _percentiles(np.nanmean(values[idx], axis=1), size)
+    mean = _nanmean_over_runs(values[:, None, :])
+    if len(values) < 2:
+        low = high = np.full_like(mean, np.nan)
+    else:
+        _, (low, high) = _interval_estimates(
+            values[:, None, :], _nanmean_over_runs, reps, rng, size
+        )
     if squeeze:
         return mean[0], low[0], high[0]
     return mean, low, high
+
+
+def _interval_estimates(
+    scores: np.ndarray | list[np.ndarray],
+    func: Callable[..., np.ndarray],
+    reps: int,
+    rng: np.random.Generator,
+    size: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``rliable.library.get_interval_estimates`` for one score array (or one list of arrays,
+    resampled independently): ``(point (K,), interval (2, K))``, seeded from ``rng``."""
+    seed = int(rng.integers(2**32))
+    with _seeded_global_numpy(seed), warnings.catch_warnings():
+        # All-NaN columns of a curve give NaN means, as they should.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        point, interval = library.get_interval_estimates(
+            {"x": scores}, func, reps=reps, confidence_interval_size=size
+        )
+    return np.atleast_1d(np.asarray(point["x"], dtype=float)), np.asarray(interval["x"], float)
+
+
+@contextmanager
+def _seeded_global_numpy(seed: int) -> Iterator[None]:
+    """Seed numpy's global legacy generator (which rliable draws from) and restore it after."""
+    saved = np.random.get_state()  # noqa: NPY002 (rliable draws from it)
+    np.random.seed(seed)  # noqa: NPY002
+    try:
+        yield
+    finally:
+        np.random.set_state(saved)  # noqa: NPY002
+
+
+def _poi(x_rg: np.ndarray, y_rg: np.ndarray) -> np.ndarray:
+    return np.array([metrics.probability_of_improvement(x_rg, y_rg)])
+
+
+def _nanmean_over_runs(values_r1t: np.ndarray) -> np.ndarray:
+    """(num_runs, 1, T) -> (T,) mean over runs, NaN-aware (the curve-band statistic)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values_r1t[:, 0, :], axis=0)
 
 
 def align_curves(
@@ -203,6 +236,13 @@ def forgetting(
     trained = np.array([visit_game[v] for v in visit_e])
     mean = np.full(len(games), np.nan)
     final = np.full(len(games), np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NaN scores (no reference): NaN drops
+        _forgetting_into(mean, final, scores_eg, ends, trained, visit_game, games)
+    return mean, final
+
+
+def _forgetting_into(mean, final, scores_eg, ends, trained, visit_game, games) -> None:
     for j, game in enumerate(games):
         game_ends = sorted(e for v, e in ends.items() if visit_game[v] == game)
         drops = []
@@ -217,7 +257,6 @@ def forgetting(
                 final[j] = drop
         if drops:
             mean[j] = float(np.mean(drops))
-    return mean, final
 
 
 def forward_transfer(
@@ -273,12 +312,6 @@ def _check_2d(a: np.ndarray) -> np.ndarray:
     if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
         raise ValueError(f"expected a non-empty 2-D array, got shape {a.shape}")
     return a
-
-
-def _percentiles(stats: np.ndarray, size: float) -> tuple[np.ndarray, np.ndarray]:
-    tail = 100.0 * (1.0 - size) / 2.0
-    low, high = np.percentile(stats, [tail, 100.0 - tail], axis=0)
-    return low, high
 
 
 def mean_over_games(a: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from envs.schedule import ScheduleConfig
+from envs.schedule import MINATAR_POOL, ScheduleConfig
 from envs.vector import EnvConfig
 from ewc_dqn.agent import AgentConfig
 from ewc_dqn.ewc import EWCConfig
@@ -63,7 +63,7 @@ class TrainConfig:
     agent: AgentConfig = field(default_factory=AgentConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     ewc: EWCConfig = field(default_factory=EWCConfig)
-    fmn: FMNConfig = field(default_factory=FMNConfig)
+    fmn: FMNConfig = field(default_factory=lambda: FMNConfig(max_tasks=20))
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     no_ewc: bool = False
@@ -105,6 +105,11 @@ class TrainConfig:
             raise ValueError("eval.episodes, eval.frames and eval.num_envs must be >= 1")
         if not 0.0 <= self.eval.epsilon <= 1.0:
             raise ValueError("eval.epsilon must be in [0, 1]")
+        if self.task_labels == "inferred" and self.fmn.max_tasks > self.network.max_tasks:
+            raise ValueError(
+                f"fmn.max_tasks ({self.fmn.max_tasks}) exceeds the network's per-task parameter "
+                f"sets (network.max_tasks = {self.network.max_tasks})"
+            )
 
 
 # --- presets ------------------------------------------------------------------------------
@@ -134,6 +139,18 @@ ATARI_SHORT = replace(
 """The paper's protocol with visits of 2M frames (40M frames in all) and the EWC delay and the
 epsilon decay scaled to match: for one GPU in hours."""
 
+MINATAR_AGENT = AgentConfig(
+    optimizer="adam",
+    lr=1e-3,
+    batch_size=32,
+    train_every=4,
+    target_update=1_000,
+    learning_starts=2_000,
+    eps_decay_start=2_000,
+    eps_decay_end=25_000,
+)
+"""One DQN for every MinAtar preset: the single-task reference and the continual runs share it."""
+
 MINATAR = TrainConfig(
     suite="minatar",
     env=EnvConfig(
@@ -145,51 +162,33 @@ MINATAR = TrainConfig(
         max_episode_frames=27_000,
     ),
     network=NetworkConfig(arch="minatar", max_tasks=20),
-    agent=AgentConfig(
-        optimizer="adam",
-        lr=1e-3,
-        batch_size=32,
-        train_every=4,
-        target_update=1_000,
-        learning_starts=5_000,
-        eps_decay_start=5_000,
-        eps_decay_end=50_000,
-    ),
+    agent=MINATAR_AGENT,
     replay=ReplayConfig(capacity=100_000),
     ewc=EWCConfig(lam=400.0, start_frames=0),
     schedule=ScheduleConfig(
-        pool=(
-            "MinAtar/Asterix",
-            "MinAtar/Breakout",
-            "MinAtar/Freeway",
-            "MinAtar/Seaquest",
-            "MinAtar/SpaceInvaders",
-        ),
-        num_games=5,
-        visits_per_game=3,
-        visit_frames=150_000,
+        pool=MINATAR_POOL, num_games=5, visits_per_game=3, visit_frames=100_000
     ),
     eval=EvalConfig(episodes=10, frames=20_000, epsilon=0.05, num_envs=4),
     checkpoint_every=100_000,
     log_every=5_000,
     torch_threads=1,
 )
-"""The five MinAtar games, 3 visits of 150k frames each (2.25M frames): about an hour on 2 CPU
-cores. MinAtar frames are agent steps."""
+"""The five MinAtar games, 3 visits of 100k frames each (1.5M frames): about an hour on 2 CPU
+cores when the machine is otherwise idle. MinAtar frames are agent steps."""
 
 MINATAR_QUICK = replace(
     MINATAR,
     schedule=replace(MINATAR.schedule, visits_per_game=2, visit_frames=40_000),
-    agent=replace(MINATAR.agent, learning_starts=2_000, eps_decay_start=2_000, eps_decay_end=20_000),
     eval=replace(MINATAR.eval, episodes=5, frames=5_000),
-    checkpoint_every=50_000,
+    checkpoint_every=40_000,
     log_every=2_000,
 )
 """The README's main command: the five MinAtar games, 2 visits of 40k frames (400k frames),
-at most 15 minutes on 2 CPU cores."""
+about 15 minutes on an idle 2-core CPU."""
 
-MINATAR_SINGLE = replace(MINATAR, checkpoint_every=100_000)
-"""Single-game MinAtar training (the reference DQN scores): the minatar preset's agent."""
+MINATAR_SINGLE = replace(MINATAR, eval=replace(MINATAR.eval, episodes=20, frames=100_000))
+"""Single-game MinAtar training (the reference DQN scores): the same agent as the continual
+presets; the per-game budget of minatar-quick (2 visits x 40k = 80k steps) is the reference's."""
 
 SMOKE = replace(
     ATARI,
@@ -197,18 +196,18 @@ SMOKE = replace(
     agent=replace(
         ATARI.agent,
         batch_size=8,
-        learning_starts=200,
-        target_update=200,
+        learning_starts=100,
+        target_update=100,
         eps_decay_start=0,
         eps_decay_end=500,
     ),
     replay=ReplayConfig(capacity=2_000),
     ewc=replace(ATARI.ewc, start_frames=0, fisher_batches=2, fisher_batch_size=8),
     schedule=ScheduleConfig(
-        games=("Pong", "Breakout"), order="given", visits_per_game=2, visit_frames=1_600
+        games=("Pong", "Breakout"), order="given", visits_per_game=2, visit_frames=800
     ),
     eval=EvalConfig(episodes=1, frames=400, epsilon=0.05, num_envs=2),
-    checkpoint_every=400,
+    checkpoint_every=200,
     log_every=100,
 )
 """Seconds on a CPU: two Atari games, two short visits each, tiny replay; for tests and CI."""
@@ -220,8 +219,13 @@ SMOKE_MINATAR = replace(
     ),
     replay=ReplayConfig(capacity=2_000),
     ewc=replace(MINATAR.ewc, fisher_batches=2, fisher_batch_size=8),
-    schedule=replace(MINATAR.schedule, games=("MinAtar/Breakout", "MinAtar/Freeway"), order="given",
-                     visits_per_game=2, visit_frames=600),
+    schedule=replace(
+        MINATAR.schedule,
+        games=("MinAtar/Breakout", "MinAtar/Freeway"),
+        order="given",
+        visits_per_game=2,
+        visit_frames=600,
+    ),
     eval=EvalConfig(episodes=1, frames=300, epsilon=0.05, num_envs=2),
     checkpoint_every=400,
     log_every=100,

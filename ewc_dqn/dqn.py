@@ -66,9 +66,7 @@ def td_loss(
     return loss, td.detach()
 
 
-def linear_epsilon(
-    step: int, start: float, end: float, decay_start: int, decay_end: int
-) -> float:
+def linear_epsilon(step: int, start: float, end: float, decay_start: int, decay_end: int) -> float:
     """Linearly decayed exploration rate: ``start`` until ``decay_start``, ``end`` after
     ``decay_end`` (both in agent steps of the task whose epsilon this is)."""
     if step <= decay_start:

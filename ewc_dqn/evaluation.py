@@ -115,3 +115,9 @@ def _normalised(game: GameSpec, raw: float) -> float:
         return float(normalised_score(game, raw))
     except ReferenceNotMeasuredError:
         return float("nan")
+
+
+def paper_total(scores: list[GameScore]) -> float:
+    """The paper's metric: sum over games of the normalised score clipped at 1 from above
+    (NaN when a game has no measured reference)."""
+    return float(np.sum(np.minimum([s.normalised for s in scores], 1.0)))

@@ -187,13 +187,16 @@ def _add_squares(
     weight: torch.Tensor | None,
     scale: float = 1.0,
 ) -> None:
-    """sums[n] += scale * sum over leading dims of weight * g^2 (weight broadcast over the
-    parameter's dims)."""
+    """sums[n] += scale * sum over leading dims of weight * g^2 (weight shaped like g's leading
+    dims). Squares ``per_sample`` in place where it can: its tensors are fresh outputs of vmap
+    (the gradients of unused parameters come back as expanded zeros, squared out of place)."""
     for n, g in per_sample.items():
-        sq = g.square() if scale == 1.0 else g.square() * scale
-        if weight is not None:
-            sq = sq * weight.reshape(*weight.shape, *([1] * (g.ndim - weight.ndim)))
-        sums[n] += sq.sum(dim=tuple(range(g.ndim - sums[n].ndim)))
+        lead = g.ndim - sums[n].ndim
+        sq = g.square_() if g.is_contiguous() else g.square()
+        if weight is None:
+            sums[n].add_(sq.sum(dim=tuple(range(lead))), alpha=scale)
+        else:
+            sums[n].add_(torch.tensordot(weight, sq, dims=lead), alpha=scale)
 
 
 def _check_batch(batch: Transition) -> None:

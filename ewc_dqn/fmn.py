@@ -11,10 +11,12 @@ the others revert; when the hold-out wins it becomes a new task and a fresh hold
 An HMM over the task ids (switch rate alpha_t = switch_rate / t) filters the per-frame
 likelihoods and gives the reported task: the most probable existing task.
 
-One departure from flat FMN, for windows that straddle a switch: the hold-out only becomes a new
-task if it also beats every explanation of the window by two existing tasks with one switch
-inside it (``split_windows``). Without this, every switch between two known games creates a
-spurious task, because a mixed window is explained better by a fresh model than by either game.
+One addition to flat FMN, for windows that straddle a switch (``split_windows``): when the
+hold-out wins a window, or the filter favoured another state during it, the window is also
+scored as two segments with one switch, [0, s) by a task and [s, W) by another task or the
+hold-out, and split when that explains it better. Without this, every switch between two known
+games creates a spurious task (a mixed window is explained better by a fresh model than by
+either game), and a new task starts with frames of the previous game.
 
 Frames: Atari (H, W) uint8 greyscale, block-averaged by ``downscale`` (84x84 -> 42x42) and
 quantised to ``levels`` grey levels; MinAtar (C, 10, 10) 0/1 planes (``channel_axis`` 0, the

@@ -86,10 +86,8 @@ class InferredLabels:
 
 def _fmn_frame(frame: np.ndarray) -> np.ndarray:
     """The environment's newest frame (C, H, W) in the layout FMN takes: Atari (84, 84)
-    greyscale; MinAtar (10, 10, C) planes."""
-    if frame.shape[0] == 1:
-        return frame[0]
-    return np.moveaxis(frame, 0, -1)
+    greyscale; MinAtar (10, 10, 10) planes, channels first (FMNConfig.channel_axis = 0)."""
+    return frame[0] if frame.shape[0] == 1 else frame
 
 
 def adjusted_rand_from_counts(counts: dict[tuple[int, int], int]) -> float:

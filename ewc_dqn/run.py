@@ -114,13 +114,15 @@ def build_trainer(
     agent = DQNAgent(network, config.agent, device)
     ewc = None if config.no_ewc else EWCConsolidator(agent.online, config=config.ewc)
     labeler: TaskLabeler = (
-        InferredLabels(ForgetMeNot(config.fmn)) if config.task_labels == "inferred"
+        InferredLabels(ForgetMeNot(config.fmn))
+        if config.task_labels == "inferred"
         else TrueLabels()
     )
 
     def make_replay(rng: np.random.Generator) -> FrameReplay:
-        return FrameReplay(config.replay.capacity, config.env.num_envs, frame_shape, stack,
-                           config.agent.gamma, rng)
+        return FrameReplay(
+            config.replay.capacity, config.env.num_envs, frame_shape, stack, config.agent.gamma, rng
+        )
 
     return Trainer(
         config=config,
@@ -156,9 +158,14 @@ def start_run(
         if schedule is not None and schedule.to_json() != saved_schedule.to_json():
             raise RunError(f"{run_dir} holds a run with another schedule; not resuming it")
         ckpt = latest_checkpoint(run_dir)
-        trainer = build_trainer(saved, saved_schedule, run_dir, dev,
-                                resume_step=_step_of(ckpt) if ckpt else 0,
-                                show_progress=show_progress)
+        trainer = build_trainer(
+            saved,
+            saved_schedule,
+            run_dir,
+            dev,
+            resume_step=_step_of(ckpt) if ckpt else 0,
+            show_progress=show_progress,
+        )
         if ckpt is not None:
             trainer.restore(ckpt)
         else:

@@ -168,6 +168,7 @@ def load_run(path: Path) -> RunRecord:
     visits = schedule.get("visits", []) if isinstance(schedule, dict) else schedule
     ev = _read_csv(path / EVAL_CSV, EVAL_COLUMNS)
     summ = _read_csv(path / SUMMARY_CSV, SUMMARY_COLUMNS)
+    ev, summ = _fill_normalised(ev, summ)
     return RunRecord(path, config, visits, ev, summ, (path / FINAL_FILE).exists())
 
 
@@ -175,3 +176,31 @@ def _read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame(columns=list(columns))
     return pd.read_csv(path)
+
+
+def _fill_normalised(ev: pd.DataFrame, summ: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Normalise the raw scores that were evaluated before their game had a reference score.
+
+    A MinAtar run evaluated before ``envs/minatar_reference.json`` held the DQN reference logs
+    NaN; once the reference is measured, the raw scores (always logged) give the normalised
+    ones, and the per-evaluation totals are recomputed from them.
+    """
+    missing = ev["normalised"].isna() if not ev.empty else None
+    if missing is None or not missing.any():
+        return ev, summ
+    from envs.scores import ReferenceNotMeasuredError, normalised_score
+
+    ev = ev.copy()
+    for i in ev.index[missing]:
+        try:
+            ev.at[i, "normalised"] = float(normalised_score(ev.at[i, "game"], ev.at[i, "raw_mean"]))
+        except ReferenceNotMeasuredError:
+            continue
+    by_eval = ev.groupby("eval_index")["normalised"]
+    totals = by_eval.apply(lambda x: x.clip(upper=1.0).sum(min_count=len(x)))
+    means = by_eval.mean()
+    summ = summ.copy()
+    todo = summ["total_clipped"].isna()
+    summ.loc[todo, "total_clipped"] = summ.loc[todo, "eval_index"].map(totals)
+    summ.loc[todo, "mean_normalised"] = summ.loc[todo, "eval_index"].map(means)
+    return ev, summ

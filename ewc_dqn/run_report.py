@@ -10,9 +10,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from ewc_dqn.run_files import load_run  # noqa: E402
+from ewc_dqn.run_files import load_run
 
 
 def write_run_plots(run_dir: Path) -> list[Path]:
@@ -35,8 +35,9 @@ def write_run_plots(run_dir: Path) -> list[Path]:
     fig.savefig(out[-1], dpi=110)
     plt.close(fig)
 
-    fig, axes = plt.subplots(len(games), 1, figsize=(7, 1.8 * len(games)), sharex=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(games), 1, figsize=(7, 1.8 * len(games)), sharex=True, squeeze=False
+    )
     for ax, game in zip(axes[:, 0], games, strict=True):
         rows = run.eval[run.eval["game"] == game]
         ax.plot(rows["frames"], rows["normalised"], marker=".")
@@ -58,5 +59,10 @@ def _shade_visits(ax, visits, games, only: str | None = None) -> None:
         if only is not None and v["game"] != only:
             continue
         i = games.index(v["game"]) if v["game"] in games else 0
-        ax.axvspan(v["start_frame"], v["start_frame"] + v["frames"], color=colours(i % 10),
-                   alpha=0.12, lw=0)
+        ax.axvspan(
+            v["start_frame"],
+            v["start_frame"] + v["frames"],
+            color=colours(i % 10),
+            alpha=0.12,
+            lw=0,
+        )

@@ -32,12 +32,11 @@ from tqdm import tqdm
 from envs.games import resolve_game
 from envs.make import make_env
 from envs.schedule import Schedule, Visit
-from envs.scores import total_clipped_score
 from ewc_dqn.agent import DQNAgent
 from ewc_dqn.checkpoint import load_checkpoint, save_checkpoint
 from ewc_dqn.config import TrainConfig
 from ewc_dqn.dqn import linear_epsilon
-from ewc_dqn.evaluation import GameScore, evaluate_game
+from ewc_dqn.evaluation import GameScore, evaluate_game, paper_total
 from ewc_dqn.ewc import EWCConsolidator
 from ewc_dqn.labels import TaskLabeler, adjusted_rand_from_counts
 from ewc_dqn.metrics import MetricsLogger
@@ -68,8 +67,10 @@ class TaskCounters:
         self.frames[task] = self.frames.get(task, 0) + frames
 
     def state_dict(self) -> dict[str, Any]:
-        return {"steps": {str(k): v for k, v in self.steps.items()},
-                "frames": {str(k): v for k, v in self.frames.items()}}
+        return {
+            "steps": {str(k): v for k, v in self.steps.items()},
+            "frames": {str(k): v for k, v in self.frames.items()},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.steps = {int(k): int(v) for k, v in state["steps"].items()}
@@ -124,8 +125,10 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ the loop
 
-    def run(self) -> bool:
-        """Train until the schedule's end or a stop signal; True when the schedule finished."""
+    def run(self, stop_after_steps: int | None = None) -> bool:
+        """Train until the schedule's end, a stop signal, or the first checkpoint at or after
+        ``stop_after_steps`` agent steps (for time-sliced jobs); True when the schedule
+        finished."""
         total = self.schedule.total_frames
         bar = tqdm(
             total=total // self.frames_per_step,
@@ -144,6 +147,8 @@ class Trainer:
                 if self.frames >= visit.end_frame:
                     self.evaluate(visit)
                 self.save()
+                if stop_after_steps is not None and self.step >= stop_after_steps:
+                    break
         bar.close()
         finished = self.frames >= total
         if self._stop_signal is not None:
@@ -183,13 +188,22 @@ class Trainer:
                     need_first = False
                 eps = linear_epsilon(
                     self.counters.steps.get(task, 0),
-                    cfg.eps_start, cfg.eps_end, cfg.eps_decay_start, cfg.eps_decay_end,
+                    cfg.eps_start,
+                    cfg.eps_end,
+                    cfg.eps_decay_start,
+                    cfg.eps_decay_end,
                 )
                 actions = self.agent.act(obs, task, eps, self.rng)
                 step = env.step(actions)
                 reward = np.clip(step.reward, -1, 1) if cfg.clip_rewards else step.reward
-                replay.add(step.obs[:, -c:], actions, reward, step.terminated, step.truncated,
-                           step.is_first)
+                replay.add(
+                    step.obs[:, -c:],
+                    actions,
+                    reward,
+                    step.terminated,
+                    step.truncated,
+                    step.is_first,
+                )
                 prev_step = self.step
                 self.step += n
                 self.frames += n * env.frames_per_step
@@ -249,11 +263,15 @@ class Trainer:
         self.ewc.consolidate_from_replay(
             task, lambda b: replay.sample(b).to(self.device), self.agent.target
         )
-        self.logger.log(self.step, self.frames, {
-            "ewc/consolidated_task": task,
-            "perf/fisher_seconds": time.perf_counter() - t0,
-            **self.ewc.stats(),
-        })
+        self.logger.log(
+            self.step,
+            self.frames,
+            {
+                "ewc/consolidated_task": task,
+                "perf/fisher_seconds": time.perf_counter() - t0,
+                **self.ewc.stats(),
+            },
+        )
 
     def _record_episodes(self, visit: Visit, step) -> None:
         done = step.terminated | step.truncated
@@ -265,14 +283,16 @@ class Trainer:
     def _log_train(self, task: int, eps: float, sps: float) -> None:
         scalars = {k: float(np.mean(v)) for k, v in self._acc.items() if k != "tasks/switches"}
         scalars["tasks/switches"] = float(len(self._acc.get("tasks/switches", [])))
-        scalars.update({
-            "train/epsilon": eps,
-            "train/task": float(task),
-            "train/frames": float(self.frames),
-            "perf/steps_per_second": sps,
-            "perf/updates": float(self.agent.updates),
-            "tasks/label_ari": adjusted_rand_from_counts(self.label_counts),
-        })
+        scalars.update(
+            {
+                "train/epsilon": eps,
+                "train/task": float(task),
+                "train/frames": float(self.frames),
+                "perf/steps_per_second": sps,
+                "perf/updates": float(self.agent.updates),
+                "tasks/label_ari": adjusted_rand_from_counts(self.label_counts),
+            }
+        )
         scalars.update(self.labeler.stats())
         if self.ewc is not None:
             scalars.update(self.ewc.stats())
@@ -288,45 +308,84 @@ class Trainer:
         scores = []
         net = self.agent.online
         for spec, true_task in zip(self.games, range(len(self.games)), strict=True):
-            scores.append(evaluate_game(
-                net, spec, eval_env,
-                lambda frame, t=true_task: self.labeler.eval_label(frame, t),
-                episodes=ev.episodes, frames=ev.frames, epsilon=ev.epsilon,
-                seed=10_000_019 * (self.config.seed + 1) + 7919 * self.eval_index + true_task,
-                device=self.device,
-            ))
-        total = total_clipped_score({s.game: s.normalised for s in scores})
+            scores.append(
+                evaluate_game(
+                    net,
+                    spec,
+                    eval_env,
+                    lambda frame, t=true_task: self.labeler.eval_label(frame, t),
+                    episodes=ev.episodes,
+                    frames=ev.frames,
+                    epsilon=ev.epsilon,
+                    seed=10_000_019 * (self.config.seed + 1) + 7919 * self.eval_index + true_task,
+                    device=self.device,
+                )
+            )
+        total = paper_total(scores)
         mean = float(np.mean([s.normalised for s in scores]))
         ari = adjusted_rand_from_counts(self.label_counts)
-        base = {"eval_index": self.eval_index, "step": self.step, "frames": self.frames,
-                "visit": visit.index}
+        base = {
+            "eval_index": self.eval_index,
+            "step": self.step,
+            "frames": self.frames,
+            "visit": visit.index,
+        }
         self._eval_log.write_many(
-            {**base, "game": s.game, "episodes": s.episodes, "raw_mean": s.raw_mean,
-             "raw_std": s.raw_std, "normalised": s.normalised, "task_id": s.task_id}
+            {
+                **base,
+                "game": s.game,
+                "episodes": s.episodes,
+                "raw_mean": s.raw_mean,
+                "raw_std": s.raw_std,
+                "normalised": s.normalised,
+                "task_id": s.task_id,
+            }
             for s in scores
         )
-        self._summary_log.write({**base, "game": visit.game, "total_clipped": total,
-                                 "mean_normalised": mean, "label_ari": ari,
-                                 "num_tasks": self.labeler.num_tasks})
-        scalars = {"eval/total_clipped": total, "eval/mean_normalised": mean,
-                   "eval/label_ari": ari, "tasks/num_tasks": float(self.labeler.num_tasks)}
+        self._summary_log.write(
+            {
+                **base,
+                "game": visit.game,
+                "total_clipped": total,
+                "mean_normalised": mean,
+                "label_ari": ari,
+                "num_tasks": self.labeler.num_tasks,
+            }
+        )
+        scalars = {
+            "eval/total_clipped": total,
+            "eval/mean_normalised": mean,
+            "eval/label_ari": ari,
+            "tasks/num_tasks": float(self.labeler.num_tasks),
+        }
         for s in scores:
             scalars[f"eval/{s.game}/raw"] = s.raw_mean
             scalars[f"eval/{s.game}/normalised"] = s.normalised
         self.logger.log(self.step, self.frames, scalars)
         self.eval_index += 1
         if self.show_progress:
-            tqdm.write(format_scores(scores, total, header=f"evaluation {self.eval_index} "
-                                     f"after visit {visit.index} ({visit.game}), "
-                                     f"{self.frames:,} frames"))
+            tqdm.write(
+                format_scores(
+                    scores,
+                    total,
+                    header=f"evaluation {self.eval_index} "
+                    f"after visit {visit.index} ({visit.game}), "
+                    f"{self.frames:,} frames",
+                )
+            )
         return scores
 
     def _write_final(self) -> None:
-        write_json_atomic(self.run_dir / FINAL_FILE, {
-            "step": self.step, "frames": self.frames, "evaluations": self.eval_index,
-            "num_tasks": self.labeler.num_tasks,
-            "label_ari": adjusted_rand_from_counts(self.label_counts),
-        })
+        write_json_atomic(
+            self.run_dir / FINAL_FILE,
+            {
+                "step": self.step,
+                "frames": self.frames,
+                "evaluations": self.eval_index,
+                "num_tasks": self.labeler.num_tasks,
+                "label_ari": adjusted_rand_from_counts(self.label_counts),
+            },
+        )
 
     # ------------------------------------------------------------------------------- state
 
@@ -337,7 +396,8 @@ class Trainer:
                 "frames": self.frames,
                 "current_task": self.current_task,
                 "eval_index": self.eval_index,
-                "next_eval_frames": None if math.isinf(self.next_eval_frames)
+                "next_eval_frames": None
+                if math.isinf(self.next_eval_frames)
                 else self.next_eval_frames,
                 "update_debt": self.update_debt,
                 "label_counts": [[t, u, c] for (t, u), c in sorted(self.label_counts.items())],
@@ -391,8 +451,9 @@ class Trainer:
         self._summary_log = CsvLog(self.run_dir / SUMMARY_CSV, SUMMARY_COLUMNS)
 
     def save(self) -> Path:
-        return save_checkpoint(self.run_dir, self.step, self.state_dict(),
-                               keep=self.config.keep_checkpoints)
+        return save_checkpoint(
+            self.run_dir, self.step, self.state_dict(), keep=self.config.keep_checkpoints
+        )
 
     def restore(self, path: Path) -> None:
         _, state = load_checkpoint(path, device=self.device)
@@ -415,10 +476,12 @@ def format_scores(scores: list[GameScore], total: float, header: str = "") -> st
     lines = [header] if header else []
     lines.append(f"  {'game':<24}{'episodes':>9}{'raw score':>14}{'normalised':>12}{'task':>6}")
     for s in scores:
-        lines.append(f"  {s.game:<24}{s.episodes:>9}{s.raw_mean:>14.1f}{s.normalised:>12.3f}"
-                     f"{s.task_id:>6}")
-    lines.append(f"  total normalised score (clipped at 1 per game, max {len(scores)}): "
-                 f"{total:.3f}")
+        lines.append(
+            f"  {s.game:<24}{s.episodes:>9}{s.raw_mean:>14.1f}{s.normalised:>12.3f}{s.task_id:>6}"
+        )
+    lines.append(
+        f"  total normalised score (clipped at 1 per game, max {len(scores)}): {total:.3f}"
+    )
     return "\n".join(lines)
 
 

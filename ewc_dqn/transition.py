@@ -1,4 +1,4 @@
-"""The sampled-minibatch type shared by the replay buffer, the DQN loss and the Fisher estimators."""
+"""The minibatch type shared by the replay buffer, the DQN loss and the Fisher estimators."""
 
 from __future__ import annotations
 

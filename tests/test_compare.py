@@ -141,13 +141,24 @@ def test_compare_three_runs_exact_scores(three_runs: list[Path], tmp_path: Path)
     assert "ewc-true" in text and "2.50 [" in text and str(result.report_path) in text
 
 
-def test_bootstrap_is_seeded() -> None:
+def test_bootstrap_is_seeded_and_leaves_global_numpy_alone() -> None:
+    # rliable draws from numpy's global generator: compare_stats seeds it per call and restores it.
     scores = np.random.default_rng(0).uniform(size=(4, 3))
+    np.random.seed(123)  # noqa: NPY002
+    before = np.random.get_state()[1].copy()  # noqa: NPY002
     a = st.stratified_bootstrap_ci(scores, st.aggregate_scores, 50, np.random.default_rng(3))
     b = st.stratified_bootstrap_ci(scores, st.aggregate_scores, 50, np.random.default_rng(3))
     c = st.stratified_bootstrap_ci(scores, st.aggregate_scores, 50, np.random.default_rng(4))
     np.testing.assert_array_equal(np.stack(a), np.stack(b))
     assert not np.array_equal(np.stack(a), np.stack(c))
+    x, y = scores, scores[::-1] - 0.2
+    p1 = st.probability_of_improvement_ci(x, y, 30, np.random.default_rng(5))
+    p2 = st.probability_of_improvement_ci(x, y, 30, np.random.default_rng(5))
+    assert p1 == p2
+    band1 = st.bootstrap_mean_over_runs(scores, 50, np.random.default_rng(6))
+    band2 = st.bootstrap_mean_over_runs(scores, 50, np.random.default_rng(6))
+    np.testing.assert_array_equal(np.stack(band1), np.stack(band2))
+    np.testing.assert_array_equal(np.random.get_state()[1], before)  # noqa: NPY002
 
 
 def test_groups_variants_configs_and_single_runs(tmp_path: Path) -> None:
@@ -255,6 +266,41 @@ def test_unfinished_run_and_different_eval_frames(tmp_path: Path) -> None:
     assert any("interpolated" in n for n in result.notes)
 
 
+def test_games_without_reference_scores_give_na_not_errors(tmp_path: Path) -> None:
+    # MinAtar before its DQN reference is measured: normalised scores (and totals) are NaN.
+    games = ["alien", "pong"]
+    scores = [[np.nan, 0.2], [np.nan, 0.8]]
+    runs = [
+        make_run(tmp_path / f"{v}{k}", games, games, scores, variant=v, seed=k)
+        for v in ("dqn", "ewc-true")
+        for k in range(2)
+    ]
+    for run in runs:  # what the trainer writes when a game has no reference: a NaN total
+        summary = (run / SUMMARY_CSV).read_text().splitlines()
+        (run / SUMMARY_CSV).write_text(
+            "\n".join([summary[0], *(_nan_total(line) for line in summary[1:])]) + "\n"
+        )
+    result = compare_runs(runs, tmp_path / "out", reps=REPS, poi_reps=20)
+    assert [g.label for g in result.groups] == ["dqn", "ewc-true"]
+    for g in result.groups:
+        assert all(np.isnan(v).all() for v in g.aggregates.values())
+        assert np.isnan(g.final_total[0])
+        np.testing.assert_allclose(g.game_bands["pong"].mean, [0.2, 0.8])  # curves still drawn
+        assert np.isnan(g.game_bands["alien"].mean).all()
+    assert len(result.improvement) == 1 and np.isnan(result.improvement[0][2])
+    assert any("no normalised score for alien" in n for n in result.notes)
+    summary = json.loads(result.summary_path.read_text(), parse_constant=_no_nan)
+    assert summary["groups"][0]["aggregates"]["IQM"]["point"] is None
+    assert summary["bootstrap"]["poi_reps"] == 20
+    assert "n/a" in format_summary(result)
+
+
+def _nan_total(csv_line: str) -> str:
+    cols = csv_line.split(",")
+    cols[SUMMARY_COLUMNS.index("total_clipped")] = "nan"
+    return ",".join(cols)
+
+
 # --- pure statistics -----------------------------------------------------------------------
 
 # Columns: games A, B, C. Visits: A, B, C, A; evaluation 1 is halfway through visit 1 (B).
@@ -293,45 +339,23 @@ def test_stratified_bootstrap_resamples_within_games() -> None:
     assert low[0] == high[0] == 0.0 and 0.5 < low[1] < 2.0 < high[1] < 3.5
 
 
-def test_bootstrap_agrees_with_rliable_library() -> None:
-    try:
-        from rliable import library
-    except Exception as err:  # arch 7 does not import under pandas 3; see compare_stats
-        pytest.skip(f"rliable.library does not import here: {err}")
-    scores = np.random.default_rng(1).uniform(0, 1.2, size=(6, 5))
-    _, low, high = st.stratified_bootstrap_ci(
-        scores, st.aggregate_scores, 4000, np.random.default_rng(2)
-    )
-    _, ref = library.get_interval_estimates(
-        {"x": scores}, st.aggregate_scores, reps=4000, random_state=np.random.RandomState(2)
-    )
-    np.testing.assert_allclose(low, ref["x"][0], atol=0.03)
-    np.testing.assert_allclose(high, ref["x"][1], atol=0.03)
-
-
-def test_probability_of_improvement_matches_rliable() -> None:
-    from rliable import metrics
-
-    rng = np.random.default_rng(5)
-    for nx, ny in [(3, 5), (4, 4), (1, 2)]:
-        x = rng.integers(0, 4, size=(nx, 6)) / 4.0  # coarse values: many ties
-        y = rng.integers(0, 4, size=(ny, 6)) / 4.0
-        assert st.probability_of_improvement(x, y) == pytest.approx(
-            metrics.probability_of_improvement(x, y)
-        )
-    batch_x, batch_y = rng.uniform(size=(7, 3, 2)), rng.uniform(size=(7, 4, 2))
-    np.testing.assert_allclose(
-        st.probability_of_improvement(batch_x, batch_y),
-        [metrics.probability_of_improvement(a, b) for a, b in zip(batch_x, batch_y, strict=True)],
-    )
-
-
 def test_probability_of_improvement_ci() -> None:
     x = np.array([[0.5, 0.6], [0.7, 0.8]])
     p, low, high = st.probability_of_improvement_ci(x, x - 0.5, 100, np.random.default_rng(0))
     assert p == low == high == 1.0
     p, low, high = st.probability_of_improvement_ci(x, x, 100, np.random.default_rng(0))
-    assert p == 0.5 and low <= 0.5 <= high
+    assert p == 0.5 and low < 0.5 < high
+    # Three runs of X against two of Y (rliable allows unequal counts): X wins 5 of 6 pairs on
+    # game 0 (0.2 < 0.3 is the loss) and all 6 on game 1.
+    x3 = np.array([[0.2, 1.0], [0.6, 1.0], [0.9, 1.0]])
+    y2 = np.array([[0.1, 0.0], [0.3, 0.0]])
+    p, low, high = st.probability_of_improvement_ci(x3, y2, 200, np.random.default_rng(1))
+    assert p == pytest.approx((5 / 6 + 1) / 2) and low < p <= high == 1.0
+    with pytest.raises(ValueError, match="different numbers of games"):
+        st.probability_of_improvement_ci(x3, y2[:, :1], 10, np.random.default_rng(1))
+    nan_x = x3.copy()
+    nan_x[0, 0] = np.nan
+    assert all(np.isnan(st.probability_of_improvement_ci(nan_x, y2, 10, np.random.default_rng())))
 
 
 def test_bootstrap_mean_over_runs_and_curves() -> None:

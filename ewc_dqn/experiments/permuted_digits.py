@@ -58,14 +58,19 @@ class Config:
     """Minibatch size of SGD."""
     lr: float = 0.1
     """SGD learning rate (no momentum, as in the paper's plain SGD)."""
-    ewc_lam: float = 1000.0
+    ewc_lam: float = 15.0
     """EWC's lambda (dimensionless; the Fisher is a per-sample mean)."""
-    l2_lam: float = 1.0
+    l2_lam: float = 0.05
     """Strength of the uniform L2 pull towards each earlier task's weights."""
     fisher_samples: int = 600
     """Training images of a task used for its Fisher."""
     test_fraction: float = 0.25
     """Share of the 8x8 digits held out for testing."""
+    canvas: int = 16
+    """Side of the blank canvas the 8x8 digits are centred on before permuting (8: none).
+    MNIST's 20x20 digits sit in a 28x28 frame; the empty border gives each permutation input
+    weights that the other tasks' ink never touches, and the canvas gives the 8x8 digits that
+    room too."""
     mnist_dir: Path | None = None
     """Folder with MNIST's train/t10k IDX files (optionally .gz); default: scikit-learn digits."""
     mnist_train_size: int = 10000
@@ -107,13 +112,19 @@ class Dataset:
     side: int
 
 
-def load_digits_dataset(test_fraction: float, seed: int) -> Dataset:
-    """scikit-learn's 8x8 digits, scaled to [0, 1], with a stratified train/test split."""
+def load_digits_dataset(test_fraction: float, seed: int, canvas: int = 8) -> Dataset:
+    """scikit-learn's 8x8 digits, scaled to [0, 1] and centred on a blank ``canvas`` x
+    ``canvas`` image, with a stratified train/test split."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
+    if canvas < 8:
+        raise ValueError(f"canvas must be >= 8 pixels, got {canvas}")
     digits = load_digits()
-    x = (digits.data / 16.0).astype(np.float32)
+    images = np.zeros((len(digits.images), canvas, canvas), dtype=np.float32)
+    lo = (canvas - 8) // 2
+    images[:, lo : lo + 8, lo : lo + 8] = digits.images / 16.0
+    x = images.reshape(len(images), -1)
     x_tr, x_te, y_tr, y_te = train_test_split(
         x, digits.target, test_size=test_fraction, random_state=seed, stratify=digits.target
     )
@@ -122,7 +133,7 @@ def load_digits_dataset(test_fraction: float, seed: int) -> Dataset:
         torch.from_numpy(y_tr).long(),
         torch.from_numpy(x_te),
         torch.from_numpy(y_te).long(),
-        side=8,
+        side=canvas,
     )
 
 
@@ -341,7 +352,7 @@ def _run(cfg: Config) -> dict[str, object]:
     if cfg.mnist_dir is not None:
         data = load_mnist_dataset(cfg.mnist_dir, cfg.mnist_train_size, cfg.seed)
     else:
-        data = load_digits_dataset(cfg.test_fraction, cfg.seed)
+        data = load_digits_dataset(cfg.test_fraction, cfg.seed, cfg.canvas)
     rng = np.random.default_rng(cfg.seed)
     perms = [rng.permutation(data.x_train.shape[1]) for _ in range(cfg.num_tasks)]
 

@@ -1,0 +1,45 @@
+"""How the command lines choose the preset that fills their defaults, and apply ``--games``.
+
+``train_agent.py`` and ``train_agent.py sweep`` both build their config with tyro from a preset:
+``--preset``, ``--game`` and ``--games`` are read first to choose it (the suite of the games picks
+the Atari or MinAtar version of a preset), then every field of that preset can be overridden
+(``--agent.lr 1e-4``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import replace
+
+from envs.games import parse_game_list, resolve_game
+from ewc_dqn.config import DEFAULT_PRESET, PRESETS, Suite, TrainConfig, preset
+
+
+def default_config(argv: Sequence[str]) -> TrainConfig:
+    """The preset named by ``--preset`` (default: atari, or minatar for MinAtar games), in the
+    version for the suite of ``--game`` or ``--games`` when given; one-line ValueError for an
+    unknown preset, an unknown game or a preset that does not serve the games' suite."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for flag in ("--preset", "--game", "--games"):
+        parser.add_argument(flag)
+    pre, _ = parser.parse_known_args(list(argv))
+    if pre.preset is not None and pre.preset not in PRESETS:
+        raise ValueError(f"unknown preset {pre.preset!r}; presets: {', '.join(PRESETS)}")
+    suite: Suite
+    if pre.game:
+        suite = resolve_game(pre.game).suite
+    elif pre.games:
+        suite = parse_game_list(pre.games)[0].suite
+    elif pre.preset is not None:
+        suite = next(iter(PRESETS[pre.preset]))
+    else:
+        suite = "atari"
+    return preset(pre.preset or DEFAULT_PRESET[suite], suite)
+
+
+def with_games(config: TrainConfig, games: str) -> TrainConfig:
+    """``config`` with the schedule's games set from a comma-separated list (``--games``)."""
+    specs = parse_game_list(games)
+    schedule = replace(config.schedule, games=tuple(s.name for s in specs), num_games=len(specs))
+    return replace(config, suite=specs[0].suite, schedule=schedule)

@@ -1,0 +1,362 @@
+"""Train every (variant, seed) combination of a preset, then compare them.
+
+    python train_agent.py sweep --preset minatar --variants no-ewc,ewc-true,ewc-inferred \\
+        --seeds 0-4 --out runs/sweep [--address ray://head:10001] [--agent.lr 1e-4 ...]
+
+Each combination is one run in its own folder, ``<out>/<variant>/seed<k>``, trained as one Ray
+task (``pip install ewc-dqn[ray]``) with ``--cpus-per-run`` CPUs and ``--gpus-per-run`` GPUs.
+Without ``--address`` Ray starts on this machine; with one it joins that cluster, whose nodes
+then need ewc-dqn installed and ``<out>`` on a filesystem they share with this machine. Without
+Ray (or with ``--no-ray``) the runs go one after another in this process.
+
+Rerunning the same command skips finished runs (those with final.json), resumes unfinished ones
+from their latest checkpoint (a run folder whose config differs from the command's is reported
+as failed, never overwritten) and starts the rest. At the end every run with evaluations is
+compared (ewc_dqn.compare) into ``<out>/comparison``. Exit status: 0 when every run finished, 1
+when one failed, 130 when interrupted, 2 for bad arguments.
+
+Every run of a sweep trains on one schedule, built from the preset's ``schedule.seed``, so the
+variants and seeds are compared on the same games in the same order; ``--seeds`` sets each run's
+``seed`` (agent, environments, replay).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Annotated, Literal, NamedTuple
+
+import tyro
+from tqdm import tqdm
+
+from envs.schedule import Schedule
+from ewc_dqn.cli_config import default_config, with_games
+from ewc_dqn.cli_errors import exit_on_user_errors
+from ewc_dqn.config import TrainConfig
+from ewc_dqn.run_files import CONFIG_FILE, FINAL_FILE, load_run
+
+
+class Variant(NamedTuple):
+    """The config fields that make a method: baseline or EWC, task labels, EWC flavour."""
+
+    no_ewc: bool
+    task_labels: Literal["true", "inferred"]
+    ewc_mode: Literal["separate", "online"]
+
+
+VARIANTS: dict[str, Variant] = {
+    "no-ewc": Variant(True, "true", "separate"),
+    "ewc-true": Variant(False, "true", "separate"),
+    "ewc-inferred": Variant(False, "inferred", "separate"),
+    "online-ewc-true": Variant(False, "true", "online"),
+    "online-ewc-inferred": Variant(False, "inferred", "online"),
+}
+"""Variant name (TrainConfig.variant) -> its settings."""
+
+SET_BY_SWEEP = ("--seed", "--no-ewc", "--task-labels", "--ewc.mode", "--suite")
+"""Config flags the sweep sets itself (from --seeds, --variants and --games)."""
+
+
+@dataclass(frozen=True)
+class SweepArgs:
+    """Train every (variant, seed) combination of a preset as Ray tasks, then compare them."""
+
+    config: Annotated[TrainConfig, tyro.conf.arg(name="")]
+    preset: str | None = None
+    """Named preset: smoke, minatar-quick, minatar, atari-short, atari (default: atari for Atari
+    games, minatar for MinAtar games)."""
+    variants: str = "no-ewc,ewc-true,ewc-inferred"
+    """Comma-separated variants: no-ewc, ewc-true, ewc-inferred, online-ewc-true,
+    online-ewc-inferred."""
+    seeds: str = "0-4"
+    """Run seeds: a range '0-4' (both ends included), a list '0,2,5', or both '0-2,7'."""
+    out: Path = Path("runs/sweep")
+    """Root folder: run folders <out>/<variant>/seed<k>, the comparison in <out>/comparison."""
+    address: str | None = None
+    """Address of a running Ray cluster to join (None: start Ray on this machine)."""
+    cpus_per_run: float = 1.0
+    """CPUs Ray reserves for each run (Ray also caps each run's threads at this)."""
+    gpus_per_run: float | None = None
+    """GPUs Ray reserves for each run (None: 1/runs_per_gpu when the cluster has GPUs, else 0)."""
+    runs_per_gpu: int = 4
+    """Runs sharing one GPU when gpus_per_run is None (a DQN run rarely fills a GPU)."""
+    device: str = "auto"
+    """auto (CUDA for runs given a GPU, else CPU), cpu, cuda or cuda:N."""
+    games: str | None = None
+    """Comma-separated games of the schedule (default: drawn from the preset's pool)."""
+    no_ray: bool = False
+    """Run the combinations one after another in this process, even where Ray is installed."""
+    reps: int = 2000
+    """Bootstrap replicates of the final comparison's confidence intervals."""
+    poi_reps: int = 1000
+    """Bootstrap replicates of the final comparison's probabilities of improvement."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of the sweep: what ``train_run`` needs, picklable for Ray."""
+
+    variant: str
+    seed: int
+    config: TrainConfig
+    schedule: Schedule
+    run_dir: Path
+    device: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant} seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How one run ended: finished, failed (message: the one-line reason) or stopped."""
+
+    name: str
+    run_dir: Path
+    status: Literal["finished", "failed", "stopped"]
+    message: str
+
+
+def sweep_main(argv: list[str]) -> int:
+    """``train_agent.py sweep ...``: parse, plan, train, compare; returns the exit status."""
+    with exit_on_user_errors():
+        fixed = sorted({a.split("=")[0] for a in argv} & set(SET_BY_SWEEP))
+        if fixed:
+            raise ValueError(
+                f"a sweep sets {', '.join(fixed)} itself from --variants, --seeds and --games"
+            )
+        default = SweepArgs(config=default_config(argv))
+        args = tyro.cli(
+            SweepArgs,
+            default=default,
+            args=argv,
+            prog="train_agent.py sweep",
+            config=(tyro.conf.FlagCreatePairsOff,),
+        )
+        specs = plan_runs(args)
+    return run_sweep(args, specs)
+
+
+def parse_variants(text: str) -> list[str]:
+    """'no-ewc,ewc-true' -> ['no-ewc', 'ewc-true']; one-line ValueError for unknown names."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown or not names:
+        known = ", ".join(VARIANTS)
+        raise ValueError(
+            f"unknown variant(s) {', '.join(unknown) or repr(text)}; variants: {known}"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"a variant appears twice in {text!r}")
+    return names
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-4' -> [0, 1, 2, 3, 4]; '0,2,5' -> [0, 2, 5]; '0-1,7' -> [0, 1, 7]."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        first, sep, last = part.strip().partition("-")
+        try:
+            lo = int(first)
+            hi = int(last) if sep else lo
+        except ValueError:
+            raise ValueError(
+                f"bad seeds {text!r}: use a range like 0-4 or a list like 0,2,5"
+            ) from None
+        if lo < 0 or hi < lo:
+            raise ValueError(
+                f"bad seed range {part.strip()!r} in {text!r}: need 0 <= first <= last"
+            )
+        seeds.extend(range(lo, hi + 1))
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"a seed appears twice in {text!r}")
+    return seeds
+
+
+def variant_config(base: TrainConfig, variant: str) -> TrainConfig:
+    """``base`` with the fields of ``variant`` set (see VARIANTS)."""
+    v = VARIANTS[variant]
+    config = replace(
+        base,
+        no_ewc=v.no_ewc,
+        task_labels=v.task_labels,
+        ewc=replace(base.ewc, mode=v.ewc_mode),
+    )
+    assert config.variant == variant, (config.variant, variant)
+    return config
+
+
+def plan_runs(args: SweepArgs) -> list[RunSpec]:
+    """Every (variant, seed) run of the sweep, sharing one schedule; ValueError on bad input."""
+    from ewc_dqn.run import make_schedule
+
+    variants, seeds = parse_variants(args.variants), parse_seeds(args.seeds)
+    if args.cpus_per_run <= 0 or (args.gpus_per_run or 0) < 0 or args.runs_per_gpu < 1:
+        raise ValueError("cpus_per_run must be > 0, gpus_per_run >= 0 and runs_per_gpu >= 1")
+    base = args.config if args.games is None else with_games(args.config, args.games)
+    schedule = make_schedule(base)
+    specs = []
+    for variant in variants:
+        for seed in seeds:
+            config = replace(variant_config(base, variant), seed=seed)
+            config.validate()
+            run_dir = args.out / variant / f"seed{seed}"
+            specs.append(RunSpec(variant, seed, config, schedule, run_dir, args.device))
+    return specs
+
+
+def train_run(spec: RunSpec) -> RunOutcome:
+    """Train one run to its end: a new run, or the run already in its folder resumed (its config
+    must equal ``spec.config``). Every error becomes a failed outcome with a one-line reason."""
+    from ewc_dqn.run import start_run
+    from ewc_dqn.run_report import write_run_plots
+
+    try:
+        resume = (spec.run_dir / CONFIG_FILE).exists()
+        trainer = start_run(
+            spec.config,
+            spec.schedule,
+            spec.run_dir,
+            spec.device,
+            resume=resume,
+            show_progress=False,
+        )
+        try:
+            finished = trainer.run()
+        finally:
+            trainer.close()
+        if not finished:
+            return RunOutcome(spec.name, spec.run_dir, "stopped", "stopped before its end")
+        write_run_plots(spec.run_dir)
+        return RunOutcome(spec.name, spec.run_dir, "finished", "resumed" if resume else "new")
+    except Exception as err:  # a sweep reports a broken run and goes on with the others
+        return RunOutcome(spec.name, spec.run_dir, "failed", one_line(err))
+
+
+def run_sweep(args: SweepArgs, specs: list[RunSpec]) -> int:
+    """Train the unfinished runs of ``specs`` (with Ray or one after another), then compare."""
+    print(specs[0].schedule.describe())
+    todo = [s for s in specs if not (s.run_dir / FINAL_FILE).exists()]
+    resuming = sum((s.run_dir / CONFIG_FILE).exists() for s in todo)
+    print(
+        f"{len(specs)} runs in {args.out}: {len(specs) - len(todo)} finished already (skipped), "
+        f"{resuming} to resume, {len(todo) - resuming} new"
+    )
+    outcomes: list[RunOutcome] = []
+    try:
+        if todo:
+            ray = None if args.no_ray else _import_ray()
+            if ray is None:
+                why = (
+                    "--no-ray" if args.no_ray else "Ray is not installed (pip install ewc-dqn[ray])"
+                )
+                print(f"{why}; running the {len(todo)} runs one after another")
+                _run_sequentially(todo, outcomes)
+            else:
+                _run_on_ray(ray, args, todo, outcomes)
+    except KeyboardInterrupt:
+        print(f"interrupted; rerun the same command to resume the unfinished runs in {args.out}")
+        return 130
+    stopped = any(o.status == "stopped" for o in outcomes)
+    failed = [o for o in outcomes if o.status == "failed"]
+    compared = _compare(args, specs)
+    if failed:
+        print(f"{len(failed)} of {len(specs)} runs failed:")
+        for o in failed:
+            print(f"  {o.name} ({o.run_dir}): {o.message}")
+    if stopped:
+        print(f"stopped; rerun the same command to resume the unfinished runs in {args.out}")
+        return 130
+    return 1 if failed or not compared else 0
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        return None
+    return ray
+
+
+def _run_sequentially(todo: list[RunSpec], outcomes: list[RunOutcome]) -> None:
+    with tqdm(total=len(todo), unit="run", dynamic_ncols=True) as bar:
+        for spec in todo:
+            bar.set_postfix_str(spec.name)
+            outcomes.append(train_run(spec))
+            _report(outcomes[-1], bar)
+            if outcomes[-1].status == "stopped":  # Ctrl-C reached the trainer: stop the sweep
+                return
+
+
+def _run_on_ray(ray, args: SweepArgs, todo: list[RunSpec], outcomes: list[RunOutcome]) -> None:
+    if args.address is None:
+        ray.init(
+            address="local",
+            num_cpus=os.cpu_count(),
+            include_dashboard=False,
+            ignore_reinit_error=True,
+        )
+    else:
+        ray.init(address=args.address, include_dashboard=False, ignore_reinit_error=True)
+    try:
+        gpus = args.gpus_per_run
+        if gpus is None:
+            has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+            gpus = 1.0 / args.runs_per_gpu if has_gpu else 0.0
+        print(f"Ray: {args.address or 'local'}; {args.cpus_per_run:g} CPU and {gpus:g} GPU per run")
+        if gpus == 0:  # a run given no GPU must not pick one up through "auto"
+            todo = [replace(s, device="cpu") if s.device == "auto" else s for s in todo]
+        task = ray.remote(train_run).options(num_cpus=args.cpus_per_run, num_gpus=gpus)
+        pending = {task.remote(spec): spec for spec in todo}
+        with tqdm(total=len(todo), unit="run", dynamic_ncols=True) as bar:
+            while pending:
+                [ref], _ = ray.wait(list(pending), num_returns=1)
+                spec = pending.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except Exception as err:  # the worker died (killed, out of memory, ...)
+                    outcome = RunOutcome(spec.name, spec.run_dir, "failed", one_line(err))
+                outcomes.append(outcome)
+                _report(outcome, bar)
+    finally:
+        ray.shutdown()
+
+
+def _report(outcome: RunOutcome, bar: tqdm) -> None:
+    detail = f": {outcome.message}" if outcome.status == "failed" else f" ({outcome.message})"
+    tqdm.write(f"{outcome.name}: {outcome.status}{detail} [{outcome.run_dir}]")
+    bar.update(1)
+
+
+def _compare(args: SweepArgs, specs: list[RunSpec]) -> bool:
+    """Compare every run with evaluations into <out>/comparison; False when that failed."""
+    from ewc_dqn.compare import CompareError, compare_runs, format_summary
+
+    dirs = [s.run_dir for s in specs if _has_evaluations(s.run_dir)]
+    if not dirs:
+        print("no run has evaluations yet: nothing to compare")
+        return False
+    try:
+        result = compare_runs(dirs, args.out / "comparison", reps=args.reps, poi_reps=args.poi_reps)
+    except CompareError as err:
+        print(f"comparison failed: {err}", file=sys.stderr)
+        return False
+    print(format_summary(result))
+    return True
+
+
+def _has_evaluations(run_dir: Path) -> bool:
+    return (run_dir / CONFIG_FILE).is_file() and not load_run(run_dir).summary.empty
+
+
+def one_line(err: BaseException) -> str:
+    """An exception as one short line: its type and the first line of its message. Ray's task
+    errors are unwrapped to the exception the task raised."""
+    cause = getattr(err, "cause", None)
+    err = cause if isinstance(cause, BaseException) else err
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+    return text if len(text) <= 300 else text[:297] + "..."

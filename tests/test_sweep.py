@@ -1,0 +1,140 @@
+"""Tests of ``train_agent.py sweep`` (ewc_dqn.sweep): a real 2x2 sweep on a local Ray, the
+sequential path without Ray, resume and skip, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ewc_dqn.config import preset
+from ewc_dqn.run_files import CONFIG_FILE, FINAL_FILE, SCHEDULE_FILE
+from ewc_dqn.sweep import VARIANTS, parse_seeds, parse_variants, sweep_main, variant_config
+
+ROOT = Path(__file__).resolve().parents[1]
+GAMES = "MinAtar/Breakout,MinAtar/Freeway"
+# The smoke preset cut to one 300-frame visit per game: a run takes seconds on a CPU.
+TINY = [
+    "--preset", "smoke", "--games", GAMES,
+    "--schedule.visits-per-game", "1", "--schedule.visit-frames", "300",
+    "--eval.frames", "100", "--agent.learning-starts", "64", "--checkpoint-every", "1000",
+    "--reps", "50", "--poi-reps", "20",
+]  # fmt: skip
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train_agent.py"), "sweep", *args],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
+    )  # fmt: skip
+
+
+@pytest.mark.slow  # about 40 s on 2 CPU cores, mostly Ray's start and each worker's imports
+def test_two_by_two_sweep_on_local_ray_then_rerun_skips(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    args = [*TINY, "--variants", "no-ewc,ewc-true", "--seeds", "0-1", "--out", str(tmp_path)]
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Ray: local; 1 CPU and 0 GPU per run" in first.stdout
+    runs = [tmp_path / v / f"seed{k}" for v in ("no-ewc", "ewc-true") for k in (0, 1)]
+    schedules = set()
+    for run in runs:
+        assert (run / FINAL_FILE).is_file() and (run / "total_score.png").is_file()
+        config = json.loads((run / CONFIG_FILE).read_text())
+        assert config["variant"] == run.parent.name and config["seed"] == int(run.name[-1])
+        assert config["agent"]["learning_starts"] == 64  # the override reached every run
+        schedules.add((run / SCHEDULE_FILE).read_text())
+    assert len(schedules) == 1  # one schedule for every variant and seed
+    for name in ("no-ewc seed 0: finished (new)", "ewc-true seed 1: finished (new)"):
+        assert name in first.stdout
+    assert (tmp_path / "comparison" / "report.md").is_file()
+    summary = json.loads((tmp_path / "comparison" / "summary.json").read_text())
+    assert sorted(g["label"] for g in summary["groups"]) == ["ewc-true", "no-ewc"]
+    assert all(len(g["runs"]) == 2 for g in summary["groups"])
+
+    finals = {run: (run / FINAL_FILE).stat().st_mtime_ns for run in runs}
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "4 finished already (skipped), 0 to resume, 0 new" in again.stdout
+    assert "Ray:" not in again.stdout  # nothing to train: Ray is not even started
+    assert {run: (run / FINAL_FILE).stat().st_mtime_ns for run in runs} == finals
+    assert "report:" in again.stdout  # the comparison is redone
+
+
+def test_without_ray_runs_one_after_another_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    args = [*TINY, "--variants", "ewc-inferred", "--seeds", "3", "--out", str(tmp_path)]
+    assert sweep_main(args) == 0
+    out = capsys.readouterr().out
+    assert (
+        "Ray is not installed (pip install ewc-dqn[ray]); running the 1 runs one after another"
+        in out
+    )
+    run = tmp_path / "ewc-inferred" / "seed3"
+    assert (run / FINAL_FILE).is_file() and (tmp_path / "comparison" / "report.md").is_file()
+
+    # An unfinished run is resumed with the same config; a different config is a failed run.
+    (run / FINAL_FILE).unlink()
+    assert sweep_main([*args, "--no-ray"]) == 0
+    out = capsys.readouterr().out
+    assert "--no-ray; running the 1 runs one after another" in out
+    assert "0 finished already (skipped), 1 to resume, 0 new" in out
+    assert "ewc-inferred seed 3: finished (resumed)" in out and (run / FINAL_FILE).is_file()
+    (run / FINAL_FILE).unlink()
+    assert sweep_main([*args, "--no-ray", "--agent.lr", "0.5"]) == 1
+    out = capsys.readouterr().out
+    assert "ewc-inferred seed 3: failed: RunError: " in out
+    assert "holds a run with another configuration; not resuming it" in out
+    assert not (run / FINAL_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--variants", "no-ewc,ewc-fancy"], "unknown variant(s) ewc-fancy; variants: no-ewc,"),
+        (["--seeds", "4-2"], "bad seed range '4-2'"),
+        (["--seeds", "a-b"], "bad seeds 'a-b'"),
+        (["--preset", "huge"], "unknown preset 'huge'; presets: "),
+        (["--games", "Pong,MinAtar/Breakout"], "mixes"),
+        (["--seed=3", "--no-ewc"], "a sweep sets --no-ewc, --seed itself from --variants"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        sweep_main([*flags, "--out", str(tmp_path / "sweep")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_parse_seeds_and_variants() -> None:
+    assert parse_seeds("0-4") == [0, 1, 2, 3, 4]
+    assert parse_seeds("0,2,5") == [0, 2, 5]
+    assert parse_seeds("0-1, 7") == [0, 1, 7]
+    with pytest.raises(ValueError, match="appears twice"):
+        parse_seeds("0-2,2")
+    with pytest.raises(ValueError, match="bad seeds"):
+        parse_seeds("")
+    assert parse_variants("ewc-true, no-ewc") == ["ewc-true", "no-ewc"]
+    with pytest.raises(ValueError, match="appears twice"):
+        parse_variants("ewc-true,ewc-true")
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_variant_config_sets_the_variant(variant: str) -> None:
+    base = preset("smoke", "minatar")
+    config = variant_config(base, variant)
+    assert config.variant == variant
+    assert config.task_labels == ("inferred" if variant.endswith("inferred") else "true")
+    assert config.ewc.mode == ("online" if variant.startswith("online") else "separate")
+    assert config.agent == base.agent and config.schedule == base.schedule

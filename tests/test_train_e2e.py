@@ -1,0 +1,216 @@
+"""End to end: the real CLIs on real ROMs and real MinAtar with the smoke presets."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import evaluate
+import train_agent
+from ewc_dqn.checkpoint import latest_checkpoint, load_checkpoint
+from ewc_dqn.run_files import load_run
+
+ROOT = Path(__file__).resolve().parents[1]
+MINATAR = ["--preset", "smoke", "--games", "MinAtar/Breakout,MinAtar/Freeway", "--quiet"]
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    _, state = load_checkpoint(run_dir)
+    return {
+        **{f"online/{k}": v for k, v in state["agent"]["online"].items()},
+        **{f"target/{k}": v for k, v in state["agent"]["target"].items()},
+    }
+
+
+def _same_weights(a: Path, b: Path) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_atari_smoke_run_and_evaluate(tmp_path, capsys):
+    run = tmp_path / "atari"
+    assert train_agent.main(["--preset", "smoke", "--run-dir", str(run), "--quiet"]) == 0
+    record = load_run(run)
+    assert record.finished
+    assert set(record.eval["game"]) == {"Pong", "Breakout"}
+    assert len(record.summary) == 4  # one evaluation per visit
+    assert (run / "total_score.png").exists() and (run / "per_game.png").exists()
+    assert any((run / "tb").iterdir())
+    config = json.loads((run / "config.json").read_text())
+    assert config["variant"] == "ewc-true" and config["agent"]["gamma"] == 0.99
+    out = tmp_path / "scores.json"
+    assert evaluate.main([str(run), "--episodes", "1", "--frames", "400", "--json", str(out)]) == 0
+    scores = json.loads(out.read_text())
+    assert set(scores["games"]) == {"Pong", "Breakout"}
+    assert "no-op" in scores["protocol"]
+    assert "total normalised score" in capsys.readouterr().out
+
+
+def test_single_game_minatar_run_learns_nothing_broken(tmp_path):
+    run = tmp_path / "one"
+    code = train_agent.main(
+        [
+            "--preset",
+            "smoke",
+            "--game",
+            "MinAtar/Breakout",
+            "--steps",
+            "1200",
+            "--run-dir",
+            str(run),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    record = load_run(run)
+    assert list(record.summary["game"]) == ["MinAtar/Breakout"]
+    _, state = load_checkpoint(run)
+    assert state["loop"]["step"] == 1200
+    assert state["agent"]["updates"] > 0
+
+
+def test_resume_gives_identical_weights(tmp_path):
+    full, split = tmp_path / "full", tmp_path / "split"
+    assert train_agent.main([*MINATAR, "--run-dir", str(full)]) == 0
+    # Stop at the checkpoint at 800 agent steps, then resume for the rest.
+    code = train_agent.main([*MINATAR, "--run-dir", str(split), "--stop-after-steps", "800"])
+    assert code == 130
+    assert load_checkpoint(split)[0] == 800
+    assert train_agent.main(["--resume", str(split), "--quiet"]) == 0
+    _same_weights(full, split)
+    assert load_run(full).summary.equals(load_run(split).summary)
+
+
+def test_kill_9_between_checkpoints_resumes_exactly(tmp_path):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    args = [*MINATAR, "--checkpoint-every", "200"]
+    assert train_agent.main([*args, "--run-dir", str(full)]) == 0
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train_agent.py"), *args, "--run-dir", str(killed)], cwd=ROOT
+    )
+    deadline = time.time() + 120
+    while latest_checkpoint(killed) is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert latest_checkpoint(killed) is not None
+    assert not (killed / "final.json").exists()
+    assert train_agent.main(["--resume", str(killed), "--quiet"]) == 0
+    _same_weights(full, killed)
+    assert load_run(full).summary.equals(load_run(killed).summary)
+
+
+def test_sigterm_saves_a_checkpoint_and_resumes(tmp_path):
+    run = tmp_path / "term"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "train_agent.py"),
+            *MINATAR,
+            "--run-dir",
+            str(run),
+            "--checkpoint-every",
+            "100000",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not (run / "train.csv").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "--resume" in out and "Traceback" not in out
+    step, _ = load_checkpoint(run)
+    assert step > 0
+    assert train_agent.main(["--resume", str(run), "--quiet"]) == 0
+    assert load_run(run).finished
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "EWC_DQN_DEBUG": ""},
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--game", "Pongg", "--run-dir", "x"], "did you mean 'Pong'"),
+        (["--preset", "smokey", "--run-dir", "x"], "unknown preset"),
+        (["--preset", "smoke", "--games", "Pong", "--run-dir", "x"], "at least 2 games"),
+        (["--preset", "smoke", "--games", "Pong,Pongo", "--run-dir", "x"], "unknown game"),
+        (["--preset", "minatar", "--game", "Pong", "--run-dir", "x"], "preset 'minatar' is for"),
+        (["--resume", "/nonexistent/run"], "not a run folder"),
+    ],
+)
+def test_bad_input_gives_one_line_errors(args, message):
+    result = _cli("train_agent.py", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_flag_value_is_rejected_without_traceback():
+    result = _cli("train_agent.py", "--preset", "smoke", "--agent.lr", "fast", "--run-dir", "x")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    result = _cli("train_agent.py", "--preset", "smoke", "--agent.lr", "-1", "--run-dir", "x")
+    assert result.returncode == 2 and "lr must be > 0" in result.stderr
+
+
+def test_existing_run_and_damaged_checkpoints_are_protected(tmp_path):
+    run = tmp_path / "run"
+    assert (
+        train_agent.main([*MINATAR, "--run-dir", str(run), "--schedule.visit-frames", "300"]) == 0
+    )
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    result = _cli("train_agent.py", *MINATAR, "--run-dir", str(run))
+    assert result.returncode == 2 and "already holds a run" in result.stderr
+    result = _cli("train_agent.py", "--resume", str(run), "--agent.lr", "0.1")
+    assert result.returncode == 2 and "saved config" in result.stderr
+    assert before == {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    # A truncated newest checkpoint: evaluation names it and exits 2.
+    ckpt = latest_checkpoint(run)
+    tensors = ckpt / "tensors.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[:100])
+    result = _cli("evaluate.py", str(run))
+    assert result.returncode == 2 and "unreadable" in result.stderr
+    result = _cli("evaluate.py", str(tmp_path / "missing"))
+    assert result.returncode == 2 and "no such file" in result.stderr
+
+
+def test_device_auto_is_cpu_here_and_cuda_is_refused_without_gpu(tmp_path):
+    from ewc_dqn.run import RunError, resolve_device
+
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RunError, match="no CUDA"):
+            resolve_device("cuda")
+
+
+def test_replay_survives_resume(tmp_path):
+    run = tmp_path / "r"
+    train_agent.main([*MINATAR, "--run-dir", str(run), "--stop-after-steps", "400"])
+    _, state = load_checkpoint(run)
+    counts = [int(r["count"]) for r in state["replays"].values()]
+    assert counts and all(c > 0 for c in counts)
+    assert isinstance(next(iter(state["replays"].values()))["frames"], np.ndarray)
