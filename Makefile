@@ -18,10 +18,14 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-# The main job: continual learning on the five MinAtar games (about 15 minutes on 2 CPU cores),
-# ending with the score table and the plot of total normalised score vs frames.
+# The main job: continual learning on the five MinAtar games (about 15 minutes on 2 idle CPU
+# cores), ending with the score table and the plot of total normalised score vs frames; a second
+# `make train` resumes an unfinished run.
+RUN ?= runs/minatar-quick
 train: install
-	$(BIN)/python train_agent.py --preset minatar-quick --run-dir runs/minatar-quick
+	@if [ -f $(RUN)/final.json ]; then echo "$(RUN) is finished; RUN=other/folder make train for a new run"; \
+	elif [ -f $(RUN)/config.json ]; then $(BIN)/python train_agent.py --resume $(RUN); \
+	else $(BIN)/python train_agent.py --preset minatar-quick --run-dir $(RUN); fi
 
 test: install
 	$(BIN)/python -m pytest tests

@@ -94,7 +94,11 @@ def _train(args: TrainArgs, argv: list[str]) -> int:
             if args.games is not None:
                 raise RunError("give either --game (one game) or --games (a schedule), not both")
             spec = resolve_game(args.game)
-            steps = args.steps or config.schedule.visit_frames // _frame_skip(config)
+            steps = args.steps
+            if steps is None:
+                steps = config.schedule.visit_frames // _frame_skip(config)
+            if steps < 1:
+                raise RunError(f"--steps must be positive, got {steps}")
             config = replace(config, suite=spec.suite)
             schedule = single_game_schedule(spec.name, steps * _frame_skip(config))
         else:

@@ -172,6 +172,7 @@ def start_run(
             trainer.truncate_logs(0)
         return trainer
     assert config is not None and schedule is not None
+    config.validate()  # before anything is written: bad input leaves the disk untouched
     prepare_run_dir(run_dir, config, schedule)
     return build_trainer(config, schedule, run_dir, dev, show_progress=show_progress)
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 CONFIG_FILE = "config.json"
@@ -108,8 +109,12 @@ class CsvLog:
 
 
 def _fmt(v: Any) -> Any:
-    if isinstance(v, float):
-        return repr(v)
+    """Floats (numpy's too) as their shortest exact decimal; numpy 2's repr would write
+    'np.float64(0.5)'."""
+    if isinstance(v, (float, np.floating)):
+        return repr(float(v))
+    if isinstance(v, np.integer):
+        return int(v)
     return v
 
 
@@ -192,6 +197,8 @@ def _fill_normalised(ev: pd.DataFrame, summ: pd.DataFrame) -> tuple[pd.DataFrame
 
     ev = ev.copy()
     for i in ev.index[missing]:
+        if not np.isfinite(ev.at[i, "raw_mean"]):
+            continue
         try:
             ev.at[i, "normalised"] = float(normalised_score(ev.at[i, "game"], ev.at[i, "raw_mean"]))
         except ReferenceNotMeasuredError:

@@ -154,27 +154,35 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--game", "Pongg", "--run-dir", "x"], "did you mean 'Pong'"),
-        (["--preset", "smokey", "--run-dir", "x"], "unknown preset"),
-        (["--preset", "smoke", "--games", "Pong", "--run-dir", "x"], "at least 2 games"),
-        (["--preset", "smoke", "--games", "Pong,Pongo", "--run-dir", "x"], "unknown game"),
-        (["--preset", "minatar", "--game", "Pong", "--run-dir", "x"], "preset 'minatar' is for"),
-        (["--resume", "/nonexistent/run"], "not a run folder"),
+        (["--game", "Pongg"], "did you mean 'Pong'"),
+        (["--preset", "smokey"], "unknown preset"),
+        (["--preset", "smoke", "--games", "Pong"], "at least 2 games"),
+        (["--preset", "smoke", "--games", "Pong,Pongo"], "unknown game"),
+        (["--preset", "minatar", "--game", "Pong"], "preset 'minatar' is for"),
+        (["--preset", "smoke", "--game", "Pong", "--steps", "0"], "must be positive"),
     ],
 )
-def test_bad_input_gives_one_line_errors(args, message):
-    result = _cli("train_agent.py", *args)
+def test_bad_input_gives_one_line_errors(args, message, tmp_path):
+    result = _cli("train_agent.py", *args, "--run-dir", str(tmp_path / "run"))
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
 
 
-def test_bad_flag_value_is_rejected_without_traceback():
-    result = _cli("train_agent.py", "--preset", "smoke", "--agent.lr", "fast", "--run-dir", "x")
+def test_resume_of_a_folder_that_is_not_a_run():
+    result = _cli("train_agent.py", "--resume", "/nonexistent/run")
+    assert result.returncode == 2 and "not a run folder" in result.stderr
+
+
+def test_bad_flag_value_is_rejected_without_traceback(tmp_path):
+    run = str(tmp_path / "run")
+    result = _cli("train_agent.py", "--preset", "smoke", "--agent.lr", "fast", "--run-dir", run)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    result = _cli("train_agent.py", "--preset", "smoke", "--agent.lr", "-1", "--run-dir", "x")
+    result = _cli("train_agent.py", "--preset", "smoke", "--agent.lr", "-1", "--run-dir", run)
     assert result.returncode == 2 and "lr must be > 0" in result.stderr
+    assert not (tmp_path / "run").exists()  # nothing written for a config that cannot run
 
 
 def test_existing_run_and_damaged_checkpoints_are_protected(tmp_path):
