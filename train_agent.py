@@ -16,7 +16,7 @@ parallel environment copies; frames count emulator frames (4 per agent step on A
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -99,7 +99,6 @@ def _train(args: TrainArgs, argv: list[str]) -> int:
                 steps = config.schedule.visit_frames // _frame_skip(config)
             if steps < 1:
                 raise RunError(f"--steps must be positive, got {steps}")
-            config = replace(config, suite=spec.suite)
             schedule = single_game_schedule(spec.name, steps * _frame_skip(config))
         else:
             if args.steps is not None:

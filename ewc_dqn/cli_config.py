@@ -42,4 +42,4 @@ def with_games(config: TrainConfig, games: str) -> TrainConfig:
     """``config`` with the schedule's games set from a comma-separated list (``--games``)."""
     specs = parse_game_list(games)
     schedule = replace(config.schedule, games=tuple(s.name for s in specs), num_games=len(specs))
-    return replace(config, suite=specs[0].suite, schedule=schedule)
+    return replace(config, schedule=schedule)

@@ -56,8 +56,6 @@ class EvalConfig:
 class TrainConfig:
     """Everything that defines a training run."""
 
-    suite: Suite = "atari"
-    """Which game suite the preset is for (set from the games; not a free choice)."""
     env: EnvConfig = field(default_factory=EnvConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
@@ -68,6 +66,10 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     no_ewc: bool = False
     """Plain-DQN baseline: no consolidation, everything else the same."""
+    consolidation_min_steps: int = 0
+    """Agent steps a task must have been trained since its last consolidation before leaving it
+    re-estimates its Fisher (0: at every switch, as the paper). Guards the cost of EWC against
+    inferred labels that flicker between tasks for a few steps."""
     task_labels: Literal["true", "inferred"] = "true"
     """Task identity from the schedule ('true') or from forget-me-not on the frames ('inferred')."""
     seed: int = 0
@@ -85,6 +87,14 @@ class TrainConfig:
     """CPU threads for torch (0: torch's default)."""
 
     @property
+    def suite(self) -> Suite:
+        """The suite of the schedule's games (or of its pool when the games are drawn)."""
+        from envs.games import resolve_game
+
+        names = self.schedule.games or self.schedule.pool
+        return resolve_game(names[0]).suite
+
+    @property
     def variant(self) -> str:
         """Short label of the method: no-ewc, ewc-true, ewc-inferred (online-ewc-... for online)."""
         if self.no_ewc:
@@ -99,6 +109,8 @@ class TrainConfig:
         self.agent.validate()
         if self.replay.capacity < self.agent.batch_size:
             raise ValueError("replay.capacity must be at least agent.batch_size")
+        if self.consolidation_min_steps < 0:
+            raise ValueError("consolidation_min_steps must be >= 0")
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise ValueError("checkpoint_every and log_every must be >= 1")
         if self.eval.episodes < 1 or self.eval.frames < 1 or self.eval.num_envs < 1:
@@ -115,7 +127,6 @@ class TrainConfig:
 # --- presets ------------------------------------------------------------------------------
 
 ATARI = TrainConfig(
-    suite="atari",
     env=EnvConfig(num_envs=4),
     network=NetworkConfig(arch="paper", max_tasks=20),
     agent=AgentConfig(),
@@ -124,6 +135,7 @@ ATARI = TrainConfig(
     schedule=ScheduleConfig(num_games=10, visits_per_game=3, visit_frames=20_000_000),
     eval=EvalConfig(episodes=10, frames=500_000, epsilon=0.05, num_envs=4),
     checkpoint_every=1_000_000,
+    consolidation_min_steps=50_000,
 )
 """The paper's protocol (Table S2): 10 games, visits of 20M frames, 3 visits per game (600M
 frames), the EWC penalty of a task active after 20M frames of it. For a GPU."""
@@ -152,7 +164,6 @@ MINATAR_AGENT = AgentConfig(
 """One DQN for every MinAtar preset: the single-task reference and the continual runs share it."""
 
 MINATAR = TrainConfig(
-    suite="minatar",
     env=EnvConfig(
         num_envs=1,
         frame_skip=1,
@@ -170,6 +181,7 @@ MINATAR = TrainConfig(
     ),
     eval=EvalConfig(episodes=10, frames=20_000, epsilon=0.05, num_envs=4),
     checkpoint_every=100_000,
+    consolidation_min_steps=2_000,
     log_every=5_000,
     torch_threads=1,
 )
@@ -275,13 +287,17 @@ def _plain(x: Any) -> Any:
     return x
 
 
+_DERIVED = {"variant", "suite"}
+"""Keys of config.json derived from the fields (written for readers, ignored when loading)."""
+
+
 def config_from_dict(data: dict[str, Any], cls: type = TrainConfig) -> Any:
     """Rebuild a (nested) config dataclass from ``config_to_dict`` output; unknown keys are an
     error so a config from another version is not silently half-read."""
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     names = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = set(data) - names - {"variant"}
+    unknown = set(data) - names - _DERIVED
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields: {', '.join(sorted(unknown))}")
     for name in names & set(data):

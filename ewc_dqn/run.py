@@ -75,7 +75,7 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, schedule: Schedule) -> N
 
 def run_config_dict(config: TrainConfig) -> dict:
     """What config.json holds: every field plus the variant label."""
-    return {"variant": config.variant, **config_to_dict(config)}
+    return {"variant": config.variant, "suite": config.suite, **config_to_dict(config)}
 
 
 def load_run_config(run_dir: Path) -> tuple[TrainConfig, Schedule]:

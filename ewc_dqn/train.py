@@ -112,8 +112,10 @@ class Trainer:
         self.frames = 0  # emulator frames
         self.replays: dict[int, FrameReplay] = {}
         self.counters = TaskCounters({}, {})
+        self.consolidated_at: dict[int, int] = {}  # task -> its agent steps at last consolidation
         self.current_task: int | None = None
         self.eval_index = 0
+        self.pending_eval: int | None = None  # visit whose end-of-visit evaluation is due
         self.next_eval_frames = config.eval.every_frames or math.inf
         self.update_debt = 0.0
         self.label_counts: dict[tuple[int, int], int] = defaultdict(int)  # (true, used) -> steps
@@ -138,6 +140,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         with _stop_on_signals(self):
+            self._evaluate_pending()  # a visit ended just before the last checkpoint
             while self.frames < total and self._stop_signal is None:
                 visit, _ = self.schedule.visit_at(self.frames)
                 ckpt_frames = self._next_checkpoint_step() * self.frames_per_step
@@ -145,8 +148,10 @@ class Trainer:
                 if self._stop_signal is not None:
                     break
                 if self.frames >= visit.end_frame:
-                    self.evaluate(visit)
+                    self.pending_eval = visit.index
+                # Checkpoint before evaluating, so a crash in the evaluation loses no training.
                 self.save()
+                self._evaluate_pending()
                 if stop_after_steps is not None and self.step >= stop_after_steps:
                     break
         bar.close()
@@ -157,6 +162,12 @@ class Trainer:
             self._write_final()
         self.logger.flush()
         return finished
+
+    def _evaluate_pending(self) -> None:
+        if self.pending_eval is not None and self._stop_signal is None:
+            self.evaluate(self.schedule.visits[self.pending_eval])
+            self.pending_eval = None
+            self.save()
 
     def _next_checkpoint_step(self) -> int:
         every = self.config.checkpoint_every
@@ -246,7 +257,10 @@ class Trainer:
         """The acting task changes: consolidate the task just left, open the new one."""
         left = self.current_task
         if left is not None and self.ewc is not None:
-            self.consolidate(left)
+            trained = self.counters.steps.get(left, 0) - self.consolidated_at.get(left, 0)
+            if left not in self.consolidated_at or trained >= self.config.consolidation_min_steps:
+                self.consolidate(left)
+                self.consolidated_at[left] = self.counters.steps.get(left, 0)
         if task not in self.replays:
             self.replays[task] = self.make_replay(self.rng)
         self.current_task = task
@@ -396,6 +410,7 @@ class Trainer:
                 "frames": self.frames,
                 "current_task": self.current_task,
                 "eval_index": self.eval_index,
+                "pending_eval": self.pending_eval,
                 "next_eval_frames": None
                 if math.isinf(self.next_eval_frames)
                 else self.next_eval_frames,
@@ -403,6 +418,7 @@ class Trainer:
                 "label_counts": [[t, u, c] for (t, u), c in sorted(self.label_counts.items())],
             },
             "counters": self.counters.state_dict(),
+            "consolidated_at": {str(k): v for k, v in self.consolidated_at.items()},
             "agent": self.agent.state_dict(),
             "labeler": self.labeler.state_dict(),
             "rng": self.rng.bit_generator.state,
@@ -421,11 +437,13 @@ class Trainer:
         self.frames = int(loop["frames"])
         self.current_task = loop["current_task"]
         self.eval_index = int(loop["eval_index"])
+        self.pending_eval = loop["pending_eval"]
         nxt = loop["next_eval_frames"]
         self.next_eval_frames = math.inf if nxt is None else nxt
         self.update_debt = float(loop["update_debt"])
         self.label_counts = defaultdict(int, {(t, u): c for t, u, c in loop["label_counts"]})
         self.counters.load_state_dict(state["counters"])
+        self.consolidated_at = {int(k): int(v) for k, v in state["consolidated_at"].items()}
         self.agent.load_state_dict(state["agent"])
         self.labeler.load_state_dict(state["labeler"])
         self.rng.bit_generator.state = state["rng"]

@@ -1,0 +1,78 @@
+"""The training loop's task bookkeeping on real parts (MinAtar smoke preset)."""
+
+from dataclasses import replace
+
+import numpy as np
+
+from ewc_dqn.config import preset
+from ewc_dqn.labels import adjusted_rand_from_counts
+from ewc_dqn.run import build_trainer, make_schedule, resolve_device
+
+
+def _trainer(tmp_path, **overrides):
+    config = replace(preset("smoke", "minatar"), **overrides)
+    return build_trainer(config, make_schedule(config), tmp_path, resolve_device("cpu"),
+                         show_progress=False)
+
+
+def _fill(trainer, task, steps):
+    """Give ``task`` a replay with ``steps`` transitions and count them as trained."""
+    trainer._switch_task(task)
+    replay = trainer.replays[task]
+    n, c = replay.num_envs, replay.frame_shape
+    rng = np.random.default_rng(task)
+    first = np.ones(n, dtype=bool)
+    replay.add(np.zeros((n, *c), np.uint8), np.zeros(n, int), np.zeros(n), ~first, ~first, first)
+    for _ in range(steps):
+        frame = rng.integers(0, 2, (n, *c), dtype=np.uint8)
+        replay.add(frame, rng.integers(0, 6, n), np.ones(n), ~first, ~first, ~first)
+    trainer.counters.add(task, steps, steps)
+
+
+def _consolidations(trainer, task):
+    return trainer.ewc.stats().get(f"ewc/task{task}/consolidations", 0.0)
+
+
+def test_switching_consolidates_the_task_left(tmp_path):
+    trainer = _trainer(tmp_path, consolidation_min_steps=0)  # the paper: at every switch
+    _fill(trainer, 0, 100)
+    _fill(trainer, 1, 100)  # leaving 0: its Fisher is estimated and stored
+    assert _consolidations(trainer, 0) == 1
+    assert trainer.ewc.stats()["ewc/stored_terms"] == 1
+    _fill(trainer, 0, 100)  # leaving 1
+    _fill(trainer, 1, 100)  # leaving 0 again: its term is replaced, not stacked
+    assert _consolidations(trainer, 0) == 2
+    assert trainer.ewc.stats()["ewc/stored_terms"] == 2
+
+
+def test_flickering_labels_do_not_reestimate_before_min_steps(tmp_path):
+    trainer = _trainer(tmp_path, consolidation_min_steps=150)
+    _fill(trainer, 0, 100)
+    _fill(trainer, 1, 100)
+    assert _consolidations(trainer, 0) == 1  # the first time always counts
+    _fill(trainer, 0, 100)  # only 100 new steps of task 0 by the next switch
+    _fill(trainer, 1, 10)
+    assert _consolidations(trainer, 0) == 1
+    _fill(trainer, 0, 60)  # 160 steps since its consolidation now
+    _fill(trainer, 1, 10)
+    assert _consolidations(trainer, 0) == 2
+
+
+def test_no_ewc_never_consolidates(tmp_path):
+    trainer = _trainer(tmp_path, no_ewc=True)
+    _fill(trainer, 0, 50)
+    _fill(trainer, 1, 50)
+    assert trainer.ewc is None and set(trainer.replays) == {0, 1}
+
+
+def test_adjusted_rand_from_counts_matches_sklearn():
+    from sklearn.metrics import adjusted_rand_score
+
+    rng = np.random.default_rng(0)
+    true = rng.integers(0, 4, 500)
+    used = np.where(rng.random(500) < 0.8, true, rng.integers(0, 5, 500))
+    counts: dict[tuple[int, int], int] = {}
+    for t, u in zip(true, used, strict=True):
+        counts[(int(t), int(u))] = counts.get((int(t), int(u)), 0) + 1
+    assert abs(adjusted_rand_from_counts(counts) - adjusted_rand_score(true, used)) < 1e-12
+    assert adjusted_rand_from_counts({(0, 3): 5, (1, 4): 7}) == 1.0
