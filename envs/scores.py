@@ -203,7 +203,16 @@ def reference_scores(game: GameSpec | str) -> tuple[float, float]:
             f"envs/minatar_reference.json; run python bench/measure_minatar_reference.py "
             + " ".join(f"--{part}" for part in missing)
         )
-    return float(entry["random"]["value"]), float(entry["dqn"]["value"])
+    random, dqn = entry["random"], entry["dqn"]
+    margin = 3.0 * float(np.hypot(random.get("stderr") or 0.0, dqn.get("stderr") or 0.0))
+    if not float(dqn["value"]) - float(random["value"]) > margin:
+        # A reference within noise of random would divide by ~0 (or flip the sign).
+        raise ReferenceNotMeasuredError(
+            f"the single-task DQN reference for {spec.name} ({dqn['value']}) is not above its "
+            f"random score ({random['value']}) by 3 standard errors; train a longer reference "
+            "with python bench/measure_minatar_reference.py --dqn --steps N"
+        )
+    return float(random["value"]), float(dqn["value"])
 
 
 @overload
