@@ -11,8 +11,9 @@ from ewc_dqn.run import build_trainer, make_schedule, resolve_device
 
 def _trainer(tmp_path, **overrides):
     config = replace(preset("smoke", "minatar"), **overrides)
-    return build_trainer(config, make_schedule(config), tmp_path, resolve_device("cpu"),
-                         show_progress=False)
+    return build_trainer(
+        config, make_schedule(config), tmp_path, resolve_device("cpu"), show_progress=False
+    )
 
 
 def _fill(trainer, task, steps):
