@@ -53,11 +53,10 @@ class EvalArgs:
 
 def evaluate_checkpoint(args: EvalArgs) -> dict:
     """Score the checkpoint's network on the chosen games; returns the JSON-ready result."""
-    import numpy as np
 
     from envs.games import parse_game_list
     from ewc_dqn.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
-    from ewc_dqn.evaluation import evaluate_game, paper_total, protocol_text
+    from ewc_dqn.evaluation import evaluate_game, paper_mean, paper_total, protocol_text
     from ewc_dqn.fmn import ForgetMeNot
     from ewc_dqn.labels import InferredLabels, TrueLabels
     from ewc_dqn.networks import build_q_network
@@ -144,7 +143,7 @@ def evaluate_checkpoint(args: EvalArgs) -> dict:
         "protocol": protocol,
         "seed": args.seed,
         "total_clipped": total,
-        "mean_normalised": float(np.mean([s.normalised for s in scores])),
+        "mean_normalised": paper_mean(scores),
         "games": {
             s.game: {
                 "episodes": s.episodes,

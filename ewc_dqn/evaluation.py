@@ -118,6 +118,18 @@ def _normalised(game: GameSpec, raw: float) -> float:
 
 
 def paper_total(scores: list[GameScore]) -> float:
-    """The paper's metric: sum over games of the normalised score clipped at 1 from above
-    (NaN when a game has no measured reference)."""
-    return float(np.sum(np.minimum([s.normalised for s in scores], 1.0)))
+    """The paper's metric: sum over games of the normalised score clipped at 1 from above.
+
+    Games without a usable reference score (NaN) are left out of the sum; ``format_scores`` says
+    how many games it covers. NaN only when no game has a reference.
+    """
+    values = np.array([s.normalised for s in scores], dtype=np.float64)
+    if not np.isfinite(values).any():
+        return float("nan")
+    return float(np.nansum(np.minimum(values, 1.0)))
+
+
+def paper_mean(scores: list[GameScore]) -> float:
+    """Unclipped mean normalised score over the games with a usable reference (NaN if none)."""
+    values = np.array([s.normalised for s in scores], dtype=np.float64)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")

@@ -196,6 +196,7 @@ def _fill_normalised(ev: pd.DataFrame, summ: pd.DataFrame) -> tuple[pd.DataFrame
     from envs.scores import ReferenceNotMeasuredError, normalised_score
 
     ev = ev.copy()
+    filled = set()
     for i in ev.index[missing]:
         if not np.isfinite(ev.at[i, "raw_mean"]):
             continue
@@ -203,11 +204,15 @@ def _fill_normalised(ev: pd.DataFrame, summ: pd.DataFrame) -> tuple[pd.DataFrame
             ev.at[i, "normalised"] = float(normalised_score(ev.at[i, "game"], ev.at[i, "raw_mean"]))
         except ReferenceNotMeasuredError:
             continue
+        filled.add(int(ev.at[i, "eval_index"]))
+    if not filled:
+        return ev, summ
+    # The same sum as ewc_dqn.evaluation.paper_total: games without a reference left out.
     by_eval = ev.groupby("eval_index")["normalised"]
-    totals = by_eval.apply(lambda x: x.clip(upper=1.0).sum(min_count=len(x)))
+    totals = by_eval.apply(lambda x: x.clip(upper=1.0).sum(min_count=1))
     means = by_eval.mean()
     summ = summ.copy()
-    todo = summ["total_clipped"].isna()
+    todo = summ["eval_index"].isin(filled)
     summ.loc[todo, "total_clipped"] = summ.loc[todo, "eval_index"].map(totals)
     summ.loc[todo, "mean_normalised"] = summ.loc[todo, "eval_index"].map(means)
     return ev, summ

@@ -36,7 +36,7 @@ from ewc_dqn.agent import DQNAgent
 from ewc_dqn.checkpoint import load_checkpoint, save_checkpoint
 from ewc_dqn.config import TrainConfig
 from ewc_dqn.dqn import linear_epsilon
-from ewc_dqn.evaluation import GameScore, evaluate_game, paper_total
+from ewc_dqn.evaluation import GameScore, evaluate_game, paper_mean, paper_total
 from ewc_dqn.ewc import EWCConsolidator
 from ewc_dqn.labels import TaskLabeler, adjusted_rand_from_counts
 from ewc_dqn.metrics import MetricsLogger
@@ -336,7 +336,7 @@ class Trainer:
                 )
             )
         total = paper_total(scores)
-        mean = float(np.mean([s.normalised for s in scores]))
+        mean = paper_mean(scores)
         ari = adjusted_rand_from_counts(self.label_counts)
         base = {
             "eval_index": self.eval_index,
@@ -494,11 +494,12 @@ def format_scores(scores: list[GameScore], total: float, header: str = "") -> st
     lines = [header] if header else []
     lines.append(f"  {'game':<24}{'episodes':>9}{'raw score':>14}{'normalised':>12}{'task':>6}")
     for s in scores:
-        lines.append(
-            f"  {s.game:<24}{s.episodes:>9}{s.raw_mean:>14.1f}{s.normalised:>12.3f}{s.task_id:>6}"
-        )
+        norm = f"{s.normalised:.3f}" if np.isfinite(s.normalised) else "n/a"
+        lines.append(f"  {s.game:<24}{s.episodes:>9}{s.raw_mean:>14.1f}{norm:>12}{s.task_id:>6}")
+    counted = sum(1 for s in scores if np.isfinite(s.normalised))
+    scope = "" if counted == len(scores) else f", over the {counted} games with a usable reference"
     lines.append(
-        f"  total normalised score (clipped at 1 per game, max {len(scores)}): {total:.3f}"
+        f"  total normalised score (clipped at 1 per game{scope}, max {counted}): {total:.3f}"
     )
     return "\n".join(lines)
 
