@@ -42,8 +42,10 @@ def write_report(result: CompareResult) -> None:
         "# Comparison of continual-learning runs",
         "",
         f"{sum(len(g.runs) for g in groups)} runs in {len(groups)} groups over {len(games)} games:"
-        f" {', '.join(games)}. Scores are human-normalised, (score - random) / (human - random): 0"
-        " = random, 1 = human. Confidence intervals are rliable's 95% stratified-bootstrap "
+        f" {', '.join(games)}. Scores are normalised, (score - random) / (reference - random), "
+        "with the human score as reference on Atari and a single-task DQN on MinAtar "
+        "(envs/scores.py): 0 = random, 1 = reference. Confidence intervals are rliable's 95% "
+        "stratified-bootstrap "
         f"percentile intervals ({result.reps} replicates, {result.poi_reps} for the probability "
         f"of improvement; seed {result.seed}).",
         "",
@@ -78,7 +80,7 @@ def write_report(result: CompareResult) -> None:
         f"![total score]({fig['total']})",
         "",
         "Total of the per-game normalised scores, each clipped at 1 (`total_clipped` in "
-        f"eval_summary.csv; {len(games)} = human level on every game), mean over a group's runs "
+        f"eval_summary.csv; {len(games)} = the reference level on every game), mean over a group's runs "
         "with a 95% bootstrap band over runs (no band for one run). Runs of a group evaluated at "
         "the same frames are averaged as they are; otherwise each run is linearly interpolated "
         "onto the union of their evaluation frames, restricted to the span every run covers.",
@@ -246,7 +248,8 @@ def summary_dict(result: CompareResult) -> dict[str, Any]:
     return {
         "games": list(result.games),
         "score": (
-            "human-normalised, (score - random) / (human - random); final scores, aggregates, "
+            "normalised, (score - random) / (reference - random), reference = human (Atari) or "
+            "single-task DQN (MinAtar); final scores, aggregates, "
             f"forgetting and transfer clip each game at {CLIP:g}, curves per game do not"
         ),
         "bootstrap": {
