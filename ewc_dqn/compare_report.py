@@ -80,7 +80,8 @@ def write_report(result: CompareResult) -> None:
         f"![total score]({fig['total']})",
         "",
         "Total of the per-game normalised scores, each clipped at 1 (`total_clipped` in "
-        f"eval_summary.csv; {len(games)} = the reference level on every game), mean over a group's runs "
+        f"eval_summary.csv; {len(games)} = the reference level on every game), mean over a "
+        "group's runs "
         "with a 95% bootstrap band over runs (no band for one run). Runs of a group evaluated at "
         "the same frames are averaged as they are; otherwise each run is linearly interpolated "
         "onto the union of their evaluation frames, restricted to the span every run covers.",
