@@ -222,3 +222,21 @@ def test_replay_survives_resume(tmp_path):
     counts = [int(r["count"]) for r in state["replays"].values()]
     assert counts and all(c > 0 for c in counts)
     assert isinstance(next(iter(state["replays"].values()))["frames"], np.ndarray)
+
+
+def test_evaluate_checkpoint_is_reproducible_and_labels_inferred(tmp_path):
+    run = tmp_path / "run"
+    args = [*MINATAR, "--run-dir", str(run), "--task-labels", "inferred"]
+    assert train_agent.main([*args, "--schedule.visit-frames", "300"]) == 0
+    outs = []
+    for name in ("a", "b", "c"):
+        out = tmp_path / f"{name}.json"
+        seed = "1" if name == "c" else "0"
+        cli = ["checkpoint", str(run), "--episodes", "3", "--seed", seed, "--json", str(out)]
+        assert evaluate.main(cli) == 0
+        outs.append(json.loads(out.read_text()))
+    assert outs[0]["games"] == outs[1]["games"]  # same seed, same numbers
+    assert outs[0]["task_labels"] == "inferred"
+    assert {g["task_id"] for g in outs[0]["games"].values()} <= set(range(20))
+    returns = [[g["returns"] for g in o["games"].values()] for o in (outs[0], outs[2])]
+    assert returns[0] != returns[1]  # another seed plays other episodes
