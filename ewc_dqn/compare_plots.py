@@ -47,7 +47,7 @@ def plot_total_curves(
     colours = _colours(list(bands))
     for label, band in bands.items():
         _draw_band(ax, band, colours[label], label)
-    ax.axhline(num_games, color="grey", ls=":", lw=1, label=f"human level on all {num_games}")
+    ax.axhline(num_games, color="grey", ls=":", lw=1, label=f"reference level on all {num_games}")
     if baseline_total is not None:
         ax.axhline(baseline_total, color="black", ls="--", lw=1, label="single-task DQNs (sum)")
     ax.set_xlabel("frames trained")
