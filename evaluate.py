@@ -59,8 +59,7 @@ def evaluate_checkpoint(args: EvalArgs) -> dict:
     from ewc_dqn.evaluation import evaluate_game, paper_mean, paper_total, protocol_text
     from ewc_dqn.fmn import ForgetMeNot
     from ewc_dqn.labels import InferredLabels, TrueLabels
-    from ewc_dqn.networks import build_q_network
-    from ewc_dqn.run import load_run_config, resolve_device
+    from ewc_dqn.run import build_suite_network, load_run_config, resolve_device
     from ewc_dqn.train import format_scores
 
     if args.episodes is not None and args.episodes < 1:
@@ -91,14 +90,7 @@ def evaluate_checkpoint(args: EvalArgs) -> dict:
     step, state = load_checkpoint(ckpt, device=device)
     env_cfg = replace(config.env, num_envs=args.num_envs or config.eval.num_envs)
     env_cfg.validate()
-    frame_shape = (10, 10, 10) if config.suite == "minatar" else (1, 84, 84)
-    in_shape = (config.env.frame_stack * frame_shape[0], *frame_shape[1:])
-    net = build_q_network(
-        in_shape,
-        6 if config.suite == "minatar" else 18,
-        config.network,
-        1.0 / 255.0 if config.suite == "atari" else 1.0,
-    ).to(device)
+    net = build_suite_network(config).to(device)
     try:
         net.load_state_dict(state["agent"]["online"])
         if labels == "inferred":

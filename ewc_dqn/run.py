@@ -9,14 +9,13 @@ consolidator, the task labeller, the replay factory and the logger, wires them i
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from envs.games import resolve_game
-from envs.make import make_env
+from envs.make import frame_spec
 from envs.schedule import Schedule, Visit, build_schedule
 from ewc_dqn.agent import DQNAgent
 from ewc_dqn.checkpoint import latest_checkpoint
@@ -25,7 +24,7 @@ from ewc_dqn.ewc import EWCConsolidator
 from ewc_dqn.fmn import ForgetMeNot
 from ewc_dqn.labels import InferredLabels, TaskLabeler, TrueLabels
 from ewc_dqn.metrics import MetricsLogger
-from ewc_dqn.networks import build_q_network
+from ewc_dqn.networks import QNetwork, build_q_network
 from ewc_dqn.replay import FrameReplay
 from ewc_dqn.run_files import CONFIG_FILE, SCHEDULE_FILE, read_json, write_json_atomic
 from ewc_dqn.train import Trainer
@@ -91,6 +90,15 @@ def load_run_config(run_dir: Path) -> tuple[TrainConfig, Schedule]:
     return config, schedule
 
 
+def build_suite_network(config: TrainConfig) -> QNetwork:
+    """The Q-network for the config's suite: stacked frames in, the suite's actions out
+    (Atari pixels scaled to [0, 1]; MinAtar's 0/1 planes as they are)."""
+    (c, h, w), num_actions = frame_spec(config.suite)
+    input_scale = 1.0 / 255.0 if config.suite == "atari" else 1.0
+    in_shape = (config.env.frame_stack * c, h, w)
+    return build_q_network(in_shape, num_actions, config.network, input_scale)
+
+
 def build_trainer(
     config: TrainConfig,
     schedule: Schedule,
@@ -104,13 +112,9 @@ def build_trainer(
     if config.torch_threads > 0:
         torch.set_num_threads(config.torch_threads)
     torch.manual_seed(config.seed)  # network initialisation
-    probe = make_env(schedule.games[0], replace(config.env, num_envs=1), seed=config.seed)
-    frame_shape, num_actions = probe.frame_shape, probe.num_actions
-    probe.close()
+    frame_shape, _ = frame_spec(config.suite)
     stack = config.env.frame_stack
-    in_shape = (stack * frame_shape[0], frame_shape[1], frame_shape[2])
-    input_scale = 1.0 / 255.0 if config.suite == "atari" else 1.0
-    network = build_q_network(in_shape, num_actions, config.network, input_scale)
+    network = build_suite_network(config)
     agent = DQNAgent(network, config.agent, device)
     ewc = None if config.no_ewc else EWCConsolidator(agent.online, config=config.ewc)
     labeler: TaskLabeler = (
