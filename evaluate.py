@@ -117,9 +117,7 @@ def evaluate_checkpoint(args: EvalArgs) -> dict:
                 episodes=episodes,
                 frames=frames,
                 epsilon=args.epsilon,
-                seed=args.seed * 1_000_003 + schedule.games.index(g.name)
-                if g.name in schedule.games
-                else args.seed,
+                seed=args.seed * 1_000_003 + max(true_task, 0),
                 device=device,
             )
         )

@@ -21,7 +21,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from tqdm import tqdm
 from envs.games import resolve_game
 from envs.make import make_env
 from envs.schedule import Schedule, Visit
+from envs.vector import EnvConfig
 from ewc_dqn.agent import DQNAgent
 from ewc_dqn.checkpoint import load_checkpoint, save_checkpoint
 from ewc_dqn.config import TrainConfig
@@ -483,9 +484,7 @@ class Trainer:
         self.logger.close()
 
 
-def _eval_env_config(config: TrainConfig):
-    from dataclasses import replace
-
+def _eval_env_config(config: TrainConfig) -> EnvConfig:
     return replace(config.env, num_envs=config.eval.num_envs)
 
 
