@@ -96,10 +96,10 @@ def _train(args: TrainArgs, argv: list[str]) -> int:
             spec = resolve_game(args.game)
             steps = args.steps
             if steps is None:
-                steps = config.schedule.visit_frames // _frame_skip(config)
+                steps = config.schedule.frames_per_visit // config.frames_per_step
             if steps < 1:
                 raise RunError(f"--steps must be positive, got {steps}")
-            schedule = single_game_schedule(spec.name, steps * _frame_skip(config))
+            schedule = single_game_schedule(spec.name, steps * config.frames_per_step)
         else:
             if args.steps is not None:
                 raise RunError(
@@ -111,6 +111,7 @@ def _train(args: TrainArgs, argv: list[str]) -> int:
             from ewc_dqn.run import make_schedule
 
             schedule = make_schedule(config)
+        config.validate()  # before the schedule is printed or anything is written
         if not args.quiet:
             print(schedule.describe())
         trainer = start_run(
@@ -129,10 +130,6 @@ def _train(args: TrainArgs, argv: list[str]) -> int:
         return 0
     print(f"stopped; continue with: python train_agent.py --resume {run_dir}")
     return 130
-
-
-def _frame_skip(config: TrainConfig) -> int:
-    return config.env.frame_skip if config.suite == "atari" else 1
 
 
 if __name__ == "__main__":

@@ -109,15 +109,21 @@ class ScheduleConfig:
     """Times each game is visited (count)."""
     visit_frames: int = 20_000_000
     """Length of one visit (emulator frames). Default 20M = 5M agent steps, the paper's delay
-    before a task's EWC penalty becomes active, so each penalty is active after its first visit."""
+    before a task's EWC penalty becomes active, so each penalty is active after its first visit.
+    Unused when `budget_frames` is set."""
+    budget_frames: int = 0
+    """Training budget of the whole run (emulator frames). 0: games x visits_per_game x
+    visit_frames. Above 0 it sets the visit length instead, budget_frames / (games x
+    visits_per_game), which must come out whole."""
     seed: int = 0
     """Seed of the game draw and the visit order (same seed, same schedule)."""
 
     def __post_init__(self) -> None:
-        for name in ("num_games", "visits_per_game", "visit_frames"):
+        for name in ("num_games", "visits_per_game", "visit_frames", "budget_frames"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"ScheduleConfig.{name} must be a positive int, got {value!r}")
+            lowest = 0 if name == "budget_frames" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
+                raise ValueError(f"ScheduleConfig.{name} must be an int >= {lowest}, got {value!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"ScheduleConfig.seed must be a non-negative int, got {self.seed!r}")
         if self.order not in ("random", "given"):
@@ -142,6 +148,13 @@ class ScheduleConfig:
             raise ValueError(
                 f"a continual schedule needs at least 2 games, got {self.num_selected_games}"
             )
+        if self.budget_frames % self.num_visits:
+            low = self.budget_frames // self.num_visits * self.num_visits
+            raise ValueError(
+                f"ScheduleConfig.budget_frames={self.budget_frames:,} does not split into "
+                f"{self.num_visits} equal visits ({self.num_selected_games} games x "
+                f"{self.visits_per_game}); try {low:,} or {low + self.num_visits:,}"
+            )
 
     @property
     def num_selected_games(self) -> int:
@@ -149,9 +162,20 @@ class ScheduleConfig:
         return len(self.games) if self.games else self.num_games
 
     @property
+    def num_visits(self) -> int:
+        """Visits in the schedule: games x visits_per_game."""
+        return self.num_selected_games * self.visits_per_game
+
+    @property
+    def frames_per_visit(self) -> int:
+        """Length of each visit (emulator frames): from `budget_frames` when set, else
+        `visit_frames`."""
+        return self.budget_frames // self.num_visits if self.budget_frames else self.visit_frames
+
+    @property
     def total_frames(self) -> int:
-        """Training budget (emulator frames) = games x visits_per_game x visit_frames."""
-        return self.num_selected_games * self.visits_per_game * self.visit_frames
+        """Training budget (emulator frames) = games x visits_per_game x frames_per_visit."""
+        return self.num_visits * self.frames_per_visit
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON-ready values."""
@@ -301,8 +325,8 @@ def build_schedule(config: ScheduleConfig) -> Schedule:
             index=k,
             game=drawn[i],
             task=task[drawn[i]],
-            start_frame=k * config.visit_frames,
-            frames=config.visit_frames,
+            start_frame=k * config.frames_per_visit,
+            frames=config.frames_per_visit,
         )
         for k, i in enumerate(order)
     )

@@ -18,8 +18,9 @@ from ewc_dqn.config import DEFAULT_PRESET, PRESETS, Suite, TrainConfig, preset
 
 def default_config(argv: Sequence[str]) -> TrainConfig:
     """The preset named by ``--preset`` (default: atari, or minatar for MinAtar games), in the
-    version for the suite of ``--game`` or ``--games`` when given; one-line ValueError for an
-    unknown preset, an unknown game or a preset that does not serve the games' suite."""
+    version for the suite of ``--game`` or ``--games`` when given, with the games of ``--games``;
+    one-line ValueError for an unknown preset, an unknown game or a preset that does not serve
+    the games' suite."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     for flag in ("--preset", "--game", "--games"):
         parser.add_argument(flag)
@@ -35,7 +36,10 @@ def default_config(argv: Sequence[str]) -> TrainConfig:
         suite = next(iter(PRESETS[pre.preset]))
     else:
         suite = "atari"
-    return preset(pre.preset or DEFAULT_PRESET[suite], suite)
+    config = preset(pre.preset or DEFAULT_PRESET[suite], suite)
+    # The games go into the defaults tyro parses against, so that schedule flags that need
+    # explicit games (--schedule.order given) are checked together with them.
+    return with_games(config, pre.games) if pre.games else config
 
 
 def with_games(config: TrainConfig, games: str) -> TrainConfig:

@@ -79,8 +79,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     """Complete checkpoints kept on disk (older ones are deleted)."""
     save_replay: bool = True
-    """Store the replay buffers in checkpoints. Without them a resumed run restarts with empty
-    buffers, so resume is only approximate."""
+    """Replay buffers go into checkpoints (on by default). `--no-save-replay` leaves them out:
+    smaller checkpoints, but a resumed run restarts with empty buffers, so resume is only
+    approximate."""
     log_every: int = 10_000
     """Agent steps between training-scalar log lines."""
     torch_threads: int = 0
@@ -93,6 +94,12 @@ class TrainConfig:
 
         names = self.schedule.games or self.schedule.pool
         return resolve_game(names[0]).suite
+
+    @property
+    def frames_per_step(self) -> int:
+        """Emulator frames per agent step of one environment copy: the Atari action repeat;
+        1 on MinAtar, which has none."""
+        return self.env.frame_skip if self.suite == "atari" else 1
 
     @property
     def variant(self) -> str:
@@ -117,6 +124,13 @@ class TrainConfig:
             raise ValueError("eval.episodes, eval.frames and eval.num_envs must be >= 1")
         if not 0.0 <= self.eval.epsilon <= 1.0:
             raise ValueError("eval.epsilon must be in [0, 1]")
+        chunk = self.frames_per_step * self.env.num_envs  # frames of one vectorised step
+        if self.schedule.frames_per_visit % chunk:
+            raise ValueError(
+                f"a visit of {self.schedule.frames_per_visit:,} frames is not a whole number of "
+                f"steps of {chunk} frames ({self.env.num_envs} environment copies x "
+                f"{self.frames_per_step} frames per step)"
+            )
         if self.task_labels == "inferred" and self.fmn.max_tasks > self.network.max_tasks:
             raise ValueError(
                 f"fmn.max_tasks ({self.fmn.max_tasks}) exceeds the network's per-task parameter "

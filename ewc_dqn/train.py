@@ -107,7 +107,7 @@ class Trainer:
         self.device = device
         self.show_progress = show_progress
         self.games = [resolve_game(g) for g in schedule.games]
-        self.frames_per_step = config.env.frame_skip if config.suite == "atari" else 1
+        self.frames_per_step = config.frames_per_step
         # State (everything below is in state_dict()).
         self.step = 0  # agent steps, summed over copies
         self.frames = 0  # emulator frames

@@ -37,6 +37,18 @@ def test_total_frames_property():
     assert _config(games=("Pong", "Breakout"), visit_frames=7).total_frames == 2 * 3 * 7
 
 
+def test_budget_sets_the_visit_length():
+    config = _config(num_games=5, visits_per_game=3, visit_frames=999, budget_frames=1_500_000)
+    assert config.frames_per_visit == 100_000
+    schedule = build_schedule(config)
+    assert schedule.total_frames == config.total_frames == 1_500_000
+    assert {visit.frames for visit in schedule.visits} == {100_000}
+    # Without a budget the visit length is visit_frames.
+    assert _config(num_games=5, visit_frames=999).frames_per_visit == 999
+    # The budget travels with the saved schedule.
+    assert Schedule.from_json(schedule.to_json()) == schedule
+
+
 def test_same_seed_same_schedule_and_different_seeds_differ():
     a = build_schedule(_config(seed=5))
     assert a == build_schedule(_config(seed=5))
@@ -147,9 +159,11 @@ def test_describe_lists_every_visit():
         (dict(pool=("Pong", "Breakout", "PONG"), num_games=2), "more than once"),
         (dict(games=("Pong", "Pongg")), "unknown game 'Pongg'"),
         (dict(games=("Pong", "MinAtar/Breakout")), "mixes Atari and MinAtar"),
-        (dict(num_games=0), "positive int"),
-        (dict(visits_per_game=0), "positive int"),
-        (dict(visit_frames=-5), "positive int"),
+        (dict(num_games=0), "int >= 1"),
+        (dict(visits_per_game=0), "int >= 1"),
+        (dict(visit_frames=-5), "int >= 1"),
+        (dict(budget_frames=-1), "int >= 0"),
+        (dict(num_games=5, budget_frames=1_000_001), "try 999,990 or 1,000,005"),
         (dict(seed=-1), "non-negative"),
         (dict(order="shuffled"), "order"),
         (dict(order="given"), "needs explicit games"),

@@ -14,6 +14,7 @@ import torch
 
 import evaluate
 import train_agent
+from envs.schedule import Schedule
 from ewc_dqn.checkpoint import latest_checkpoint, load_checkpoint
 from ewc_dqn.run_files import load_run
 
@@ -76,6 +77,18 @@ def test_single_game_minatar_run_learns_nothing_broken(tmp_path):
     _, state = load_checkpoint(run)
     assert state["loop"]["step"] == 1200
     assert state["agent"]["updates"] > 0
+
+
+def test_schedule_flags_from_the_command_line(tmp_path):
+    # --games is combined with schedule flags that need explicit games; the budget sets visits.
+    run = tmp_path / "run"
+    argv = [*MINATAR, "--schedule.order", "given", "--schedule.visits-per-game", "3"]
+    argv += ["--schedule.budget-frames", "1800", "--run-dir", str(run)]
+    assert train_agent.main(argv) == 0
+    schedule = Schedule.from_json((run / "schedule.json").read_text())
+    assert [v.game for v in schedule.visits] == ["MinAtar/Breakout", "MinAtar/Freeway"] * 3
+    assert {v.frames for v in schedule.visits} == {300}
+    assert load_checkpoint(run)[1]["loop"]["step"] == 1800
 
 
 def test_resume_gives_identical_weights(tmp_path):
@@ -160,6 +173,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         (["--preset", "smoke", "--games", "Pong,Pongo"], "unknown game"),
         (["--preset", "minatar", "--game", "Pong"], "preset 'minatar' is for"),
         (["--preset", "smoke", "--game", "Pong", "--steps", "0"], "must be positive"),
+        (["--preset", "smoke", "--schedule.visit-frames", "804"], "not a whole number of steps"),
     ],
 )
 def test_bad_input_gives_one_line_errors(args, message, tmp_path):
@@ -168,6 +182,7 @@ def test_bad_input_gives_one_line_errors(args, message, tmp_path):
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stdout == ""  # refused before the schedule is printed
     assert not (tmp_path / "run").exists()
 
 
