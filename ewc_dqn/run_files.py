@@ -8,7 +8,9 @@ A run folder holds::
     train.csv          training scalars, long format: step, frames, tag, value
     eval.csv           one row per (evaluation, game): see EVAL_COLUMNS
     eval_summary.csv   one row per evaluation: see SUMMARY_COLUMNS
-    final.json         written last, when the run finished its budget (sweeps skip such runs)
+    final.json         written last, when the run finished its budget (sweeps skip such runs):
+                       steps, frames, evaluations, tasks, label ARI, and training steps per
+                       game and task id (the label confusion table)
     checkpoints/       see ewc_dqn.checkpoint
     tb/                TensorBoard event files (the same scalars as the CSVs)
 

@@ -399,8 +399,17 @@ class Trainer:
                 "evaluations": self.eval_index,
                 "num_tasks": self.labeler.num_tasks,
                 "label_ari": adjusted_rand_from_counts(self.label_counts),
+                "training_steps_by_task": self._label_table(),
             },
         )
+
+    def _label_table(self) -> dict[str, dict[str, int]]:
+        """Agent steps of training per game and per task id used (the true id with true labels,
+        FMN's with inferred ones): the confusion table behind ``label_ari``."""
+        table: dict[str, dict[str, int]] = {}
+        for (true, used), steps in sorted(self.label_counts.items()):
+            table.setdefault(self.schedule.games[true], {})[str(used)] = steps
+        return table
 
     # ------------------------------------------------------------------------------- state
 

@@ -243,6 +243,12 @@ def test_evaluate_checkpoint_is_reproducible_and_labels_inferred(tmp_path):
     run = tmp_path / "run"
     args = [*MINATAR, "--run-dir", str(run), "--task-labels", "inferred"]
     assert train_agent.main([*args, "--schedule.visit-frames", "300"]) == 0
+    # final.json: the label confusion table (steps per game and FMN task) covers every step.
+    final = json.loads((run / "final.json").read_text())
+    table = final["training_steps_by_task"]
+    assert set(table) == {"MinAtar/Breakout", "MinAtar/Freeway"}
+    assert sum(sum(row.values()) for row in table.values()) == final["step"] == 1200
+    assert {int(task) for row in table.values() for task in row} == set(range(final["num_tasks"]))
     outs = []
     for name in ("a", "b", "c"):
         out = tmp_path / f"{name}.json"
