@@ -55,11 +55,11 @@ def evaluate_checkpoint(args: EvalArgs) -> dict:
     """Score the checkpoint's network on the chosen games; returns the JSON-ready result."""
 
     from envs.games import parse_game_list
-    from ewc_dqn.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+    from ewc_dqn.checkpoint import CheckpointError
     from ewc_dqn.evaluation import evaluate_game, paper_mean, paper_total, protocol_text
     from ewc_dqn.fmn import ForgetMeNot
     from ewc_dqn.labels import InferredLabels, TrueLabels
-    from ewc_dqn.run import build_suite_network, load_run_config, resolve_device
+    from ewc_dqn.run import load_trained_policy, resolve_device
     from ewc_dqn.train import format_scores
 
     if args.episodes is not None and args.episodes < 1:
@@ -68,10 +68,10 @@ def evaluate_checkpoint(args: EvalArgs) -> dict:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
     if not 0.0 <= args.epsilon <= 1.0:
         raise ValueError(f"--epsilon must be in [0, 1], got {args.epsilon}")
-    ckpt = resolve_checkpoint(args.path)
-    run_dir = ckpt.parent.parent
-    config, schedule = load_run_config(run_dir)
     device = resolve_device(args.device)
+    policy = load_trained_policy(args.path, device)
+    ckpt, step, state, net = policy.checkpoint, policy.step, policy.state, policy.network
+    config, schedule = policy.config, policy.schedule
     labels = config.task_labels if args.task_labels == "run" else args.task_labels
     games = parse_game_list(args.games) if args.games else parse_game_list(",".join(schedule.games))
     if any(g.suite != config.suite for g in games):
@@ -87,12 +87,9 @@ def evaluate_checkpoint(args: EvalArgs) -> dict:
                 "task label; use --task-labels inferred"
             )
 
-    step, state = load_checkpoint(ckpt, device=device)
     env_cfg = replace(config.env, num_envs=args.num_envs or config.eval.num_envs)
     env_cfg.validate()
-    net = build_suite_network(config).to(device)
     try:
-        net.load_state_dict(state["agent"]["online"])
         if labels == "inferred":
             labeler = InferredLabels(ForgetMeNot(config.fmn))
             labeler.load_state_dict(state["labeler"])
@@ -102,7 +99,6 @@ def evaluate_checkpoint(args: EvalArgs) -> dict:
         raise CheckpointError(
             f"checkpoint {ckpt} does not fit its run's config: {' '.join(str(e).split())[:300]}"
         ) from None
-    net.eval()
     episodes = args.episodes or config.eval.episodes
     frames = args.frames or (10**12 if args.episodes else config.eval.frames)
     scores = []

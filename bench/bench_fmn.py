@@ -1,10 +1,13 @@
 """How well and how fast forget-me-not task inference labels a real stream of Atari frames.
 
-A random policy plays each game through the package's own environments (``envs.make``); the
-stream visits every game once in random order, then revisits random games (never the same game
-twice in a row), ``segment_steps`` agent steps per visit. A revisit continues the game's own
-environment, as the training schedule does. ``ForgetMeNot.observe`` sees the newest frame of each
-step (``obs[0, -1]``) and the bench prints:
+A random policy plays each game through the package's own environments (``envs.make``), or,
+with ``--policy``, a trained agent plays the games of its run (epsilon-greedy, each game with
+its true task id; the others stay random), since a skilled player reaches screens a random one
+never shows (MinAtar games work too: ``--games MinAtar/Breakout,...``). The stream visits
+every game once in random order, then revisits random games (never the same game twice in a
+row), ``segment_steps`` agent steps per visit. A revisit continues the game's own environment, as
+the training schedule does. ``ForgetMeNot.observe`` sees the newest frame of each step, as in
+training (``ewc_dqn.labels.fmn_frame``), and the bench prints:
 
 - ARI: adjusted Rand index between inferred task ids and true games (1 = perfect);
 - tasks created vs games, games split over several tasks and tasks shared by several games
@@ -17,6 +20,8 @@ step (``obs[0, -1]``) and the bench prints:
     python bench/bench_fmn.py                      # defaults: 10 games, 24 segments of 2000
     python bench/bench_fmn.py --sweep              # concentration x window table
     python bench/bench_fmn.py --games Pong,Enduro,Krull,Boxing --segments 8
+    python bench/bench_fmn.py --games MinAtar/Breakout,MinAtar/Freeway,MinAtar/Asterix \
+        --policy runs/minatar/ewc-true/seed0 --sweep
 """
 
 from __future__ import annotations
@@ -24,16 +29,21 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 import tyro
 from sklearn.metrics import adjusted_rand_score
 
+from envs.games import resolve_game
 from envs.make import make_env
 from envs.vector import EnvConfig
+from ewc_dqn.config import DEFAULT_PRESET, preset
 from ewc_dqn.fmn import FMNConfig, ForgetMeNot
+from ewc_dqn.labels import fmn_frame
+from ewc_dqn.run import TrainedPolicy, load_trained_policy
 
 STABLE_GAMES = (
     "Pong,Breakout,SpaceInvaders,Seaquest,Boxing,Freeway,Asterix,RoadRunner,Atlantis,Kangaroo"
@@ -58,12 +68,22 @@ class Args:
     """Window width (model observations) for the single run."""
     sweep: bool = False
     """Measure concentration x window instead of a single run."""
+    policy: Path | None = None
+    """Checkpoint or run folder whose agent plays the games of its schedule (None: random)."""
+    epsilon: float = 0.05
+    """Exploration of the trained agent (probability of a random action)."""
 
 
 def make_stream(
-    games: list[str], segments: int, segment_steps: int, seed: int
+    games: list[str],
+    segments: int,
+    segment_steps: int,
+    seed: int,
+    policy: TrainedPolicy | None = None,
+    epsilon: float = 0.05,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Frames (T, 84, 84) uint8, true game index per step (T,), and segment starts."""
+    """Frames (T, ...) uint8 as FMN sees them in training, true game index per step (T,), and
+    segment starts."""
     rng = np.random.default_rng(seed)
     order = [int(g) for g in rng.permutation(len(games))]
     while len(order) < segments:
@@ -71,27 +91,32 @@ def make_stream(
         if game != order[-1]:
             order.append(game)
     order = order[:segments]
-    envs = {}
-    frames = np.empty((segments * segment_steps, 84, 84), dtype=np.uint8)
-    labels = np.repeat(np.array(order), segment_steps)
-    t = 0
+    suite = resolve_game(games[0]).suite
+    config = policy.config if policy else preset(DEFAULT_PRESET[suite], suite)
+    env_config: EnvConfig = replace(config.env, num_envs=1)
+    trained = policy.schedule.games if policy else ()
+    tasks = {g: trained.index(g) for g in games if g in trained}
+    envs, obs = {}, {}
+    frames: list[np.ndarray] = []
     for game in order:
+        name = games[game]
         if game not in envs:
-            envs[game] = make_env(games[game], EnvConfig(num_envs=1), seed=seed + 1000 * game)
-            obs = envs[game].reset()
-            frames[t] = obs[0, -1]
-            t += 1
-            start = 1
-        else:
-            start = 0
+            envs[game] = make_env(name, env_config, seed=seed + 1000 * game)
+            obs[game] = envs[game].reset()
         env = envs[game]
-        for _ in range(start, segment_steps):
-            step = env.step(rng.integers(0, env.num_actions, size=1))
-            frames[t] = step.obs[0, -1]
-            t += 1
+        c = env.frame_shape[0]
+        for _ in range(segment_steps):
+            frames.append(fmn_frame(obs[game][0, -c:]))
+            action = rng.integers(0, env.num_actions, size=1)
+            if policy is not None and name in tasks and rng.random() >= epsilon:
+                with torch.no_grad():
+                    q = policy.network(torch.as_tensor(obs[game]), tasks[name])
+                action = q.argmax(1).numpy()
+            obs[game] = env.step(action).obs
     for env in envs.values():
         env.close()
-    return frames, labels, np.arange(segments) * segment_steps
+    labels = np.repeat(np.array(order), segment_steps)
+    return np.stack(frames), labels, np.arange(segments) * segment_steps
 
 
 def run_fmn(config: FMNConfig, frames: np.ndarray) -> tuple[np.ndarray, float, ForgetMeNot]:
@@ -168,8 +193,15 @@ def main(args: Args) -> None:
     games = [g.strip() for g in args.games.split(",") if g.strip()]
     if len(games) < 2:
         raise SystemExit("--games needs at least two games")
+    policy = None
+    if args.policy is not None:
+        policy = load_trained_policy(args.policy, torch.device("cpu"))
+        played = [g for g in games if g in policy.schedule.games]
+        print(f"policy: {policy.checkpoint} (step {policy.step:,}) plays {', '.join(played)}")
     start = time.perf_counter()
-    frames, labels, starts = make_stream(games, args.segments, args.segment_steps, args.seed)
+    frames, labels, starts = make_stream(
+        games, args.segments, args.segment_steps, args.seed, policy, args.epsilon
+    )
     print(
         f"stream: {len(games)} games, {args.segments} segments x {args.segment_steps} steps = "
         f"{frames.shape[0]} frames, seed {args.seed} ({time.perf_counter() - start:.0f} s to play)"

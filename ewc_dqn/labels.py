@@ -69,10 +69,10 @@ class InferredLabels:
         return self.fmn.num_tasks
 
     def train_label(self, frame: np.ndarray, true_task: int) -> int:
-        return self.fmn.observe(_fmn_frame(frame))
+        return self.fmn.observe(fmn_frame(frame))
 
     def eval_label(self, frame: np.ndarray, true_task: int) -> int:
-        return self.fmn.infer(_fmn_frame(frame))
+        return self.fmn.infer(fmn_frame(frame))
 
     def stats(self) -> dict[str, float]:
         return dict(self.fmn.stats())
@@ -84,7 +84,7 @@ class InferredLabels:
         self.fmn.load_state_dict(state)
 
 
-def _fmn_frame(frame: np.ndarray) -> np.ndarray:
+def fmn_frame(frame: np.ndarray) -> np.ndarray:
     """The environment's newest frame (C, H, W) in the layout FMN takes: Atari (84, 84)
     greyscale; MinAtar (10, 10, 10) planes, channels first (FMNConfig.channel_axis = 0)."""
     return frame[0] if frame.shape[0] == 1 else frame

@@ -9,6 +9,7 @@ consolidator, the task labeller, the replay factory and the logger, wires them i
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,12 @@ from envs.games import resolve_game
 from envs.make import frame_spec
 from envs.schedule import Schedule, Visit, build_schedule
 from ewc_dqn.agent import DQNAgent
-from ewc_dqn.checkpoint import latest_checkpoint
+from ewc_dqn.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    resolve_checkpoint,
+)
 from ewc_dqn.config import TrainConfig, config_from_dict, config_to_dict
 from ewc_dqn.ewc import EWCConsolidator
 from ewc_dqn.fmn import ForgetMeNot
@@ -97,6 +103,35 @@ def build_suite_network(config: TrainConfig) -> QNetwork:
     input_scale = 1.0 / 255.0 if config.suite == "atari" else 1.0
     in_shape = (config.env.frame_stack * c, h, w)
     return build_q_network(in_shape, num_actions, config.network, input_scale)
+
+
+@dataclass(frozen=True)
+class TrainedPolicy:
+    """A checkpoint's online network with its run's config and schedule, ready to act."""
+
+    checkpoint: Path
+    step: int
+    config: TrainConfig
+    schedule: Schedule
+    network: QNetwork
+    state: dict
+    """The whole checkpoint state (labeller, counters, ...), as ``load_checkpoint`` gives it."""
+
+
+def load_trained_policy(path: Path, device: torch.device) -> TrainedPolicy:
+    """The network of a checkpoint (or of a run folder's newest checkpoint) in eval mode;
+    CheckpointError when the checkpoint does not fit its run's config."""
+    ckpt = resolve_checkpoint(path)
+    config, schedule = load_run_config(ckpt.parent.parent)
+    step, state = load_checkpoint(ckpt, device=device)
+    network = build_suite_network(config).to(device)
+    try:
+        network.load_state_dict(state["agent"]["online"])
+    except (KeyError, RuntimeError) as e:
+        raise CheckpointError(
+            f"checkpoint {ckpt} does not fit its run's config: {' '.join(str(e).split())[:300]}"
+        ) from None
+    return TrainedPolicy(ckpt, step, config, schedule, network.eval(), state)
 
 
 def build_trainer(
