@@ -28,9 +28,11 @@ TINY = [
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # Ray starts its workers at a raised nice level, so on a machine busy with other jobs a
+    # 30 s sweep was seen to take over 300 s; the limit only guards against a hang.
     return subprocess.run(
         [sys.executable, str(ROOT / "train_agent.py"), "sweep", *args],
-        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=1200, cwd=ROOT, env=env,
     )  # fmt: skip
 
 
