@@ -119,6 +119,15 @@ class ScheduleConfig:
     """Seed of the game draw and the visit order (same seed, same schedule)."""
 
     def __post_init__(self) -> None:
+        # tyro and json hand over lists; keep the frozen value hashable.
+        object.__setattr__(self, "games", tuple(self.games))
+        object.__setattr__(self, "pool", tuple(self.pool))
+
+    def validate(self) -> None:
+        """Raise ValueError (one line) for a schedule that cannot be built.
+
+        Not run at construction: the command line parses first and then reports any error as one
+        line (tyro would box an error raised while it builds the config)."""
         for name in ("num_games", "visits_per_game", "visit_frames", "budget_frames"):
             value = getattr(self, name)
             lowest = 0 if name == "budget_frames" else 1
@@ -130,9 +139,6 @@ class ScheduleConfig:
             raise ValueError(
                 f"ScheduleConfig.order must be 'random' or 'given', got {self.order!r}"
             )
-        # tyro and json hand over lists; keep the frozen value hashable.
-        object.__setattr__(self, "games", tuple(self.games))
-        object.__setattr__(self, "pool", tuple(self.pool))
         if self.games:
             _canonical_names(self.games, "ScheduleConfig.games")
         else:
@@ -308,6 +314,7 @@ def _random_rounds(num_games: int, rounds: int, rng: np.random.Generator) -> lis
 
 def build_schedule(config: ScheduleConfig) -> Schedule:
     """Draw the games and order the visits (see module docstring). Deterministic in config.seed."""
+    config.validate()
     rng = np.random.default_rng(config.seed)
     if config.games:
         drawn = _canonical_names(config.games, "ScheduleConfig.games")

@@ -114,6 +114,9 @@ class TrainConfig:
         """Raise ValueError (one line) for settings that cannot run."""
         self.env.validate()
         self.agent.validate()
+        self.schedule.validate()
+        self.ewc.validate()
+        self.fmn.validate()
         if self.replay.capacity < self.agent.batch_size:
             raise ValueError("replay.capacity must be at least agent.batch_size")
         if self.consolidation_min_steps < 0:

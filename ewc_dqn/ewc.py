@@ -80,7 +80,9 @@ class EWCConfig:
     softmax_temperature: float = 1.0
     """Temperature of the 'softmax' estimator's policy (Q units)."""
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        """Raise ValueError (one line) for settings that cannot run (checked by the consolidator
+        and by TrainConfig.validate, not at construction, so the CLI reports them as one line)."""
         if not (math.isfinite(self.lam) and self.lam >= 0):
             raise ValueError(f"ewc lam must be finite and >= 0, got {self.lam}")
         if self.start_frames < 0:
@@ -101,7 +103,10 @@ class EWCConfig:
         for field in ("fisher_batches", "fisher_batch_size", "fisher_chunk_size"):
             if getattr(self, field) < 1:
                 raise ValueError(f"ewc {field} must be >= 1, got {getattr(self, field)}")
-        re.compile(self.exclude)
+        try:
+            re.compile(self.exclude)
+        except re.error as e:
+            raise ValueError(f"ewc exclude is not a regular expression ({e}): {self.exclude!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,6 +272,7 @@ class EWCConsolidator:
         if start_frames is not None:
             overrides["start_frames"] = start_frames
         self.config = dataclasses.replace(config, **overrides) if overrides else config
+        self.config.validate()
         self.model = model
         pattern = re.compile(self.config.exclude)
         # Parameter objects stay the same through module.to() and load_state_dict(), so caching

@@ -262,7 +262,9 @@ def test_online_mode_skips_tasks_short_of_start_frames():
 
 def test_online_mode_without_the_current_task_is_rejected():
     with pytest.raises(ValueError, match="online"):
-        EWCConfig(mode="online", include_current_task=False)
+        EWCConfig(mode="online", include_current_task=False).validate()
+    with pytest.raises(ValueError, match="online"):
+        EWCConsolidator(small_net(), config=EWCConfig(mode="online", include_current_task=False))
 
 
 @pytest.mark.parametrize("mode", ["separate", "online"])

@@ -171,5 +171,5 @@ def test_describe_lists_every_visit():
 )
 def test_bad_config(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern) as info:
-        _config(**kwargs)
+        _config(**kwargs).validate()
     assert "\n" not in str(info.value)

@@ -174,6 +174,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         (["--preset", "minatar", "--game", "Pong"], "preset 'minatar' is for"),
         (["--preset", "smoke", "--game", "Pong", "--steps", "0"], "must be positive"),
         (["--preset", "smoke", "--schedule.visit-frames", "804"], "not a whole number of steps"),
+        (["--preset", "minatar", "--schedule.budget-frames", "1000001"], "try 999,990 or"),
+        (["--preset", "smoke", "--ewc.lam", "-1"], "lam must be finite"),
+        (["--preset", "smoke", "--ewc.exclude", "("], "not a regular expression"),
     ],
 )
 def test_bad_input_gives_one_line_errors(args, message, tmp_path):
