@@ -389,26 +389,18 @@ def main(args: Args) -> None:
                     dq.append(d)
                 results[(scheme, frac)] = (changed, dq)
         hdr = ["noise"] + [f"norm {frac:g}" for frac in args.noise_norms]
-        print(f"\n{title}: fraction of held-out states whose greedy action changes\n")
-        rows = [
-            [scheme]
-            + [
-                "{:.4f} +- {:.4f}".format(*mean_sem(results[(scheme, frac)][0]))
-                for frac in args.noise_norms
+        measures = (
+            ("fraction of held-out states whose greedy action changes", "{:.4f} +- {:.4f}"),
+            ("mean |Delta Q(s, a)| at the replay action", "{:.3g} +- {:.1g}"),
+        )
+        for k, (what, fmt) in enumerate(measures):
+            print(f"\n{title}: {what}\n")
+            rows = [
+                [scheme]
+                + [fmt.format(*mean_sem(results[(scheme, frac)][k])) for frac in args.noise_norms]
+                for scheme in scales
             ]
-            for scheme in scales
-        ]
-        print(table(hdr, rows))
-        print(f"\n{title}: mean |Delta Q(s, a)| at the replay action\n")
-        rows = [
-            [scheme]
-            + [
-                "{:.3g} +- {:.1g}".format(*mean_sem(results[(scheme, frac)][1]))
-                for frac in args.noise_norms
-            ]
-            for scheme in scales
-        ]
-        print(table(hdr, rows))
+            print(table(hdr, rows))
         ref = labels[0]
         print(
             f"\n{title}: paired difference from {ref} (same noise draw), greedy-action change "

@@ -106,7 +106,9 @@ class EWCConfig:
         try:
             re.compile(self.exclude)
         except re.error as e:
-            raise ValueError(f"ewc exclude is not a regular expression ({e}): {self.exclude!r}")
+            raise ValueError(
+                f"ewc exclude is not a regular expression ({e}): {self.exclude!r}"
+            ) from None
 
 
 # ---------------------------------------------------------------------------------------------
