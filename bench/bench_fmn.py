@@ -19,7 +19,6 @@ training (``ewc_dqn.labels.fmn_frame``), and the bench prints:
 
     python bench/bench_fmn.py                      # defaults: 10 games, 24 segments of 2000
     python bench/bench_fmn.py --sweep              # concentration x window table
-    python bench/bench_fmn.py --sweep-prior        # hold-out prior x window table
     python bench/bench_fmn.py --games Pong,Enduro,Krull,Boxing --segments 8
     python bench/bench_fmn.py --games MinAtar/Breakout,MinAtar/Freeway,MinAtar/Asterix \
         --policy runs/minatar/ewc-true/seed0 --sweep
@@ -67,13 +66,8 @@ class Args:
     """Dirichlet concentration for the single run."""
     window: int = FMNConfig.window
     """Window width (model observations) for the single run."""
-    holdout_prior_frames: float = FMNConfig.holdout_prior_frames
-    """Hold-out prior (frames of the pooled level distribution; 0: symmetric) for the single run
-    and the concentration x window sweep."""
     sweep: bool = False
     """Measure concentration x window instead of a single run."""
-    sweep_prior: bool = False
-    """Measure holdout_prior_frames (0, 1, 10, 100, 1000) x window (4, 8), not a single run."""
     policy: Path | None = None
     """Checkpoint or run folder whose agent plays the games of its schedule (None: random)."""
     epsilon: float = 0.05
@@ -212,39 +206,24 @@ def main(args: Args) -> None:
         f"stream: {len(games)} games, {args.segments} segments x {args.segment_steps} steps = "
         f"{frames.shape[0]} frames, seed {args.seed} ({time.perf_counter() - start:.0f} s to play)"
     )
-    table = args.sweep or args.sweep_prior
-    if args.sweep_prior:
+    if args.sweep:
         configs = [
-            FMNConfig(concentration=args.concentration, window=w, holdout_prior_frames=h)
-            for h in (0.0, 1.0, 10.0, 100.0, 1000.0)
-            for w in (4, 8)
-        ]
-    elif args.sweep:
-        configs = [
-            FMNConfig(concentration=c, window=w, holdout_prior_frames=args.holdout_prior_frames)
+            FMNConfig(concentration=c, window=w)
             for c in (0.5, 0.1, 0.01, 0.001)
             for w in (4, 8, 16)
         ]
-    else:
-        configs = [
-            FMNConfig(
-                concentration=args.concentration,
-                window=args.window,
-                holdout_prior_frames=args.holdout_prior_frames,
-            )
-        ]
-    if table:
         print(
-            "concentration window  prior   ARI  tasks split merged revisits delay_med delay_max "
+            "concentration window   ARI  tasks split merged revisits delay_med delay_max "
             "relapses  us"
         )
+    else:
+        configs = [FMNConfig(concentration=args.concentration, window=args.window)]
     for config in configs:
         predicted, micros, fmn = run_fmn(config, frames)
         s = score(labels, predicted, starts, args.segment_steps)
-        if table:
+        if args.sweep:
             print(
-                f"{config.concentration:13g} {config.window:6d} "
-                f"{config.holdout_prior_frames:6g} {s['ari']:6.3f} "
+                f"{config.concentration:13g} {config.window:6d} {s['ari']:6.3f} "
                 f"{fmn.num_tasks:6d} {len(s['split_games']):5d} {len(s['merged_games']):6d} "
                 f"{s['revisits'][0]:4d}/{s['revisits'][1]:<4d} {s['delay_median']:9.0f} "
                 f"{s['delay_max']:9d} {s['relapses']:8d} {micros:5.1f}"

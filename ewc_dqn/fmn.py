@@ -67,12 +67,6 @@ class FMNConfig:
     """Refuse a new task when two existing tasks with one switch explain the window better."""
     channel_axis: int = 0
     """Axis of the planes in 3-D (MinAtar) frames: 0 for (C, 10, 10), -1 for (10, 10, C)."""
-    holdout_prior_frames: float = 0.0
-    """Prior of the hold-out (frames' worth of pseudo-counts). 0: the symmetric
-    Dirichlet(concentration) prior of flat FMN. Above 0: that many frames of the pooled level
-    distribution of all tasks, on top of the symmetric prior, so the hold-out predicts the common
-    background as well as the tasks do and pays mainly for what no task has shown (a step towards
-    a hierarchical Dirichlet; measured on MinAtar in docs/fmn.md)."""
 
     def validate(self) -> None:
         """Raise ValueError with a one-line message for values that cannot work."""
@@ -92,10 +86,6 @@ class FMNConfig:
             raise ValueError(f"switch_rate must be > 0, got {self.switch_rate}")
         if self.channel_axis not in (0, -1):
             raise ValueError(f"channel_axis must be 0 or -1, got {self.channel_axis}")
-        if not 0.0 <= self.holdout_prior_frames <= 1e6:
-            raise ValueError(
-                f"holdout_prior_frames must be in [0, 1e6], got {self.holdout_prior_frames}"
-            )
 
 
 class ForgetMeNot:
@@ -214,8 +204,7 @@ class ForgetMeNot:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore from ``state_dict()`` (arrays may come back as torch tensors)."""
-        # Fields added after a state was saved take their defaults (the behaviour it ran with).
-        saved = asdict(FMNConfig()) | dict(state["config"])
+        saved = dict(state["config"])
         mine = asdict(self.config)
         if saved != mine:
             diff = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
@@ -400,8 +389,6 @@ class ForgetMeNot:
             self._totals[model] += stop - start
         if segments[-1][0] == holdout:
             self._add_holdout()
-        if self.config.holdout_prior_frames > 0:
-            self._refresh_holdout_prior()
         self._window_fill = 0
         self._window_unsettled = False
 
@@ -415,17 +402,3 @@ class ForgetMeNot:
         self._last_ll = np.append(self._last_ll, self._last_ll[-1])
         # The new hold-out gets probability only through the HMM's switch mass.
         self._log_posterior = np.append(self._log_posterior, -np.inf)
-
-    def _refresh_holdout_prior(self) -> None:
-        """Set the hold-out's counts to ``holdout_prior_frames`` frames of the pooled level
-        distribution of all tasks (each pixel's pseudo-counts sum to that many frames, so the
-        predictive stays normalised with the hold-out's total set to the same number)."""
-        k = self.num_tasks
-        seen = self._totals[:k].sum()
-        if seen == 0:
-            return
-        weight = self.config.holdout_prior_frames
-        pooled = self._counts[:, :k].sum(axis=1, dtype=np.float64) * (weight / seen)
-        self._counts[:, k] = pooled
-        self._log_table[:, k] = np.log(self._counts[:, k] + np.float32(self.config.concentration))
-        self._totals[k] = weight
