@@ -99,6 +99,11 @@ def _train(args: TrainArgs, argv: list[str]) -> int:
                 steps = config.schedule.frames_per_visit // config.frames_per_step
             if steps < 1:
                 raise RunError(f"--steps must be positive, got {steps}")
+            if steps % config.env.num_envs:
+                raise RunError(
+                    f"--steps {steps} is not a multiple of the {config.env.num_envs} environment "
+                    "copies (--env.num-envs) that step together"
+                )
             schedule = single_game_schedule(spec.name, steps * config.frames_per_step)
         else:
             if args.steps is not None:
@@ -112,6 +117,8 @@ def _train(args: TrainArgs, argv: list[str]) -> int:
 
             schedule = make_schedule(config)
         config.validate()  # before the schedule is printed or anything is written
+        for visit in schedule.visits:
+            config.check_visit_frames(visit.frames)
         if not args.quiet:
             print(schedule.describe())
         trainer = start_run(

@@ -127,17 +127,21 @@ class TrainConfig:
             raise ValueError("eval.episodes, eval.frames and eval.num_envs must be >= 1")
         if not 0.0 <= self.eval.epsilon <= 1.0:
             raise ValueError("eval.epsilon must be in [0, 1]")
-        chunk = self.frames_per_step * self.env.num_envs  # frames of one vectorised step
-        if self.schedule.frames_per_visit % chunk:
-            raise ValueError(
-                f"a visit of {self.schedule.frames_per_visit:,} frames is not a whole number of "
-                f"steps of {chunk} frames ({self.env.num_envs} environment copies x "
-                f"{self.frames_per_step} frames per step)"
-            )
+        self.check_visit_frames(self.schedule.frames_per_visit)
         if self.task_labels == "inferred" and self.fmn.max_tasks > self.network.max_tasks:
             raise ValueError(
                 f"fmn.max_tasks ({self.fmn.max_tasks}) exceeds the network's per-task parameter "
                 f"sets (network.max_tasks = {self.network.max_tasks})"
+            )
+
+    def check_visit_frames(self, frames: int) -> None:
+        """Raise ValueError unless a visit of ``frames`` emulator frames is a whole number of
+        vectorised steps (a visit that is not would run into the next one)."""
+        chunk = self.frames_per_step * self.env.num_envs  # frames of one vectorised step
+        if frames % chunk:
+            raise ValueError(
+                f"a visit of {frames:,} frames is not a whole number of steps of {chunk} frames "
+                f"({self.env.num_envs} environment copies x {self.frames_per_step} frames per step)"
             )
 
 

@@ -173,6 +173,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         (["--preset", "smoke", "--games", "Pong,Pongo"], "unknown game"),
         (["--preset", "minatar", "--game", "Pong"], "preset 'minatar' is for"),
         (["--preset", "smoke", "--game", "Pong", "--steps", "0"], "must be positive"),
+        (["--preset", "smoke", "--game", "Pong", "--steps", "101"], "not a multiple of the 2"),
         (["--preset", "smoke", "--schedule.visit-frames", "804"], "not a whole number of steps"),
         (["--preset", "minatar", "--schedule.budget-frames", "1000001"], "try 999,990 or"),
         (["--preset", "smoke", "--ewc.lam", "-1"], "lam must be finite"),
