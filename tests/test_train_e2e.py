@@ -178,6 +178,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         (["--preset", "minatar", "--schedule.budget-frames", "1000001"], "try 999,990 or"),
         (["--preset", "smoke", "--ewc.lam", "-1"], "lam must be finite"),
         (["--preset", "smoke", "--ewc.exclude", "("], "not a regular expression"),
+        (["--preset", "smoke", "--fmn.window", "0"], "window must be in"),
     ],
 )
 def test_bad_input_gives_one_line_errors(args, message, tmp_path):
