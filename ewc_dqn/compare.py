@@ -512,7 +512,7 @@ def _eval_label_ari(games: list[str], task_ids: Any) -> float:
     ids = np.asarray(task_ids, dtype=float)
     if np.isnan(ids).any():
         return float("nan")
-    return st.adjusted_rand_index(games, ids.astype(int).tolist())
+    return st.partition_ari(games, ids.astype(int).tolist())
 
 
 def _point_low_high(

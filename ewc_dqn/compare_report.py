@@ -166,8 +166,9 @@ def write_report(result: CompareResult) -> None:
         "Label ARI: adjusted Rand index between the task labels the agent used during training "
         "and the true ones (`label_ari` in eval_summary.csv; 1.0 by construction with true "
         "labels). Evaluation ARI: between the games and the task ids the agent used for them at "
-        "its last evaluation (1.0 = every game got its own task). Tasks: tasks created by the "
-        "last evaluation.",
+        "its last evaluation, each game weighted equally (a game is counted under the id it used "
+        "most; 1.0 = every game got its own task; games sharing an id lower it). Tasks: tasks "
+        "created by the last evaluation.",
         "",
         _table(
             [

@@ -307,6 +307,32 @@ def adjusted_rand_index(labels_a: Sequence[object], labels_b: Sequence[object]) 
     return (joint - expected) / (best - expected)
 
 
+def partition_ari(labels_a: Sequence[object], labels_b: Sequence[object]) -> float:
+    """Adjusted Rand index of two partitions of a few items, each item standing for an equal,
+    large mass (the limit of ``adjusted_rand_index`` with every item repeated m times, m -> inf).
+
+    For labels with one item per class, such as the task id each game used at an evaluation,
+    the plain ARI is degenerate: no two items share a game, so it is 0 for any merge at all
+    (and 1 only when every id differs). Here a game is a block of equally weighted frames:
+    games [A, B, C] with ids [0, 1, 1] score 4/7, with ids [0, 1, 2] score 1.
+    """
+    if len(labels_a) != len(labels_b):
+        raise ValueError(f"{len(labels_a)} labels vs {len(labels_b)}")
+    _, a = np.unique(np.asarray(labels_a, dtype=str), return_inverse=True)
+    _, b = np.unique(np.asarray(labels_b, dtype=str), return_inverse=True)
+    table = np.zeros((a.max(initial=-1) + 1, b.max(initial=-1) + 1))
+    np.add.at(table, (a, b), 1)
+    n = float(len(a))
+    # Pair counts of m-fold copies are m^2 / 2 times the sums of squares, up to O(m) terms.
+    joint = float((table**2).sum())
+    rows, cols = float((table.sum(1) ** 2).sum()), float((table.sum(0) ** 2).sum())
+    expected = rows * cols / n**2 if n else 0.0
+    best = (rows + cols) / 2
+    if best == expected:
+        return 1.0
+    return (joint - expected) / (best - expected)
+
+
 def _check_2d(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a, dtype=float)
     if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:

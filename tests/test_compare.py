@@ -417,3 +417,23 @@ def test_adjusted_rand_index() -> None:
     assert st.adjusted_rand_index(a, b) == pytest.approx(17 / 80)
     assert st.adjusted_rand_index([0, 0, 1, 1], [0, 0, 0, 1]) == pytest.approx(0.0)
     assert st.adjusted_rand_index(["a"], [3]) == 1.0
+
+
+@pytest.mark.parametrize(
+    "ids", [[0, 1, 1], [0, 1, 2], [0, 0, 0], [0, 2, 3, 4, 2], [1, 1, 2, 2, 3], [0, 1, 0, 1, 2]]
+)
+def test_partition_ari_is_the_ari_of_equally_weighted_games(ids) -> None:
+    games = [f"game{i}" for i in range(len(ids))]
+    # One item per game: the plain ARI is 0 for any shared id; replicating every game's item
+    # m times approaches the partition ARI as m grows.
+    m = 4000
+    replicated = st.adjusted_rand_index(np.repeat(games, m).tolist(), np.repeat(ids, m).tolist())
+    assert st.partition_ari(games, ids) == pytest.approx(replicated, abs=1e-3)
+    assert st.partition_ari(games, [9 - i for i in ids]) == st.partition_ari(games, ids)
+
+
+def test_partition_ari_values() -> None:
+    assert st.partition_ari(["A", "B", "C"], [0, 1, 1]) == pytest.approx(4 / 7)
+    assert st.partition_ari(["A", "B", "C"], [0, 1, 2]) == 1.0
+    assert st.partition_ari(["A", "B", "C"], [7, 7, 7]) == 0.0
+    assert st.adjusted_rand_index(["A", "B", "C"], [0, 1, 1]) == 0.0  # the degenerate plain ARI
