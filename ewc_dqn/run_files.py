@@ -165,12 +165,26 @@ def is_run_dir(path: Path) -> bool:
     return (Path(path) / CONFIG_FILE).is_file()
 
 
+def with_default_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """config.json of a run with every field of this version: fields added after the run was
+    written take their defaults, which keep the earlier behaviour, so runs from different
+    versions compare field by field. A config this version cannot read is returned as it is."""
+    # Imported here: ewc_dqn.config pulls in torch, which reading a run's files does not need.
+    from ewc_dqn.config import config_from_dict, config_to_dict
+
+    try:
+        parsed = config_from_dict(config)
+    except (ValueError, TypeError):
+        return config
+    return {**config, **config_to_dict(parsed)}
+
+
 def load_run(path: Path) -> RunRecord:
     """Read a run folder; raises FileNotFoundError with a clear message if it is not one."""
     path = Path(path)
     if not is_run_dir(path):
         raise FileNotFoundError(f"{path} is not a run folder (no {CONFIG_FILE})")
-    config = read_json(path / CONFIG_FILE)
+    config = with_default_fields(read_json(path / CONFIG_FILE))
     schedule = read_json(path / SCHEDULE_FILE) if (path / SCHEDULE_FILE).exists() else {}
     visits = schedule.get("visits", []) if isinstance(schedule, dict) else schedule
     ev = _read_csv(path / EVAL_CSV, EVAL_COLUMNS)

@@ -437,3 +437,20 @@ def test_partition_ari_values() -> None:
     assert st.partition_ari(["A", "B", "C"], [0, 1, 2]) == 1.0
     assert st.partition_ari(["A", "B", "C"], [7, 7, 7]) == 0.0
     assert st.adjusted_rand_index(["A", "B", "C"], [0, 1, 1]) == 0.0  # the degenerate plain ARI
+
+
+def test_a_config_from_before_a_field_existed_groups_with_current_ones(tmp_path: Path) -> None:
+    from ewc_dqn.config import PRESETS
+    from ewc_dqn.run import run_config_dict
+    from ewc_dqn.run_files import load_run
+
+    current = run_config_dict(PRESETS["minatar"]["minatar"])
+    older = json.loads(json.dumps(current))
+    del older["schedule"]["budget_frames"]  # written before the field was added
+    records = []
+    for name, cfg in (("old", older), ("new", current)):
+        (tmp_path / name).mkdir()
+        write_json_atomic(tmp_path / name / CONFIG_FILE, cfg)
+        records.append(load_run(tmp_path / name))
+    assert records[0].config["schedule"]["budget_frames"] == 0
+    assert [label for label, _ in group_labels([r.config for r in records])] == ["ewc-true"] * 2
