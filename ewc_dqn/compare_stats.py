@@ -288,23 +288,7 @@ def adjusted_rand_index(labels_a: Sequence[object], labels_b: Sequence[object]) 
     Hubert & Arabie (1985). Two partitions with no pairs to compare (every item alone in both,
     or a single item) count as identical: 1.0, as scikit-learn does.
     """
-    if len(labels_a) != len(labels_b):
-        raise ValueError(f"{len(labels_a)} labels vs {len(labels_b)}")
-    _, a = np.unique(np.asarray(labels_a, dtype=str), return_inverse=True)
-    _, b = np.unique(np.asarray(labels_b, dtype=str), return_inverse=True)
-    table = np.zeros((a.max(initial=-1) + 1, b.max(initial=-1) + 1))
-    np.add.at(table, (a, b), 1)
-
-    def pairs(n: np.ndarray) -> float:
-        return float((n * (n - 1) / 2).sum())
-
-    joint, rows, cols = pairs(table), pairs(table.sum(1)), pairs(table.sum(0))
-    total = len(a) * (len(a) - 1) / 2
-    expected = rows * cols / total if total else 0.0
-    best = (rows + cols) / 2
-    if best == expected:
-        return 1.0
-    return (joint - expected) / (best - expected)
+    return _ari(_contingency(labels_a, labels_b), lambda n: n * (n - 1) / 2)
 
 
 def partition_ari(labels_a: Sequence[object], labels_b: Sequence[object]) -> float:
@@ -316,17 +300,30 @@ def partition_ari(labels_a: Sequence[object], labels_b: Sequence[object]) -> flo
     (and 1 only when every id differs). Here a game is a block of equally weighted frames:
     games [A, B, C] with ids [0, 1, 1] score 4/7, with ids [0, 1, 2] score 1.
     """
+    # Pair counts of m-fold copies are m^2 n^2 / 2 up to O(m) terms; the m^2 cancels in the ARI.
+    return _ari(_contingency(labels_a, labels_b), lambda n: n * n / 2)
+
+
+def _contingency(labels_a: Sequence[object], labels_b: Sequence[object]) -> np.ndarray:
+    """(classes of a, classes of b) table of item counts."""
     if len(labels_a) != len(labels_b):
         raise ValueError(f"{len(labels_a)} labels vs {len(labels_b)}")
     _, a = np.unique(np.asarray(labels_a, dtype=str), return_inverse=True)
     _, b = np.unique(np.asarray(labels_b, dtype=str), return_inverse=True)
     table = np.zeros((a.max(initial=-1) + 1, b.max(initial=-1) + 1))
     np.add.at(table, (a, b), 1)
-    n = float(len(a))
-    # Pair counts of m-fold copies are m^2 / 2 times the sums of squares, up to O(m) terms.
-    joint = float((table**2).sum())
-    rows, cols = float((table.sum(1) ** 2).sum()), float((table.sum(0) ** 2).sum())
-    expected = rows * cols / n**2 if n else 0.0
+    return table
+
+
+def _ari(table: np.ndarray, pairs: Callable[[np.ndarray], np.ndarray]) -> float:
+    """ARI from a contingency table, with ``pairs`` mapping item counts to pair counts."""
+
+    def total(n: np.ndarray) -> float:
+        return float(pairs(n).sum())
+
+    joint, rows, cols = total(table), total(table.sum(1)), total(table.sum(0))
+    every = total(np.array([table.sum()]))
+    expected = rows * cols / every if every else 0.0
     best = (rows + cols) / 2
     if best == expected:
         return 1.0
