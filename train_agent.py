@@ -117,8 +117,7 @@ def _train(args: TrainArgs, argv: list[str]) -> int:
 
             schedule = make_schedule(config)
         config.validate()  # before the schedule is printed or anything is written
-        for visit in schedule.visits:
-            config.check_visit_frames(visit.frames)
+        config.check_schedule(schedule)
         if not args.quiet:
             print(schedule.describe())
         trainer = start_run(

@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from envs.schedule import MINATAR_POOL, ScheduleConfig
+from envs.schedule import MINATAR_POOL, Schedule, ScheduleConfig
 from envs.vector import EnvConfig
 from ewc_dqn.agent import AgentConfig
 from ewc_dqn.ewc import EWCConfig
@@ -133,6 +133,12 @@ class TrainConfig:
                 f"fmn.max_tasks ({self.fmn.max_tasks}) exceeds the network's per-task parameter "
                 f"sets (network.max_tasks = {self.network.max_tasks})"
             )
+
+    def check_schedule(self, schedule: Schedule) -> None:
+        """Raise ValueError unless every visit of ``schedule`` (the one actually trained, which
+        for single-game runs is not built from ``self.schedule``) fits this config."""
+        for visit in schedule.visits:
+            self.check_visit_frames(visit.frames)
 
     def check_visit_frames(self, frames: int) -> None:
         """Raise ValueError unless a visit of ``frames`` emulator frames is a whole number of

@@ -212,8 +212,7 @@ def start_run(
         return trainer
     assert config is not None and schedule is not None
     config.validate()  # before anything is written: bad input leaves the disk untouched
-    for visit in schedule.visits:
-        config.check_visit_frames(visit.frames)
+    config.check_schedule(schedule)
     prepare_run_dir(run_dir, config, schedule)
     return build_trainer(config, schedule, run_dir, dev, show_progress=show_progress)
 
