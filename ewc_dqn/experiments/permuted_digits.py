@@ -305,10 +305,11 @@ def plot(cfg: Config, results: dict[str, dict[str, object]], overlap: dict, out:
         ax.set_ylim(0, 1.02)
     axes[0, 0].legend(loc="lower left", fontsize=7)
     axes[-1, 0].set_xlabel("training epochs (tasks in sequence)")
-    fig.suptitle("Permuted digits: accuracy of each task during training (cf. Fig. 3A)")
-    fig.tight_layout()
-    fig.savefig(out / "fig3a_curves.png", dpi=120)
-    plt.close(fig)
+    _save(
+        fig,
+        "Permuted digits: accuracy of each task during training (cf. Fig. 3A)",
+        out / "fig3a_curves.png",
+    )
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for method in methods:
@@ -318,10 +319,7 @@ def plot(cfg: Config, results: dict[str, dict[str, object]], overlap: dict, out:
     ax.set_ylabel("mean test accuracy over tasks so far")
     ax.set_ylim(0, 1.02)
     ax.legend()
-    fig.suptitle("cf. Fig. 3B")
-    fig.tight_layout()
-    fig.savefig(out / "fig3b_mean_accuracy.png", dpi=120)
-    plt.close(fig)
+    _save(fig, "cf. Fig. 3B", out / "fig3b_mean_accuracy.png")
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for label, per_layer in overlap.items():
@@ -330,9 +328,15 @@ def plot(cfg: Config, results: dict[str, dict[str, object]], overlap: dict, out:
     ax.set_ylabel("Fisher overlap")
     ax.set_ylim(0, 1.02)
     ax.legend()
-    fig.suptitle("cf. Fig. 3C")
+    _save(fig, "cf. Fig. 3C", out / "fig3c_overlap.png")
+
+
+def _save(fig, title: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out / "fig3c_overlap.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
