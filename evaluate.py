@@ -34,8 +34,8 @@ class EvalArgs:
     episodes: int | None = None
     """Episodes per game (default: the run's eval.episodes)."""
     frames: int | None = None
-    """Emulator frames per game at most (default: the run's eval.frames, or unlimited when
-    --episodes is given)."""
+    """No episode starts after this many emulator frames per game; started ones play to their
+    end (default: the run's eval.frames, or no limit when --episodes is given)."""
     epsilon: float = 0.05
     """Exploration rate while evaluating."""
     task_labels: Literal["run", "true", "inferred"] = "run"
@@ -138,6 +138,7 @@ def evaluate_checkpoint(args: EvalArgs) -> dict:
                 "normalised": s.normalised,
                 "frames": s.frames,
                 "task_id": s.task_id,
+                "complete": s.complete,
                 "returns": s.returns,
             }
             for s in scores

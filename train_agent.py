@@ -34,12 +34,16 @@ class TrainArgs:
 
     config: Annotated[TrainConfig, tyro.conf.arg(name="")]
     preset: str | None = None
-    """Named preset: smoke, minatar-quick, minatar, minatar-single, atari-short, atari (default:
-    atari for Atari games, minatar for MinAtar games)."""
+    """Named preset: smoke, minatar-quick, minatar, minatar-single, atari-dry, atari-cpu,
+    atari-short, atari (default: atari for Atari games, minatar for MinAtar games)."""
     game: str | None = None
     """Train on this one game (Pong, ALE/Pong-v5, MinAtar/Breakout, ...) instead of a schedule."""
     steps: int | None = None
     """With --game: agent steps to train (default: one visit of the preset)."""
+    scale: float | None = None
+    """Multiply every count of time and memory of the preset (visits, learning start, replay,
+    epsilon decay, target period, EWC delay, checkpoints, evaluation) by this factor in (0, 1]:
+    e.g. --preset atari --scale 5e-5 runs the whole ten-game protocol on a CPU in minutes."""
     games: str | None = None
     """Comma-separated games of the continual schedule (default: drawn from the preset's pool)."""
     run_dir: Path | None = None

@@ -27,3 +27,29 @@ def make_env(game: str | GameSpec, config: EnvConfig, seed: int) -> VectorEnv:
     if spec.suite == "minatar":
         return MinAtarEnv(spec, config, seed)
     return AtariEnv(spec, config, seed)
+
+
+class EnvCache:
+    """Environments kept open between uses, one per game and config.
+
+    Starting ALE costs about a second per game, and a continual run starts one for every
+    training segment and every game of every evaluation. A reset with a seed plays exactly as a
+    new environment made with that seed (``tests/test_envs.py``), so handing out a kept one and
+    resetting it changes no result.
+    """
+
+    def __init__(self) -> None:
+        self._envs: dict[tuple[str, EnvConfig], VectorEnv] = {}
+
+    def get(self, game: GameSpec, config: EnvConfig) -> VectorEnv:
+        """The kept environment of ``game`` under ``config`` (made on first use); reset it with
+        a seed before use."""
+        key = (game.name, config)
+        if key not in self._envs:
+            self._envs[key] = make_env(game, config, seed=0)
+        return self._envs[key]
+
+    def close(self) -> None:
+        for env in self._envs.values():
+            env.close()
+        self._envs.clear()

@@ -39,17 +39,21 @@ class MinAtarEnv:
         self.frame_shape = (NUM_CHANNELS, GRID, GRID)
         self.frames_per_step = 1
         self._seed = seed
-        self._envs = [
-            Environment(game.env_id, sticky_action_prob=config.repeat_action_probability)
-            for _ in range(self.num_envs)
-        ]
+        self._env_id = game.env_id
+        self._envs: list[Environment] = []
         self._stacker = FrameStacker(self.num_envs, self.frame_shape, config.frame_stack)
         self._done = np.zeros(self.num_envs, dtype=bool)
         self._frames = np.zeros((self.num_envs, *self.frame_shape), dtype=np.uint8)
 
     def reset(self, seed: int | None = None) -> np.ndarray:
-        """Start every copy afresh; ``seed`` reseeds copy i with seed + i."""
+        """Start every copy afresh; ``seed`` reseeds copy i with seed + i. The games are made
+        anew (MinAtar keeps state such as the sticky action across its own reset), so a reset
+        with a seed plays exactly as a new environment with that seed."""
         seed = self._seed if seed is None else seed
+        self._envs = [
+            Environment(self._env_id, sticky_action_prob=self.config.repeat_action_probability)
+            for _ in range(self.num_envs)
+        ]
         for i, env in enumerate(self._envs):
             env.seed(seed + i)  # MinAtar's own RandomState, never numpy's global one
             env.reset()

@@ -51,7 +51,8 @@ class AgentConfig:
     target_update: int = 7_500
     """Agent steps between copies of the online network into the target network."""
     learning_starts: int = 50_000
-    """Transitions a task's replay must hold before updates on that task begin."""
+    """Transitions stored in a task's replay (agent steps of the task since its replay was
+    created) before updates on that task begin."""
     clip_rewards: bool = True
     """Clip rewards to [-1, 1] for learning (scores are always reported raw)."""
     eps_start: float = 1.0
@@ -92,6 +93,7 @@ class DQNAgent:
         self.target = copy.deepcopy(self.online).requires_grad_(False)
         self.optimizer = make_optimizer(self.online.parameters(), config)
         self.updates = 0
+        self.target_syncs = 0
 
     @torch.no_grad()
     def act(
@@ -163,6 +165,7 @@ class DQNAgent:
     def sync_target(self) -> None:
         """Copy the online network's parameters into the target network."""
         self.target.load_state_dict(self.online.state_dict())
+        self.target_syncs += 1
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -170,6 +173,7 @@ class DQNAgent:
             "target": self.target.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "updates": self.updates,
+            "target_syncs": self.target_syncs,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -177,6 +181,7 @@ class DQNAgent:
         self.target.load_state_dict(state["target"])
         self.optimizer.load_state_dict(_restore_optimizer_types(state["optimizer"]))
         self.updates = int(state["updates"])
+        self.target_syncs = int(state["target_syncs"])
 
 
 def make_optimizer(params, config: AgentConfig) -> torch.optim.Optimizer:

@@ -2,8 +2,9 @@
 
 ``train_agent.py`` and ``train_agent.py sweep`` both build their config with tyro from a preset:
 ``--preset``, ``--game`` and ``--games`` are read first to choose it (the suite of the games picks
-the Atari or MinAtar version of a preset), then every field of that preset can be overridden
-(``--agent.lr 1e-4``).
+the Atari or MinAtar version of a preset) and ``--scale`` to scale it as a whole
+(``ewc_dqn.config.scaled``), then every field can be overridden (``--agent.lr 1e-4``); an
+override is taken as given, not scaled.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from envs.games import parse_game_list, resolve_game
-from ewc_dqn.config import DEFAULT_PRESET, PRESETS, Suite, TrainConfig, preset
+from ewc_dqn.config import DEFAULT_PRESET, PRESETS, Suite, TrainConfig, preset, scaled
 
 
 def default_config(argv: Sequence[str]) -> TrainConfig:
@@ -24,6 +25,7 @@ def default_config(argv: Sequence[str]) -> TrainConfig:
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     for flag in ("--preset", "--game", "--games"):
         parser.add_argument(flag)
+    parser.add_argument("--scale", type=float)
     pre, _ = parser.parse_known_args(list(argv))
     if pre.preset is not None and pre.preset not in PRESETS:
         raise ValueError(f"unknown preset {pre.preset!r}; presets: {', '.join(PRESETS)}")
@@ -37,6 +39,8 @@ def default_config(argv: Sequence[str]) -> TrainConfig:
     else:
         suite = "atari"
     config = preset(pre.preset or DEFAULT_PRESET[suite], suite)
+    if pre.scale is not None:
+        config = scaled(config, pre.scale)
     # The games go into the defaults tyro parses against, so that schedule flags that need
     # explicit games (--schedule.order given) are checked together with them.
     return with_games(config, pre.games) if pre.games else config

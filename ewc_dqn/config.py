@@ -12,6 +12,7 @@ Units: *agent steps* count transitions summed over the parallel copies of the en
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field, replace
@@ -40,10 +41,11 @@ class EvalConfig:
     """Scoring every game of the schedule with learning off."""
 
     episodes: int = 10
-    """Episodes per game (the evaluation stops at whichever of episodes/frames comes first)."""
+    """Episodes per game, split evenly over the copies (ewc_dqn.evaluation)."""
     frames: int = 500_000
-    """Emulator frames per game at most (dqn_zoo: 500,000). An episode still running when the
-    budget ends is counted only if no episode finished (then its partial return is reported)."""
+    """Emulator frames per game after which no episode starts (dqn_zoo's budget: 500,000);
+    episodes already started play to their end, so none is cut short and short ones are not
+    favoured."""
     epsilon: float = 0.05
     """Exploration rate while evaluating."""
     num_envs: int = 4
@@ -135,10 +137,55 @@ class TrainConfig:
             )
 
     def check_schedule(self, schedule: Schedule) -> None:
-        """Raise ValueError unless every visit of ``schedule`` (the one actually trained, which
-        for single-game runs is not built from ``self.schedule``) fits this config."""
+        """Raise ValueError (one line, naming the fields) unless the run of ``schedule`` (the one
+        actually trained, which for single-game runs is not built from ``self.schedule``) can
+        do what this config asks: every visit whole vectorised steps, every game's task reaching
+        its learning start and its epsilon floor, an EWC term active before the last visit, a
+        visit at least one window of task inference, a checkpoint within the run."""
         for visit in schedule.visits:
             self.check_visit_frames(visit.frames)
+        steps_by_game: dict[str, int] = {}
+        for visit in schedule.visits:
+            steps = visit.frames // self.frames_per_step
+            steps_by_game[visit.game] = steps_by_game.get(visit.game, 0) + steps
+        game, least = min(steps_by_game.items(), key=lambda kv: kv[1])
+        agent = self.agent
+        if agent.learning_starts > least:
+            raise ValueError(
+                f"agent.learning_starts ({agent.learning_starts:,} agent steps of a task) is "
+                f"never reached: {game} is trained for {least:,} agent steps in all, so it "
+                "would never be learned"
+            )
+        if agent.eps_decay_end > least:
+            raise ValueError(
+                f"agent.eps_decay_end ({agent.eps_decay_end:,} agent steps of a task) is never "
+                f"reached: {game} is trained for {least:,} agent steps in all, so its epsilon "
+                f"never falls to agent.eps_end ({agent.eps_end})"
+            )
+        total_steps = schedule.total_frames // self.frames_per_step
+        if self.checkpoint_every > total_steps:
+            raise ValueError(
+                f"checkpoint_every ({self.checkpoint_every:,} agent steps) is longer than the "
+                f"run ({total_steps:,} agent steps)"
+            )
+        if len(schedule.games) > 1 and not self.no_ewc:
+            last_start = schedule.visits[-1].start_frame
+            if self.ewc.start_frames > last_start:
+                raise ValueError(
+                    f"ewc.start_frames ({self.ewc.start_frames:,} frames) keeps every EWC term "
+                    f"inactive until the last visit starts (frame {last_start:,}), so EWC would "
+                    "change nothing; lower it or train with --no-ewc"
+                )
+        if self.task_labels == "inferred":
+            window = self.fmn.window * self.fmn.update_period  # vector steps
+            shortest = min(v.frames for v in schedule.visits)
+            vector_steps = shortest // (self.frames_per_step * self.env.num_envs)
+            if vector_steps < window:
+                raise ValueError(
+                    f"a visit of {shortest:,} frames is {vector_steps} steps of the "
+                    f"{self.env.num_envs} copies, shorter than one window of task inference "
+                    f"(fmn.window x fmn.update_period = {window} steps)"
+                )
 
     def check_visit_frames(self, frames: int) -> None:
         """Raise ValueError unless a visit of ``frames`` emulator frames is a whole number of
@@ -238,7 +285,7 @@ SMOKE = replace(
         learning_starts=100,
         target_update=100,
         eps_decay_start=0,
-        eps_decay_end=500,
+        eps_decay_end=300,
     ),
     replay=ReplayConfig(capacity=2_000),
     ewc=replace(ATARI.ewc, start_frames=0, fisher_batches=2, fisher_batch_size=8),
@@ -271,9 +318,127 @@ SMOKE_MINATAR = replace(
 )
 """The smoke preset for MinAtar games."""
 
+
+def scaled(config: TrainConfig, factor: float) -> TrainConfig:
+    """``config`` with every count of time or memory multiplied by ``factor``: visit length and
+    total budget, learning start, replay capacity, epsilon decay points, target period, EWC
+    activation delay and the Fisher's minibatches, the consolidation guard, checkpoint and log
+    periods, evaluation budget and episodes, and the episode cap. The ratios between them stay
+    those of ``config`` (the learning budget, batch and update period are untouched), so the
+    protocol's rules fire in the same order at a fraction of the cost: a dry run of the ``atari``
+    preset on a CPU (docs/atari-protocol.md).
+
+    Each count keeps the least value that still works: a visit of one vectorised step, a
+    learning start of one minibatch, a replay that holds two minibatches, one Fisher minibatch, one
+    evaluation episode, an episode cap of twice the longest no-op start.
+    """
+    if not (math.isfinite(factor) and 0.0 < factor <= 1.0):
+        raise ValueError(f"scale must be in (0, 1], got {factor}")
+    if factor == 1.0:
+        return config
+
+    def count(value: int, least: int) -> int:
+        return max(least, round(value * factor))
+
+    fps, n = config.frames_per_step, config.env.num_envs
+    chunk = fps * n  # frames of one vectorised step: visits are whole ones
+
+    def frames(value: int, least: int) -> int:
+        """Frames rounded to whole vectorised steps, so that counts equal before scaling (a
+        visit and the EWC delay) stay equal."""
+        return max(least, round(value * factor / chunk) * chunk)
+
+    sched = config.schedule
+    visits = sched.num_selected_games * sched.visits_per_game
+    schedule = replace(
+        sched,
+        visit_frames=frames(sched.visit_frames, chunk),
+        budget_frames=frames(sched.budget_frames, visits * chunk)
+        // (visits * chunk)
+        * (visits * chunk)
+        if sched.budget_frames
+        else 0,
+    )
+    agent = config.agent
+    eps_start = count(agent.eps_decay_start, 0)
+    agent = replace(
+        agent,
+        learning_starts=count(agent.learning_starts, agent.batch_size),
+        eps_decay_start=eps_start,
+        eps_decay_end=max(eps_start, count(agent.eps_decay_end, 0)),
+        target_update=count(agent.target_update, 1),
+    )
+    env = config.env
+    cap = env.max_episode_frames
+    env = replace(env, max_episode_frames=count(cap, min(cap, 2 * (env.noop_max + 1) * fps)))
+    # Enough for a minibatch and a Fisher minibatch of whole stacks in every copy.
+    least_replay = 2 * max(agent.batch_size, config.ewc.fisher_batch_size)
+    least_replay += n * (env.frame_stack + 2)
+    return replace(
+        config,
+        env=env,
+        agent=agent,
+        replay=replace(config.replay, capacity=count(config.replay.capacity, least_replay)),
+        ewc=replace(
+            config.ewc,
+            start_frames=frames(config.ewc.start_frames, 0),
+            fisher_batches=count(config.ewc.fisher_batches, 1),
+        ),
+        schedule=schedule,
+        eval=replace(
+            config.eval,
+            episodes=count(config.eval.episodes, 1),
+            frames=count(config.eval.frames, 1),
+            every_frames=frames(config.eval.every_frames, 0),
+        ),
+        consolidation_min_steps=count(config.consolidation_min_steps, 0),
+        checkpoint_every=count(config.checkpoint_every, 1),
+        log_every=count(config.log_every, 1),
+    )
+
+
+ATARI_DRY_SCALE = 5e-5
+"""The scale of the ``atari-dry`` preset: visits of 1,000 frames, the whole protocol of 600M
+frames in 30,000 (7,500 agent steps, about 1,800 updates of the paper network)."""
+
+ATARI_DRY = scaled(ATARI, ATARI_DRY_SCALE)
+"""The ``atari`` preset scaled as a whole by ``ATARI_DRY_SCALE``: ten games, three visits each,
+the paper network and the full Atari preprocessing, every rule of the protocol in the same order,
+in minutes on a CPU. A check of the machinery, not of learning."""
+
+ATARI_CPU = replace(
+    ATARI,
+    network=replace(ATARI.network, arch="nature"),
+    agent=replace(
+        ATARI.agent,
+        optimizer="adam",
+        lr=1e-4,
+        learning_starts=20_000,
+        eps_decay_start=20_000,
+        eps_decay_end=120_000,
+        target_update=2_000,
+    ),
+    replay=ReplayConfig(capacity=100_000),
+    ewc=replace(ATARI.ewc, start_frames=1_200_000),
+    schedule=replace(ATARI.schedule, num_games=3, visits_per_game=2, visit_frames=1_200_000),
+    eval=replace(ATARI.eval, episodes=8, frames=40_000),
+    consolidation_min_steps=5_000,
+    checkpoint_every=100_000,
+    log_every=5_000,
+)
+"""Atari at a CPU's scale, through the full preprocessing (action repeat, max-pooling, frame
+stacking): the Nature DQN network (a quarter of the paper network's compute), Adam at 1e-4
+(CleanRL's and Dopamine's choice for short budgets), updates from 20k agent steps of a task and
+epsilon at its floor by 120k, a target period of 2,000 agent steps (500 updates), 100k
+transitions of replay per task; 3 games x 2 visits of 1.2M frames (300k agent steps) with the
+EWC delay equal to one visit. One game learns visibly in about an hour of 2 cores
+(docs/atari-cpu.md)."""
+
 PRESETS: dict[str, dict[Suite, TrainConfig]] = {
     "atari": {"atari": ATARI},
     "atari-short": {"atari": ATARI_SHORT},
+    "atari-dry": {"atari": ATARI_DRY},
+    "atari-cpu": {"atari": ATARI_CPU},
     "minatar": {"minatar": MINATAR},
     "minatar-quick": {"minatar": MINATAR_QUICK},
     "minatar-single": {"minatar": MINATAR_SINGLE},

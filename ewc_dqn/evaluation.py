@@ -2,22 +2,38 @@
 
 Protocol (stated in every evaluation's output): the training preprocessing (no-op starts, sticky
 actions and episode cap as in the run's environment config), epsilon-greedy with a small epsilon,
-raw (unclipped) episode scores, at most ``episodes`` episodes and ``frames`` emulator frames per
-game. Evaluation owns its own random generator, seeded per call, so evaluating never changes the
-training run's random stream (a resumed run stays identical to an uninterrupted one).
+raw (unclipped) episode scores. Evaluation owns its own random generator, seeded per call, so
+evaluating never changes the training run's random stream (a resumed run stays identical to an
+uninterrupted one).
+
+Which episodes count. Keeping the first ``episodes`` episodes to finish across N parallel copies
+favours short episodes (in most games the bad ones), so the count does not depend on the order
+in which copies finish:
+
+- each copy has a fixed quota, ``episodes`` split as evenly as possible (copies beyond
+  ``episodes`` are not made);
+- ``frames`` is a budget on *starting* episodes: once that many emulator frames have been played,
+  no copy starts another one, and every episode already started is played to its end. Whether an
+  episode starts depends only on the lengths of the ones before it, so the sum of the counted
+  returns is unbiased (Wald's identity), unlike a count of the episodes that happen to end
+  within a budget;
+- the environment's episode cap (``max_episode_frames``: 108,000 frames on Atari) bounds the
+  overrun. Without a cap, episodes still running after twice the budget are cut; the game is
+  then reported as incomplete (``complete`` False), and with no finished episode it has no score
+  at all (NaN), never a partial return.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from envs.games import GameSpec
-from envs.make import make_env
+from envs.make import EnvCache, make_env
 from envs.scores import ReferenceNotMeasuredError, normalised_score
 from envs.vector import EnvConfig
 from ewc_dqn.networks import QNetwork
@@ -32,16 +48,20 @@ class GameScore:
 
     game: str
     episodes: int
-    """Completed episodes (0 if none finished within the frame budget)."""
+    """Episodes that counted (all finished; 0 when none did)."""
     raw_mean: float
-    """Mean raw score (the partial return of the longest episode when none completed)."""
+    """Mean raw score of the counted episodes (NaN when none)."""
     raw_std: float
     normalised: float
-    """(raw_mean - random) / (reference - random), unclipped."""
+    """(raw_mean - random) / (reference - random), unclipped; NaN without a reference or a
+    counted episode."""
     frames: int
     """Emulator frames played."""
     task_id: int
     """The task id used most often while playing."""
+    complete: bool = True
+    """False when an episode was cut by the hard limit (only possible without an episode cap),
+    or when no episode finished."""
     returns: list[float] = field(default_factory=list)
 
 
@@ -50,8 +70,16 @@ def protocol_text(env: EnvConfig, epsilon: float, episodes: int, frames: int) ->
     return (
         f"epsilon {epsilon}, up to {env.noop_max} no-op starts, sticky actions "
         f"{env.repeat_action_probability}, episode cap {env.max_episode_frames} frames, "
-        f"at most {episodes} episodes or {frames} frames per game, raw (unclipped) scores"
+        f"{episodes} episodes per game split evenly over the copies, no episode started after "
+        f"{frames} frames (started ones play to their end), raw (unclipped) scores"
     )
+
+
+def episode_quotas(episodes: int, copies: int) -> np.ndarray:
+    """Episodes per copy: ``episodes`` split as evenly as possible over ``copies`` (N,) int."""
+    if episodes < 1 or copies < 1:
+        raise ValueError(f"episodes and copies must be >= 1, got {episodes} and {copies}")
+    return np.array([episodes // copies + (i < episodes % copies) for i in range(copies)])
 
 
 @torch.no_grad()
@@ -66,46 +94,56 @@ def evaluate_game(
     epsilon: float,
     seed: int,
     device: torch.device,
+    envs: EnvCache | None = None,
 ) -> GameScore:
-    """Play ``game`` with an epsilon-greedy policy until ``episodes`` episodes have finished or
-    ``frames`` emulator frames have been played, whichever comes first."""
+    """Play ``game`` epsilon-greedily: ``episodes`` episodes split over the copies, no episode
+    started after ``frames`` emulator frames (see the module docstring). ``envs`` keeps the
+    environment open for the next call (the result is the same)."""
     rng = np.random.default_rng(seed)
-    env = make_env(game, env_config, seed=seed)
+    copies = min(env_config.num_envs, episodes)
+    config = replace(env_config, num_envs=copies)
+    env = envs.get(game, config) if envs is not None else make_env(game, config, seed=seed)
+    quota = episode_quotas(episodes, copies)
+    cap = env_config.max_episode_frames
+    hard_limit = frames + copies * cap if cap > 0 else 2 * frames
     try:
-        obs = env.reset()
+        obs = env.reset(seed=seed)
         c = env.frame_shape[0]
-        returns: list[float] = []
+        returns: list[list[float]] = [[] for _ in range(copies)]
+        playing = np.ones(copies, dtype=bool)  # the copy's current episode counts
         tasks: Counter[int] = Counter()
         played = 0
-        partial = np.zeros(env.num_envs)
-        while len(returns) < episodes and played < frames:
+        while playing.any() and played < hard_limit:
             task = task_fn(obs[0, -c:])
             tasks[task] += 1
-            explore = rng.random(env.num_envs) < epsilon
+            explore = rng.random(copies) < epsilon
             q = network(torch.as_tensor(obs, device=device), task)
             actions = np.where(
-                explore, rng.integers(0, env.num_actions, env.num_envs), q.argmax(1).cpu().numpy()
+                explore, rng.integers(0, env.num_actions, copies), q.argmax(1).cpu().numpy()
             )
             step = env.step(actions)
-            played += env.num_envs * env.frames_per_step
-            done = step.terminated | step.truncated
-            returns.extend(step.episode_return[done].tolist())
-            partial = np.where(step.is_first, 0.0, step.episode_return)
+            played += copies * env.frames_per_step
+            done = (step.terminated | step.truncated) & playing
+            for i in np.flatnonzero(done):
+                returns[i].append(float(step.episode_return[i]))
+            # A copy starts another counted episode only within its quota and the budget.
+            playing &= ~done | ((np.array([len(r) for r in returns]) < quota) & (played < frames))
             obs = step.obs
     finally:
-        env.close()
-    returns = returns[:episodes]
-    scores = returns if returns else [float(partial.max())]
-    raw_mean = float(np.mean(scores))
+        if envs is None:
+            env.close()
+    counted = [r for per_copy in returns for r in per_copy]
+    raw_mean = float(np.mean(counted)) if counted else float("nan")
     return GameScore(
         game=game.name,
-        episodes=len(returns),
+        episodes=len(counted),
         raw_mean=raw_mean,
-        raw_std=float(np.std(scores)),
-        normalised=_normalised(game, raw_mean),
+        raw_std=float(np.std(counted)) if counted else float("nan"),
+        normalised=_normalised(game, raw_mean) if counted else float("nan"),
         frames=played,
         task_id=tasks.most_common(1)[0][0] if tasks else -1,
-        returns=[float(r) for r in returns],
+        complete=bool(counted) and not playing.any(),
+        returns=counted,
     )
 
 

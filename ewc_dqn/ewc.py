@@ -43,7 +43,7 @@ from ewc_dqn.networks import TASK_PARAM_PATTERN
 from ewc_dqn.transition import Transition
 
 EWCMode = Literal["separate", "online"]
-STATE_FORMAT = 1
+STATE_FORMAT = 2
 """Version of the ``state_dict`` layout."""
 
 
@@ -55,7 +55,10 @@ class EWCConfig:
     """Fisher multiplier lambda of (lam/2) sum_i F_i (theta_i - theta*_i)^2 (dimensionless;
     paper: 400)."""
     start_frames: int = 0
-    """Emulator frames a task must have been trained for before its term counts (paper: 20M)."""
+    """Emulator frames, counted from a task's first frame, before its term counts (paper: its
+    penalty is active once 20M frames of the game have been played). The clock is the run's
+    frame counter, not the frames labelled with the task, so that frames an inferred label gives
+    to the previous task while a switch is detected cannot hold a term back (docs/ewc.md)."""
     mode: EWCMode = "separate"
     """'separate': one term per task, replaced when the task recurs; 'online': one running
     Fisher and anchor (Schwarz et al. 2018)."""
@@ -239,6 +242,9 @@ class _TaskRecord:
     """What the consolidator knows about one task id (scalars only)."""
 
     frames: int = 0
+    """Emulator frames trained with this task as the label."""
+    first_frame: int = 0
+    """The run's frame counter at the task's first frame (its activation clock starts here)."""
     consolidations: int = 0
     fisher_sum: float = 0.0
     fisher_max: float = 0.0
@@ -294,6 +300,10 @@ class EWCConsolidator:
         self._online_fisher: dict[str, torch.Tensor] | None = None
         self._online_anchor: dict[str, torch.Tensor] | None = None
         self._online_folds = 0
+        # 'online' mode: terms of tasks consolidated before they were active, folded in when
+        # their activation clock runs out.
+        self._pending: dict[int, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = {}
+        self._frames = 0  # emulator frames reported for all tasks together
         # The merged quadratic of the task ids in _agg_order (None: to be rebuilt).
         self._agg: Quadratic | None = None
         self._agg_order: list[int] = []
@@ -312,19 +322,39 @@ class EWCConsolidator:
         return list(self._params)
 
     def add_frames(self, task_id: int, frames: int) -> None:
-        """Report ``frames`` more emulator frames trained on ``task_id``."""
+        """Report ``frames`` more emulator frames played with ``task_id`` as the label.
+
+        The run's frame counter advances by ``frames`` whatever the task; a task's activation
+        clock starts at its first report. In online mode a held-back term whose task becomes
+        active is folded into the running one here.
+        """
         if frames < 0:
             raise ValueError(f"add_frames: frames must be >= 0, got {frames}")
-        self._record(task_id).frames += int(frames)
+        if task_id not in self._tasks:
+            self._record(task_id).first_frame = self._frames
+        self._tasks[task_id].frames += int(frames)
+        self._frames += int(frames)
+        if self._pending:
+            for k in sorted(self._pending):
+                if self.is_active(k):
+                    self._fold_online(*self._pending.pop(k))
 
     def frames_trained(self, task_id: int) -> int:
         """Emulator frames reported for ``task_id`` so far."""
         record = self._tasks.get(task_id)
         return record.frames if record else 0
 
+    def frames_since_first(self, task_id: int) -> int:
+        """Emulator frames played (by any task) since ``task_id``'s first frame; 0 if unseen."""
+        record = self._tasks.get(task_id)
+        return self._frames - record.first_frame if record else 0
+
     def is_active(self, task_id: int) -> bool:
-        """Whether ``task_id`` has been trained for ``start_frames`` frames (its term counts)."""
-        return self.frames_trained(task_id) >= self.config.start_frames
+        """Whether ``start_frames`` frames have been played since ``task_id`` first appeared
+        (its term counts from then on)."""
+        return (
+            task_id in self._tasks and self.frames_since_first(task_id) >= self.config.start_frames
+        )
 
     def consolidate(self, task_id: int, fisher: Tensors, anchor: Tensors | None = None) -> None:
         """Set or replace ``task_id``'s term with ``fisher`` anchored at ``anchor``.
@@ -332,8 +362,8 @@ class EWCConsolidator:
         Both map protected parameter names to tensors shaped like the parameters (names of
         excluded parameters, e.g. per-task gains, are ignored); ``anchor`` defaults to the
         current parameter values. In online mode the Fisher is folded into the running one if
-        the task is active (a consolidation of a task still short of ``start_frames`` is
-        dropped there, since a running sum cannot hold it back).
+        the task is active; otherwise it is held back (replacing an earlier held-back term of
+        the task) and folded in by ``add_frames`` once the task becomes active.
         """
         fisher_t = self._checked(fisher, "fisher")
         for n, f in fisher_t.items():
@@ -349,18 +379,25 @@ class EWCConsolidator:
         record.fisher_max = max(f.max().item() for f in fisher_t.values())
         if self.config.mode == "online":
             if self.is_active(task_id):
-                self._online_fisher = online_fisher_update(
-                    self._online_fisher, fisher_t, self.config.online_gamma
-                )
-                self._online_anchor = anchor_t
-                self._online_folds += 1
-                self._version += 1
+                self._fold_online(fisher_t, anchor_t)
+            else:
+                self._pending[task_id] = (fisher_t, anchor_t)
             return
         self._fisher[task_id] = fisher_t
         self._anchor[task_id] = anchor_t
         self._version += 1
         if task_id in self._agg_order:
             self._agg, self._agg_order = None, []
+
+    def _fold_online(
+        self, fisher: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor]
+    ) -> None:
+        self._online_fisher = online_fisher_update(
+            self._online_fisher, fisher, self.config.online_gamma
+        )
+        self._online_anchor = anchor
+        self._online_folds += 1
+        self._version += 1
 
     def consolidate_from_replay(
         self,
@@ -471,6 +508,9 @@ class EWCConsolidator:
         if self._online_fisher is not None and self._online_anchor is not None:
             self._online_fisher = _moved(self._online_fisher, device)
             self._online_anchor = _moved(self._online_anchor, device)
+        self._pending = {
+            k: (_moved(f, device), _moved(a, device)) for k, (f, a) in self._pending.items()
+        }
         if self._agg is not None:
             self._agg = Quadratic(
                 _moved(self._agg.fisher, device), _moved(self._agg.mean, device), self._agg.const
@@ -485,9 +525,10 @@ class EWCConsolidator:
         """Tensors and plain Python values only (safetensors + JSON friendly).
 
         Layout: ``{"format", "mode", "param_names", "tasks": {str(task): {frames,
-        consolidations, fisher_sum, fisher_max}}, "online_folds", "aggregate_order",
-        "tensors": {"task<k>/fisher/<name>" | "task<k>/anchor/<name>" | "online/fisher/<name>"
-        | "online/anchor/<name>": Tensor}}``. Task ids are string keys so JSON keeps them.
+        first_frame, consolidations, fisher_sum, fisher_max}}, "frames", "online_folds",
+        "aggregate_order", "tensors": {"task<k>/fisher/<name>" | "task<k>/anchor/<name>" |
+        "pending<k>/fisher/<name>" | "pending<k>/anchor/<name>" | "online/fisher/<name>" |
+        "online/anchor/<name>": Tensor}}``. Task ids are string keys so JSON keeps them.
         """
         tensors: dict[str, torch.Tensor] = {}
         for k in self._fisher:
@@ -498,11 +539,16 @@ class EWCConsolidator:
             for n in self._params:
                 tensors[f"online/fisher/{n}"] = self._online_fisher[n]
                 tensors[f"online/anchor/{n}"] = self._online_anchor[n]
+        for k, (fisher, anchor) in self._pending.items():
+            for n in self._params:
+                tensors[f"pending{k}/fisher/{n}"] = fisher[n]
+                tensors[f"pending{k}/anchor/{n}"] = anchor[n]
         return {
             "format": STATE_FORMAT,
             "mode": self.config.mode,
             "param_names": list(self._params),
             "tasks": {str(k): dataclasses.asdict(r) for k, r in sorted(self._tasks.items())},
+            "frames": self._frames,
             "online_folds": self._online_folds,
             "aggregate_order": list(self._agg_order),
             "tensors": tensors,
@@ -526,6 +572,7 @@ class EWCConsolidator:
         fisher: dict[int, dict[str, torch.Tensor]] = {}
         anchor: dict[int, dict[str, torch.Tensor]] = {}
         online: dict[str, dict[str, torch.Tensor]] = {}
+        pending: dict[str, dict[int, dict[str, torch.Tensor]]] = {"fisher": {}, "anchor": {}}
         for key, value in state["tensors"].items():
             owner, kind, name = _split_key(key)
             if kind not in ("fisher", "anchor") or name not in self._params:
@@ -542,9 +589,17 @@ class EWCConsolidator:
             elif owner.startswith("task") and owner[4:].isdigit():
                 target = fisher if kind == "fisher" else anchor
                 target.setdefault(int(owner[4:]), {})[name] = value
+            elif owner.startswith("pending") and owner[7:].isdigit():
+                pending[kind].setdefault(int(owner[7:]), {})[name] = value
             else:
                 raise ValueError(f"EWC state has an unexpected tensor {key!r}")
-        terms = [*fisher.values(), *anchor.values(), *online.values()]
+        terms = [
+            *fisher.values(),
+            *anchor.values(),
+            *online.values(),
+            *pending["fisher"].values(),
+            *pending["anchor"].values(),
+        ]
         for group in terms:
             missing = sorted(set(self._params) - set(group))
             if missing:
@@ -555,11 +610,15 @@ class EWCConsolidator:
             raise ValueError("EWC state: the online term needs both fisher and anchor")
         if self.config.mode == "online" and fisher:
             raise ValueError("EWC state: per-task terms in an online-mode state")
+        if set(pending["fisher"]) != set(pending["anchor"]):
+            raise ValueError("EWC state: held-back terms with a Fisher and with an anchor differ")
         self._tasks = tasks
         self._fisher, self._anchor = fisher, anchor
         self._online_fisher = online.get("fisher")
         self._online_anchor = online.get("anchor")
         self._online_folds = int(state["online_folds"])
+        self._pending = {k: (f, pending["anchor"][k]) for k, f in pending["fisher"].items()}
+        self._frames = int(state["frames"])
         order = [int(k) for k in state["aggregate_order"]]
         if any(k not in fisher for k in order):
             raise ValueError(f"EWC state: aggregate order {order} names unknown tasks")

@@ -49,11 +49,12 @@ EVAL_COLUMNS = (
     "frames",  # emulator frames trained when evaluated
     "visit",  # index of the schedule visit just finished (or in progress)
     "game",  # canonical game name
-    "episodes",  # completed evaluation episodes
-    "raw_mean",  # mean unclipped episode score
+    "episodes",  # evaluation episodes that counted (see ewc_dqn.evaluation)
+    "raw_mean",  # mean unclipped episode score (empty when no episode finished)
     "raw_std",  # standard deviation of the episode scores
     "normalised",  # (raw_mean - random) / (reference - random), unclipped
     "task_id",  # task id the agent used for this game (majority, in inferred mode)
+    "complete",  # 1, or 0 when an episode was cut or none finished (ewc_dqn.evaluation)
 )
 SUMMARY_COLUMNS = (
     "eval_index",

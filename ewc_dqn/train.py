@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from envs.games import resolve_game
-from envs.make import make_env
+from envs.make import EnvCache
 from envs.schedule import Schedule, Visit
 from envs.vector import EnvConfig
 from ewc_dqn.agent import DQNAgent
@@ -112,6 +112,7 @@ class Trainer:
         self.step = 0  # agent steps, summed over copies
         self.frames = 0  # emulator frames
         self.replays: dict[int, FrameReplay] = {}
+        self.replay_born: dict[int, int] = {}  # task -> its agent steps when its replay was made
         self.counters = TaskCounters({}, {})
         self.consolidated_at: dict[int, int] = {}  # task -> its agent steps at last consolidation
         self.current_task: int | None = None
@@ -122,6 +123,7 @@ class Trainer:
         self.label_counts: dict[tuple[int, int], int] = defaultdict(int)  # (true, used) -> steps
         # Transient.
         self._stop_signal: int | None = None
+        self._envs = EnvCache()  # training and evaluation environments, reset with a seed
         self._acc: dict[str, list[float]] = defaultdict(list)
         self._eval_log = CsvLog(self.run_dir / EVAL_CSV, EVAL_COLUMNS)
         self._summary_log = CsvLog(self.run_dir / SUMMARY_CSV, SUMMARY_COLUMNS)
@@ -176,67 +178,64 @@ class Trainer:
 
     def _play_segment(self, visit: Visit, end_frame: int, bar: tqdm) -> None:
         """Play ``visit``'s game from a fresh reset until ``end_frame`` frames in all."""
-        env = make_env(self.games[visit.task], self.config.env, seed=self._segment_seed())
+        env = self._envs.get(self.games[visit.task], self.config.env)
         cfg = self.config.agent
         n = env.num_envs
         c = env.frame_shape[0]
-        obs = env.reset()
+        obs = env.reset(seed=self._segment_seed())
         need_first = True  # obs must open a stream in the acting task's replay
         t0, s0 = time.perf_counter(), self.step
-        try:
-            while self.frames < end_frame and self._stop_signal is None:
-                task = self.labeler.train_label(obs[0, -c:], visit.task)
-                self.label_counts[(visit.task, task)] += n
-                if task != self.current_task:
-                    self._switch_task(task)
-                    need_first = True
-                replay = self.replays[task]
-                if need_first:
-                    # A stream opens with obs as an episode start: after a task switch in the
-                    # middle of an episode the first few stacks are zero-padded in that replay.
-                    zeros = np.zeros(n)
-                    false = np.zeros(n, dtype=bool)
-                    replay.add(obs[:, -c:], zeros, zeros, false, false, np.ones(n, dtype=bool))
-                    need_first = False
-                eps = linear_epsilon(
-                    self.counters.steps.get(task, 0),
-                    cfg.eps_start,
-                    cfg.eps_end,
-                    cfg.eps_decay_start,
-                    cfg.eps_decay_end,
-                )
-                actions = self.agent.act(obs, task, eps, self.rng)
-                step = env.step(actions)
-                reward = np.clip(step.reward, -1, 1) if cfg.clip_rewards else step.reward
-                replay.add(
-                    step.obs[:, -c:],
-                    actions,
-                    reward,
-                    step.terminated,
-                    step.truncated,
-                    step.is_first,
-                )
-                prev_step = self.step
-                self.step += n
-                self.frames += n * env.frames_per_step
-                self.counters.add(task, n, n * env.frames_per_step)
-                if self.ewc is not None:
-                    self.ewc.add_frames(task, n * env.frames_per_step)
-                self._learn(task, replay, n)
-                if self.step // cfg.target_update > prev_step // cfg.target_update:
-                    self.agent.sync_target()
-                self._record_episodes(visit, step)
-                obs = step.obs
-                bar.update(n)
-                if self.step // self.config.log_every > prev_step // self.config.log_every:
-                    sps = (self.step - s0) / max(time.perf_counter() - t0, 1e-9)
-                    self._log_train(task, eps, sps)
-                    bar.set_postfix(game=visit.game, task=task, eps=f"{eps:.2f}", sps=f"{sps:.0f}")
-                if self.frames >= self.next_eval_frames:
-                    self.evaluate(visit)
-                    self.next_eval_frames += self.config.eval.every_frames
-        finally:
-            env.close()
+        while self.frames < end_frame and self._stop_signal is None:
+            task = self.labeler.train_label(obs[0, -c:], visit.task)
+            self.label_counts[(visit.task, task)] += n
+            if task != self.current_task:
+                self._switch_task(task)
+                need_first = True
+            replay = self.replays[task]
+            if need_first:
+                # A stream opens with obs as an episode start: after a task switch in the
+                # middle of an episode the first few stacks are zero-padded in that replay.
+                zeros = np.zeros(n)
+                false = np.zeros(n, dtype=bool)
+                replay.add(obs[:, -c:], zeros, zeros, false, false, np.ones(n, dtype=bool))
+                need_first = False
+            eps = linear_epsilon(
+                self.counters.steps.get(task, 0),
+                cfg.eps_start,
+                cfg.eps_end,
+                cfg.eps_decay_start,
+                cfg.eps_decay_end,
+            )
+            actions = self.agent.act(obs, task, eps, self.rng)
+            step = env.step(actions)
+            reward = np.clip(step.reward, -1, 1) if cfg.clip_rewards else step.reward
+            replay.add(
+                step.obs[:, -c:],
+                actions,
+                reward,
+                step.terminated,
+                step.truncated,
+                step.is_first,
+            )
+            prev_step = self.step
+            self.step += n
+            self.frames += n * env.frames_per_step
+            self.counters.add(task, n, n * env.frames_per_step)
+            if self.ewc is not None:
+                self.ewc.add_frames(task, n * env.frames_per_step)
+            self._learn(task, replay, n)
+            if self.step // cfg.target_update > prev_step // cfg.target_update:
+                self.agent.sync_target()
+            self._record_episodes(visit, step)
+            obs = step.obs
+            bar.update(n)
+            if self.step // self.config.log_every > prev_step // self.config.log_every:
+                sps = (self.step - s0) / max(time.perf_counter() - t0, 1e-9)
+                self._log_train(task, eps, sps)
+                bar.set_postfix(game=visit.game, task=task, eps=f"{eps:.2f}", sps=f"{sps:.0f}")
+            if self.frames >= self.next_eval_frames:
+                self.evaluate(visit)
+                self.next_eval_frames += self.config.eval.every_frames
 
     def _segment_seed(self) -> int:
         return (self.config.seed * 1_000_003 + self.frames) % (2**31 - 1)
@@ -244,7 +243,11 @@ class Trainer:
     def _learn(self, task: int, replay: FrameReplay, new_steps: int) -> None:
         cfg = self.config.agent
         self.update_debt += new_steps / cfg.train_every
-        if len(replay) < cfg.learning_starts:
+        # The start counts the task's own agent steps since its replay was made (its epsilon
+        # timer's clock), not what the replay can sample now: a full buffer holds a few entries
+        # less than its capacity (episode first frames), so a start equal to the capacity would
+        # never be reached.
+        if self.counters.steps[task] - self.replay_born[task] < cfg.learning_starts:
             self.update_debt = 0.0
             return
         penalty = self.ewc.penalty if self.ewc is not None else None
@@ -264,6 +267,7 @@ class Trainer:
                 self.consolidated_at[left] = self.counters.steps.get(left, 0)
         if task not in self.replays:
             self.replays[task] = self.make_replay(self.rng)
+            self.replay_born[task] = self.counters.steps.get(task, 0)
         self.current_task = task
         self._acc["tasks/switches"].append(1.0)
 
@@ -302,9 +306,11 @@ class Trainer:
             {
                 "train/epsilon": eps,
                 "train/task": float(task),
+                "train/task_steps": float(self.counters.steps.get(task, 0)),
                 "train/frames": float(self.frames),
                 "perf/steps_per_second": sps,
                 "perf/updates": float(self.agent.updates),
+                "perf/target_syncs": float(self.agent.target_syncs),
                 "tasks/label_ari": adjusted_rand_from_counts(self.label_counts),
             }
         )
@@ -334,6 +340,7 @@ class Trainer:
                     epsilon=ev.epsilon,
                     seed=10_000_019 * (self.config.seed + 1) + 7919 * self.eval_index + true_task,
                     device=self.device,
+                    envs=self._envs,
                 )
             )
         total = paper_total(scores)
@@ -354,6 +361,7 @@ class Trainer:
                 "raw_std": s.raw_std,
                 "normalised": s.normalised,
                 "task_id": s.task_id,
+                "complete": int(s.complete),
             }
             for s in scores
         )
@@ -429,6 +437,7 @@ class Trainer:
             },
             "counters": self.counters.state_dict(),
             "consolidated_at": {str(k): v for k, v in self.consolidated_at.items()},
+            "replay_born": {str(k): v for k, v in self.replay_born.items()},
             "agent": self.agent.state_dict(),
             "labeler": self.labeler.state_dict(),
             "rng": self.rng.bit_generator.state,
@@ -462,11 +471,15 @@ class Trainer:
             self.ewc.load_state_dict(state["ewc"])
         self.replays = {}
         saved = state.get("replays", {})
+        born = {int(k): int(v) for k, v in state["replay_born"].items()}
         for task in state["replay_tasks"]:
             replay = self.make_replay(self.rng)
             if str(task) in saved:
                 replay.load_state_dict(saved[str(task)])
+            else:  # saved without replay: the task's learning starts again from an empty one
+                born[int(task)] = self.counters.steps.get(int(task), 0)
             self.replays[int(task)] = replay
+        self.replay_born = born
         self.truncate_logs(self.step)
 
     def truncate_logs(self, step: int) -> None:
@@ -488,6 +501,7 @@ class Trainer:
         self.load_state_dict(state)
 
     def close(self) -> None:
+        self._envs.close()
         self._eval_log.close()
         self._summary_log.close()
         self.logger.close()
@@ -503,9 +517,15 @@ def format_scores(scores: list[GameScore], total: float, header: str = "") -> st
     lines.append(f"  {'game':<24}{'episodes':>9}{'raw score':>14}{'normalised':>12}{'task':>6}")
     for s in scores:
         norm = f"{s.normalised:.3f}" if np.isfinite(s.normalised) else "n/a"
-        lines.append(f"  {s.game:<24}{s.episodes:>9}{s.raw_mean:>14.1f}{norm:>12}{s.task_id:>6}")
+        raw = f"{s.raw_mean:>14.1f}" if np.isfinite(s.raw_mean) else f"{'no episode':>14}"
+        flag = "" if s.complete else "  incomplete: an episode was cut"
+        lines.append(f"  {s.game:<24}{s.episodes:>9}{raw}{norm:>12}{s.task_id:>6}{flag}")
     counted = sum(1 for s in scores if np.isfinite(s.normalised))
-    scope = "" if counted == len(scores) else f", over the {counted} games with a usable reference"
+    scope = (
+        ""
+        if counted == len(scores)
+        else f", over the {counted} games with a reference score and a finished episode"
+    )
     lines.append(
         f"  total normalised score (clipped at 1 per game{scope}, max {counted}): {total:.3f}"
     )

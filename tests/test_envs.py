@@ -106,3 +106,35 @@ def test_unknown_game_and_bad_config():
         make_env("Pongg", EnvConfig(), seed=0)
     with pytest.raises(ValueError, match="num_envs"):
         make_env("Pong", EnvConfig(num_envs=0), seed=0)
+
+
+@pytest.mark.parametrize(
+    "game,config",
+    [
+        ("Breakout", EnvConfig(num_envs=2, repeat_action_probability=0.25)),
+        ("Pong", EnvConfig(num_envs=1, backend="gymnasium", repeat_action_probability=0.25)),
+        (
+            "MinAtar/Breakout",
+            EnvConfig(
+                num_envs=2, frame_skip=1, frame_stack=1, noop_max=0, repeat_action_probability=0.1
+            ),
+        ),
+    ],
+)
+def test_a_reset_with_a_seed_plays_as_a_new_environment(game, config):
+    """What lets the trainer keep environments open (envs.make.EnvCache) without changing a
+    result: an environment reset with a seed, after any history, plays exactly as a new one."""
+
+    def roll(env, seed):
+        out = [env.reset(seed=seed)]
+        rng = np.random.default_rng(0)
+        for _ in range(150):
+            step = env.step(rng.integers(0, env.num_actions, env.num_envs))
+            out += [step.obs, step.reward, step.terminated, step.truncated]
+        return out
+
+    fresh = roll(make_env(game, config, seed=11), 11)
+    used = make_env(game, config, seed=3)
+    roll(used, 4)
+    again = roll(used, 11)
+    assert all(np.array_equal(a, b) for a, b in zip(fresh, again, strict=True))

@@ -187,22 +187,47 @@ def test_backward_twice_through_one_penalty_is_refused():
         value.backward()
 
 
-def test_activation_delay_counts_frames_per_task():
+def test_activation_clock_runs_from_each_tasks_first_frame():
     model = small_net()
     gen = torch.Generator().manual_seed(2)
-    ewc = EWCConsolidator(model, lam=1.0, start_frames=100)
+    ewc = EWCConsolidator(model, config=EWCConfig(lam=1.0, start_frames=100))
     a, b = random_term(model, gen), random_term(model, gen)
+    ewc.add_frames(0, 90)
+    ewc.add_frames(1, 5)  # task 1 first appears at frame 90; task 0 keeps its clock
     ewc.consolidate(0, *a)
     ewc.consolidate(1, *b)
     assert ewc.penalty().item() == 0.0
     assert ewc.stats()["ewc/active_terms"] == 0
-    ewc.add_frames(0, 99)
-    ewc.add_frames(1, 500)
-    assert ewc.penalty().item() == pytest.approx(naive64(model, [b], 1.0)[0], rel=1e-6)
-    ewc.add_frames(0, 1)  # task 0 reaches exactly start_frames
-    assert ewc.is_active(0) and ewc.frames_trained(0) == 100
+    ewc.add_frames(1, 4)  # frame 99: task 0 is one frame short
+    assert not ewc.is_active(0) and ewc.penalty().item() == 0.0
+    ewc.add_frames(1, 1)  # frame 100: task 0 active although it trained only 90 frames itself
+    assert ewc.is_active(0) and ewc.frames_trained(0) == 90
+    assert ewc.frames_since_first(0) == 100 and ewc.frames_since_first(1) == 10
+    assert not ewc.is_active(1)
+    assert ewc.penalty().item() == pytest.approx(naive64(model, [a], 1.0)[0], rel=1e-6)
+    ewc.add_frames(0, 90)  # frame 190: task 1 reaches 100 frames since its first
+    assert ewc.is_active(1)
     assert ewc.penalty().item() == pytest.approx(naive64(model, [a, b], 1.0)[0], rel=1e-6)
     assert ewc.stats()["ewc/active_terms"] == 2
+    assert not ewc.is_active(7)  # a task never seen has no clock
+
+
+def test_inference_delay_cannot_hold_a_term_back():
+    """With inferred labels the first steps of a game are labelled with the game before; the
+    task of the new game then trains a few frames short of a visit. Its term still counts from
+    one visit length after its first frame."""
+    model = small_net()
+    gen = torch.Generator().manual_seed(3)
+    visit, delay = 1_000, 12
+    ewc = EWCConsolidator(model, config=EWCConfig(lam=1.0, start_frames=visit))
+    ewc.add_frames(0, visit + delay)  # game A's visit and the first frames of game B
+    ewc.add_frames(1, visit - delay)  # game B's visit, short by the delay
+    term = random_term(model, gen)
+    ewc.consolidate(1, *term)
+    assert ewc.frames_trained(1) < visit and not ewc.is_active(1)
+    ewc.add_frames(2, delay)  # game C's first frames: B's clock reaches one visit
+    assert ewc.is_active(1)
+    assert ewc.penalty(current_task=2).item() > 0.0
 
 
 def test_current_task_can_be_left_out():
@@ -248,16 +273,18 @@ def test_online_mode_keeps_one_decayed_fisher_and_the_latest_anchor():
     assert online_fisher_update(None, terms[0][0], gamma)["0.weight"] is not terms[0][0]["0.weight"]
 
 
-def test_online_mode_skips_tasks_short_of_start_frames():
+def test_online_mode_holds_back_a_term_until_its_task_is_active():
     model = small_net()
     gen = torch.Generator().manual_seed(7)
     ewc = EWCConsolidator(model, config=EWCConfig(lam=1.0, mode="online", start_frames=10))
-    ewc.consolidate(0, *random_term(model, gen))
-    assert ewc.penalty().item() == 0.0
-    ewc.add_frames(0, 10)
-    term = random_term(model, gen)
-    ewc.consolidate(0, *term)
-    assert ewc.penalty().item() == pytest.approx(naive64(model, [term], 1.0)[0], rel=1e-6)
+    ewc.add_frames(0, 4)
+    early, late = random_term(model, gen), random_term(model, gen)
+    ewc.consolidate(0, *early)
+    ewc.consolidate(0, *late)  # replaces the held-back term
+    assert ewc.penalty().item() == 0.0 and ewc.stats()["ewc/online_folds"] == 0
+    ewc.add_frames(1, 6)  # frame 10: task 0 becomes active and its latest term folds in
+    assert ewc.stats()["ewc/online_folds"] == 1
+    assert ewc.penalty().item() == pytest.approx(naive64(model, [late], 1.0)[0], rel=1e-6)
 
 
 def test_online_mode_without_the_current_task_is_rejected():
