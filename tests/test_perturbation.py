@@ -10,7 +10,7 @@ import torch
 
 import train_agent
 from ewc_dqn.checkpoint import CheckpointError, latest_checkpoint
-from ewc_dqn.experiments.perturbation import Config, NoisyQ, main, noise_std
+from ewc_dqn.experiments.perturbation import Config, NoisyQ, Point, halfway_size, main, noise_std
 from ewc_dqn.networks import NetworkConfig, QNetwork
 
 
@@ -30,6 +30,14 @@ def test_noise_shapes_have_unit_expected_norm_and_their_supports():
     assert torch.equal(null > 0, torch.tensor([True, True, False, False, False, False]))
     live = fisher > 0
     assert torch.all(noise_std(fisher, "isotropic", live, 1.0, 0.3)[:2] == 0)
+
+
+def test_halfway_size_interpolates_in_log_size():
+    points = [Point("none", 0.0, [4.0, 4.0])]
+    points += [Point("isotropic", s, [m]) for s, m in ((0.1, 4.0), (1.0, 3.0), (10.0, 0.5))]
+    # halfway from 4 to random play 0.5 is 2.25, crossed 30% of the way from 1 to 10 in log
+    assert halfway_size(points, "isotropic", 0.5) == pytest.approx(10**0.3)
+    assert halfway_size(points, "isotropic", -4.0) is None  # the midpoint, 0, is never reached
 
 
 def test_noisy_network_draws_fresh_noise_on_shared_weights_only():

@@ -296,6 +296,15 @@ def _run(cfg: Config) -> list[Point]:
             returns = score(noisy, game, policy, task, cfg.episodes, epsilon, cfg.seed, device)
             points.append(Point(shape, float(size), returns))
     print_table(points, sizes, cfg.shapes)
+    floor = random_score(game)
+    level = "random play" if floor is not None else "zero"
+    halfway = {s: halfway_size(points, s, floor or 0.0) for s in cfg.shapes}
+    print(
+        f"noise size at which the mean return falls halfway from no noise to {level}: "
+        + ", ".join(
+            f"{s} {'beyond the range' if v is None else f'{v:.2g}'}" for s, v in halfway.items()
+        )
+    )
     if cfg.out is not None:
         cfg.out.mkdir(parents=True, exist_ok=True)
         write_csv(cfg.out / "perturbation.csv", points)
@@ -303,6 +312,30 @@ def _run(cfg: Config) -> list[Point]:
         print(f"perturbation.png and perturbation.csv written to {cfg.out}")
     print(f"took {time.perf_counter() - start:.0f} s")
     return points
+
+
+def random_score(game: GameSpec) -> float | None:
+    """The game's random-play score, if measured."""
+    try:
+        return reference_scores(game)[0]
+    except ReferenceNotMeasuredError:
+        return None
+
+
+def halfway_size(points: list[Point], shape: str, floor: float) -> float | None:
+    """The noise size at which ``shape``'s mean return first falls below the midpoint of the
+    unperturbed mean and ``floor``, interpolated in log size (None: it never does)."""
+    target = (points[0].mean + floor) / 2
+    pts = sorted((p for p in points if p.shape == shape), key=lambda p: p.size)
+    prev_size, prev_mean = None, points[0].mean
+    for p in pts:
+        if p.mean < target:
+            if prev_size is None:
+                return p.size
+            frac = (prev_mean - target) / (prev_mean - p.mean)
+            return float(np.exp(np.log(prev_size) + frac * np.log(p.size / prev_size)))
+        prev_size, prev_mean = p.size, p.mean
+    return None
 
 
 def print_table(points: list[Point], sizes: np.ndarray, shapes: tuple[Shape, ...]) -> None:
@@ -347,10 +380,9 @@ def plot(
     lo, hi = base.interval()
     ax.axhline(base.mean, color="black", lw=1, label="no noise")
     ax.axhspan(lo, hi, color="black", alpha=0.08, lw=0)
-    try:
-        ax.axhline(reference_scores(game)[0], color="black", ls=":", lw=1, label="random play")
-    except ReferenceNotMeasuredError:
-        pass
+    floor = random_score(game)
+    if floor is not None:
+        ax.axhline(floor, color="black", ls=":", lw=1, label="random play")
     for shape in cfg.shapes:
         pts = [p for p in points if p.shape == shape]
         x = [p.size for p in pts]
