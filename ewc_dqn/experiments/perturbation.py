@@ -257,6 +257,11 @@ def _run(cfg: Config) -> list[Point]:
         raise ValueError(
             f"{game.name} is not a game of the run ({', '.join(policy.schedule.games)})"
         )
+    if policy.config.task_labels != "true":
+        raise ValueError(
+            "the run inferred its task labels, so which task head plays a game is not known; "
+            "use a run trained with true labels (a single-game run is)"
+        )
     task = policy.schedule.games.index(game.name)
     epsilon = policy.config.eval.epsilon if cfg.epsilon is None else cfg.epsilon
     names, fisher = estimate_fisher(policy, task, cfg.seed, device)
@@ -287,10 +292,11 @@ def _run(cfg: Config) -> list[Point]:
             score(policy.network, game, policy, task, cfg.episodes, epsilon, cfg.seed, device),
         )
     ]
-    for i, shape in enumerate(cfg.shapes):
+    for shape in cfg.shapes:
         for j, size in enumerate(sizes):
             gen = torch.Generator(device=device)
-            gen.manual_seed(int(np.random.SeedSequence([cfg.seed, i, j]).generate_state(1)[0]))
+            key = [cfg.seed, SHAPES.index(shape), j]
+            gen.manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
             std = stds[shape] * float(size * theta.norm())
             noisy = NoisyQ(policy.network, names, std, gen)
             returns = score(noisy, game, policy, task, cfg.episodes, epsilon, cfg.seed, device)
