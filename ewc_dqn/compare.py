@@ -26,6 +26,7 @@ import tyro
 from ewc_dqn import compare_plots
 from ewc_dqn import compare_stats as st
 from ewc_dqn.compare_report import format_summary, jsonable, summary_dict, write_report
+from ewc_dqn.provenance import compare_warnings
 from ewc_dqn.run_files import SCHEDULE_FILE, RunRecord, load_run, write_json_atomic
 
 CLIP = st.CLIP
@@ -283,6 +284,7 @@ def compare_runs(
                 f"only in the second: {', '.join(only_other) or '-'})"
             )
     base, notes = load_baselines(tuple(baselines), games)
+    notes.extend(compare_warnings(paths))
     unscored = [g for j, g in enumerate(games) if any(np.isnan(r.scores_eg[-1, j]) for r in runs)]
     if unscored:
         notes.append(

@@ -36,8 +36,10 @@ from envs.games import GameSpec
 from envs.make import EnvCache, make_env
 from envs.scores import ReferenceNotMeasuredError, normalised_score
 from envs.vector import EnvConfig
-from ewc_dqn.networks import QNetwork
 
+QFunction = Callable[[torch.Tensor, int], torch.Tensor]
+"""Maps observations (B, C, H, W) and a task id to Q-values (B, A): a QNetwork, or one wrapped
+(e.g. with weight noise)."""
 TaskFn = Callable[[np.ndarray], int]
 """Maps the newest frame of copy 0 (C, H, W) uint8 to the task id to act with."""
 
@@ -84,7 +86,7 @@ def episode_quotas(episodes: int, copies: int) -> np.ndarray:
 
 @torch.no_grad()
 def evaluate_game(
-    network: QNetwork,
+    network: QFunction,
     game: GameSpec,
     env_config: EnvConfig,
     task_fn: TaskFn,

@@ -31,6 +31,7 @@ from ewc_dqn.fmn import ForgetMeNot
 from ewc_dqn.labels import InferredLabels, TaskLabeler, TrueLabels
 from ewc_dqn.metrics import MetricsLogger
 from ewc_dqn.networks import QNetwork, build_q_network
+from ewc_dqn.provenance import check_roms, write_provenance
 from ewc_dqn.replay import FrameReplay
 from ewc_dqn.run_files import CONFIG_FILE, SCHEDULE_FILE, read_json, write_json_atomic
 from ewc_dqn.train import Trainer
@@ -192,6 +193,7 @@ def start_run(
     dev = resolve_device(device)
     if resume:
         saved, saved_schedule = load_run_config(run_dir)
+        check_roms(run_dir)
         if config is not None and run_config_dict(config) != run_config_dict(saved):
             raise RunError(f"{run_dir} holds a run with another configuration; not resuming it")
         if schedule is not None and schedule.to_json() != saved_schedule.to_json():
@@ -214,6 +216,7 @@ def start_run(
     config.validate()  # before anything is written: bad input leaves the disk untouched
     config.check_schedule(schedule)
     prepare_run_dir(run_dir, config, schedule)
+    write_provenance(run_dir, schedule.games, dev, config.torch_threads)
     return build_trainer(config, schedule, run_dir, dev, show_progress=show_progress)
 
 

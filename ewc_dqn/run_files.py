@@ -8,6 +8,8 @@ A run folder holds::
     train.csv          training scalars, long format: step, frames, tag, value
     eval.csv           one row per (evaluation, game): see EVAL_COLUMNS
     eval_summary.csv   one row per evaluation: see SUMMARY_COLUMNS
+    provenance.json    what the run was made with: versions, commit, ROM MD5s, device
+                       (ewc_dqn.provenance)
     final.json         written last, when the run finished its budget (sweeps skip such runs):
                        steps, frames, evaluations, tasks, label ARI, and training steps per
                        game and task id (the label confusion table)

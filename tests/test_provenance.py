@@ -1,0 +1,103 @@
+"""provenance.json: written at run creation, checked on resume, compared by evaluate.py compare."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from ale_py import roms
+
+import train_agent
+from ewc_dqn.compare import compare_runs
+from ewc_dqn.config import preset
+from ewc_dqn.provenance import (
+    PROVENANCE_FILE,
+    ProvenanceError,
+    differences,
+    git_state,
+    read_provenance,
+)
+from ewc_dqn.run import make_schedule, start_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _new_atari_run(run: Path) -> None:
+    config = preset("smoke", "atari")
+    start_run(config, make_schedule(config), run, device="cpu", show_progress=False)
+
+
+def test_a_new_run_records_versions_roms_commit_and_device(tmp_path):
+    run = tmp_path / "run"
+    _new_atari_run(run)
+    record = read_provenance(run)
+    assert record is not None
+    assert set(record["packages"]) == {
+        "torch",
+        "numpy",
+        "ale-py",
+        "gymnasium",
+        "minatar",
+        "ewc-dqn",
+    }
+    assert all(record["packages"][p] for p in ("torch", "numpy", "ale-py", "ewc-dqn"))
+    for game, rom_id in (("Pong", "pong"), ("Breakout", "breakout")):
+        assert (
+            record["roms"][game] == hashlib.md5(roms.get_rom_path(rom_id).read_bytes()).hexdigest()
+        )
+    assert record["device"] == "cpu" and record["torch_threads"] >= 1
+    if (ROOT / ".git").exists():
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        assert record["git"]["commit"] == head and isinstance(record["git"]["dirty"], bool)
+
+
+def test_no_git_checkout_is_recorded_as_null(tmp_path):
+    assert git_state(tmp_path) is None
+    assert git_state(tmp_path / "missing") is None
+
+
+def test_resume_refuses_a_run_made_with_other_roms(tmp_path, capsys):
+    run = tmp_path / "run"
+    _new_atari_run(run)
+    start_run(None, None, run, device="cpu", resume=True, show_progress=False)  # same ROMs: fine
+    path = run / PROVENANCE_FILE
+    record = json.loads(path.read_text())
+    record["roms"]["Breakout"] = "0" * 32
+    path.write_text(json.dumps(record))
+    with pytest.raises(ProvenanceError, match="Breakout"):
+        start_run(None, None, run, device="cpu", resume=True, show_progress=False)
+    with pytest.raises(SystemExit) as exc:
+        train_agent.main(["--resume", str(run), "--quiet"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "other ROMs" in err and "\n" not in err
+
+
+def test_differences_name_the_runs_and_ignore_unplayed_games():
+    a = {"python": "3.11.7", "packages": {"torch": "2.13.0"}, "roms": {"Pong": "x"}}
+    b = {"python": "3.11.7", "packages": {"torch": "2.12.0"}, "roms": {"Pong": "x", "Boxing": "y"}}
+    assert differences({"a": a, "b": b}) == ["torch: 2.13.0 in a; 2.12.0 in b"]
+    assert differences({"a": a, "a2": a}) == []
+
+
+@pytest.mark.slow
+def test_compare_warns_about_runs_made_with_other_versions(tmp_path):
+    runs = [tmp_path / "seed0", tmp_path / "seed1"]
+    for seed, run in enumerate(runs):
+        args = ["--preset", "smoke", "--game", "MinAtar/Breakout", "--steps", "200"]
+        assert train_agent.main([*args, "--seed", str(seed), "--run-dir", str(run), "--quiet"]) == 0
+    same = compare_runs(runs, tmp_path / "same", reps=20, poi_reps=20)
+    assert not any("different" in n for n in same.notes)
+    path = runs[1] / PROVENANCE_FILE
+    record = json.loads(path.read_text())
+    record["packages"]["gymnasium"] = "0.29.1"
+    path.write_text(json.dumps(record))
+    result = compare_runs(runs, tmp_path / "differ", reps=20, poi_reps=20)
+    warning = [n for n in result.notes if n.startswith("warning: runs made with different")]
+    assert len(warning) == 1 and "gymnasium" in warning[0] and "0.29.1" in warning[0]
+    assert warning[0] in (tmp_path / "differ" / "report.md").read_text()
