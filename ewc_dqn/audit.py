@@ -73,7 +73,7 @@ def audit_run(path: Path) -> AuditReport:
     n = int(cfg["env"]["num_envs"])
     _check_learning_start(rows, cfg, n, report)
     _check_epsilon(rows, cfg, n, report)
-    _check_target_sync(rows, cfg, report)
+    _check_target_sync(rows, cfg, n, report)
     _check_consolidation(train, rows, cfg, report)
     _check_ewc_active(path, rows, run.schedule, cfg, report)
     _check_evaluation(path, run.schedule, report)
@@ -131,13 +131,19 @@ def _check_epsilon(rows: pd.DataFrame, cfg: dict, n: int, report: AuditReport) -
             )
 
 
-def _check_target_sync(rows: pd.DataFrame, cfg: dict, report: AuditReport) -> None:
+def _check_target_sync(rows: pd.DataFrame, cfg: dict, n: int, report: AuditReport) -> None:
     period = int(cfg["agent"]["target_update"])
-    for step, syncs in rows["perf/target_syncs"].dropna().items():
+    syncs = rows["perf/target_syncs"].dropna()
+    # A sync is due at each vectorised step that crosses a multiple of the period (one sync,
+    # however many multiples a step of n agent steps crosses).
+    vector_steps = np.arange(n, int(syncs.index.max()) + 1, n) if len(syncs) else np.zeros(0)
+    crossed = np.cumsum(vector_steps // period > (vector_steps - n) // period)
+    for step, count in syncs.items():
         report.checked["target_sync"] += 1
-        if int(syncs) != int(step) // period:
+        due = int(crossed[int(step) // n - 1]) if step >= n else 0
+        if int(count) != due:
             report.violations["target_sync"].append(
-                f"step {step}: {syncs:.0f} target syncs, {int(step) // period} due"
+                f"step {step}: {count:.0f} target syncs, {due} due every {period} agent steps"
             )
 
 

@@ -328,8 +328,8 @@ def scaled(config: TrainConfig, factor: float) -> TrainConfig:
     protocol's rules fire in the same order at a fraction of the cost: a dry run of the ``atari``
     preset on a CPU (docs/atari-protocol.md).
 
-    Each count keeps the least value that still works: a visit of one vectorised step, a
-    learning start of one minibatch, a replay that holds two minibatches, one Fisher minibatch, one
+    Each count keeps the least value that still works: a visit or a target period of one
+    vectorised step, a learning start of one minibatch, a replay that holds two minibatches, one Fisher minibatch, one
     evaluation episode, an episode cap of twice the longest no-op start.
     """
     if not (math.isfinite(factor) and 0.0 < factor <= 1.0):
@@ -366,7 +366,7 @@ def scaled(config: TrainConfig, factor: float) -> TrainConfig:
         learning_starts=count(agent.learning_starts, agent.batch_size),
         eps_decay_start=eps_start,
         eps_decay_end=max(eps_start, count(agent.eps_decay_end, 0)),
-        target_update=count(agent.target_update, 1),
+        target_update=count(agent.target_update, n),
     )
     env = config.env
     cap = env.max_episode_frames

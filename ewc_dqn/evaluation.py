@@ -18,9 +18,10 @@ in which copies finish:
   returns is unbiased (Wald's identity), unlike a count of the episodes that happen to end
   within a budget;
 - the environment's episode cap (``max_episode_frames``: 108,000 frames on Atari) bounds the
-  overrun. Without a cap, episodes still running after twice the budget are cut; the game is
-  then reported as incomplete (``complete`` False), and with no finished episode it has no score
-  at all (NaN), never a partial return.
+  overrun to one cap per copy. As a safety net against an environment that overruns its cap,
+  play stops there anyway; an episode cut that way does not count and the game is reported as
+  incomplete (``complete`` False), and with no finished episode it has no score at all (NaN),
+  never a partial return.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ class GameScore:
     task_id: int
     """The task id used most often while playing."""
     complete: bool = True
-    """False when an episode was cut by the hard limit (only possible without an episode cap),
-    or when no episode finished."""
+    """False when an episode was cut by the safety limit (an environment that overran its
+    episode cap) or no episode finished."""
     returns: list[float] = field(default_factory=list)
 
 
@@ -106,8 +107,10 @@ def evaluate_game(
     config = replace(env_config, num_envs=copies)
     env = envs.get(game, config) if envs is not None else make_env(game, config, seed=seed)
     quota = episode_quotas(episodes, copies)
-    cap = env_config.max_episode_frames
-    hard_limit = frames + copies * cap if cap > 0 else 2 * frames
+    # Episodes started within the budget end within one episode cap (and its no-op start) of
+    # each copy's frames.
+    longest = env_config.max_episode_frames + (env_config.noop_max + 1) * env.frames_per_step
+    hard_limit = frames + copies * longest
     try:
         obs = env.reset(seed=seed)
         c = env.frame_shape[0]
