@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ewc_dqn.dqn import double_dqn_targets, dqn_targets, td_loss
+from ewc_dqn.errors import UserError
 from ewc_dqn.transition import Transition
 
 
@@ -65,16 +66,16 @@ class AgentConfig:
 
     def validate(self) -> None:
         if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+            raise UserError(f"gamma must be in [0, 1], got {self.gamma}")
         if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise UserError(f"lr must be > 0, got {self.lr}")
         for name in ("batch_size", "train_every", "target_update"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_starts < self.batch_size:
-            raise ValueError("learning_starts must be at least batch_size")
+            raise UserError("learning_starts must be at least batch_size")
         if self.eps_decay_end < self.eps_decay_start:
-            raise ValueError("eps_decay_end must be >= eps_decay_start")
+            raise UserError("eps_decay_end must be >= eps_decay_start")
 
 
 PenaltyFn = Callable[[int], torch.Tensor | None]

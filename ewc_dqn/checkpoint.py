@@ -31,6 +31,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ewc_dqn.errors import UserError
+
 CHECKPOINT_DIR = "checkpoints"
 TENSORS_FILE = "tensors.safetensors"
 STATE_FILE = "state.json"
@@ -39,7 +41,7 @@ FORMAT_VERSION = 1
 _NAME = re.compile(r"^step_(\d{12})$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError):
     """A checkpoint is missing, incomplete, corrupt or does not fit the run."""
 
 

@@ -26,6 +26,7 @@ from ewc_dqn.checkpoint import (
     resolve_checkpoint,
 )
 from ewc_dqn.config import TrainConfig, config_from_dict, config_to_dict
+from ewc_dqn.errors import UserError
 from ewc_dqn.ewc import EWCConsolidator
 from ewc_dqn.fmn import ForgetMeNot
 from ewc_dqn.labels import InferredLabels, TaskLabeler, TrueLabels
@@ -36,7 +37,7 @@ from ewc_dqn.run_files import CONFIG_FILE, SCHEDULE_FILE, read_json, write_json_
 from ewc_dqn.train import Trainer
 
 
-class RunError(ValueError):
+class RunError(UserError):
     """A run cannot start: bad folder, mismatched resume, unusable device. One-line message."""
 
 
