@@ -52,6 +52,7 @@ from ewc_dqn.run_files import (
     truncate_csv_after,
     write_json_atomic,
 )
+from ewc_dqn.run_lock import RunLock
 
 ReplayFactory = Callable[[np.random.Generator], FrameReplay]
 
@@ -121,6 +122,7 @@ class Trainer:
         self.update_debt = 0.0
         self.label_counts: dict[tuple[int, int], int] = defaultdict(int)  # (true, used) -> steps
         # Transient.
+        self.run_lock: RunLock | None = None  # the run folder's lock, released by close()
         self._stop_signal: int | None = None
         self._acc: dict[str, list[float]] = defaultdict(list)
         self._eval_log = CsvLog(self.run_dir / EVAL_CSV, EVAL_COLUMNS)
@@ -488,9 +490,12 @@ class Trainer:
         self.load_state_dict(state)
 
     def close(self) -> None:
+        """Close the logs and let the run folder's lock go."""
         self._eval_log.close()
         self._summary_log.close()
         self.logger.close()
+        if self.run_lock is not None:
+            self.run_lock.release()
 
 
 def _eval_env_config(config: TrainConfig) -> EnvConfig:
