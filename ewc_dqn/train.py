@@ -11,6 +11,11 @@ checkpoint. A run resumed from a periodic checkpoint therefore replays exactly w
 uninterrupted run did (``tests/test_train_e2e.py`` checks identical weights). A checkpoint taken
 on Ctrl-C/SIGTERM mid-segment resumes with a fresh episode, so that resume is exact in every
 learned state but not in the interrupted episode.
+
+Crashes. A checkpoint records the size of every CSV log, and resuming cuts the logs back to it,
+so the rows of an evaluation that ran after the last checkpoint are written again exactly once.
+The run is finished (``final.json``) only when every evaluation has run. ``ewc_dqn.faults``
+kills or stops the process at named stages for the tests of all this.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from ewc_dqn.config import TrainConfig
 from ewc_dqn.dqn import linear_epsilon
 from ewc_dqn.evaluation import GameScore, evaluate_game, paper_mean, paper_total
 from ewc_dqn.ewc import EWCConsolidator
+from ewc_dqn.faults import FaultPoint
 from ewc_dqn.labels import TaskLabeler, adjusted_rand_from_counts
 from ewc_dqn.metrics import MetricsLogger
 from ewc_dqn.replay import FrameReplay
@@ -48,8 +54,10 @@ from ewc_dqn.run_files import (
     FINAL_FILE,
     SUMMARY_COLUMNS,
     SUMMARY_CSV,
+    TRAIN_CSV,
     CsvLog,
     truncate_csv_after,
+    truncate_file,
     write_json_atomic,
 )
 from ewc_dqn.run_lock import RunLock
@@ -123,6 +131,7 @@ class Trainer:
         self.label_counts: dict[tuple[int, int], int] = defaultdict(int)  # (true, used) -> steps
         # Transient.
         self.run_lock: RunLock | None = None  # the run folder's lock, released by close()
+        self._fault = FaultPoint.from_env()
         self._stop_signal: int | None = None
         self._acc: dict[str, list[float]] = defaultdict(list)
         self._eval_log = CsvLog(self.run_dir / EVAL_CSV, EVAL_COLUMNS)
@@ -154,13 +163,17 @@ class Trainer:
                     self.pending_eval = visit.index
                 # Checkpoint before evaluating, so a crash in the evaluation loses no training.
                 self.save()
+                if self.pending_eval is not None:
+                    self._fault.at("visit-end-saved", self.step)
                 self._evaluate_pending()
                 if stop_after_steps is not None and self.step >= stop_after_steps:
                     break
         bar.close()
-        finished = self.frames >= total
         if self._stop_signal is not None:
             self.save()
+        # A stop that came while the last visit's checkpoint was written leaves its evaluation
+        # pending: the run is then unfinished, and resuming runs that evaluation first.
+        finished = self.frames >= total and self.pending_eval is None
         if finished:
             self._write_final()
         self.logger.flush()
@@ -169,8 +182,10 @@ class Trainer:
     def _evaluate_pending(self) -> None:
         if self.pending_eval is not None and self._stop_signal is None:
             self.evaluate(self.schedule.visits[self.pending_eval])
+            self._fault.at("evaluated", self.step)
             self.pending_eval = None
             self.save()
+            self._fault.at("evaluation-saved", self.step)
 
     def _next_checkpoint_step(self) -> int:
         every = self.config.checkpoint_every
@@ -315,6 +330,7 @@ class Trainer:
             scalars.update(self.ewc.stats())
         self.logger.log(self.step, self.frames, scalars)
         self._acc.clear()
+        self._fault.at("logged", self.step)
 
     # --------------------------------------------------------------------------- evaluation
 
@@ -436,6 +452,12 @@ class Trainer:
             "rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
             "replay_tasks": sorted(self.replays),
+            # The logs as they stand at this checkpoint; resuming cuts them back to these sizes.
+            "log_sizes": {
+                TRAIN_CSV: self.logger.csv_size(),
+                EVAL_CSV: self._eval_log.size(),
+                SUMMARY_CSV: self._summary_log.size(),
+            },
         }
         if self.ewc is not None:
             state["ewc"] = self.ewc.state_dict()
@@ -469,7 +491,26 @@ class Trainer:
             if str(task) in saved:
                 replay.load_state_dict(saved[str(task)])
             self.replays[int(task)] = replay
-        self.truncate_logs(self.step)
+        self._cut_logs(state.get("log_sizes"))
+
+    def _cut_logs(self, sizes: Any) -> None:
+        """Cut the CSV logs back to their sizes at the checkpoint being resumed: what was written
+        after it (rows of an evaluation it did not record, a half-written row) is dropped and
+        written again by the resumed run."""
+        if not isinstance(sizes, dict):  # a checkpoint from before the sizes were recorded
+            self.truncate_logs(self.step)
+            return
+        self._eval_log.close()
+        self._summary_log.close()
+        for name in (EVAL_CSV, SUMMARY_CSV):
+            size = sizes.get(name)
+            if not (_is_int(size) and truncate_file(self.run_dir / name, size)):
+                truncate_csv_after(self.run_dir / name, self.step)
+        self._eval_log = CsvLog(self.run_dir / EVAL_CSV, EVAL_COLUMNS)
+        self._summary_log = CsvLog(self.run_dir / SUMMARY_CSV, SUMMARY_COLUMNS)
+        size = sizes.get(TRAIN_CSV)
+        if _is_int(size):
+            self.logger.truncate_csv(size)
 
     def truncate_logs(self, step: int) -> None:
         """Drop evaluation rows written after ``step`` (by a run that crashed after it)."""
@@ -481,9 +522,12 @@ class Trainer:
         self._summary_log = CsvLog(self.run_dir / SUMMARY_CSV, SUMMARY_COLUMNS)
 
     def save(self) -> Path:
-        return save_checkpoint(
-            self.run_dir, self.step, self.state_dict(), keep=self.config.keep_checkpoints
-        )
+        """Checkpoint the whole state (the sizes of the logs included)."""
+        state = self.state_dict()
+        self._fault.at("saving", self.step)
+        path = save_checkpoint(self.run_dir, self.step, state, keep=self.config.keep_checkpoints)
+        self._fault.at("saved", self.step)
+        return path
 
     def restore(self, path: Path) -> None:
         _, state = load_checkpoint(path, device=self.device)
@@ -496,6 +540,10 @@ class Trainer:
         self.logger.close()
         if self.run_lock is not None:
             self.run_lock.release()
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _eval_env_config(config: TrainConfig) -> EnvConfig:
