@@ -24,7 +24,7 @@ import torch
 from envs.games import resolve_game
 from envs.make import frame_spec
 from envs.schedule import Schedule, Visit, build_schedule
-from ewc_dqn.agent import DQNAgent
+from ewc_dqn.agent import DQNAgent, nonfinite_tensors
 from ewc_dqn.checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -181,6 +181,12 @@ def load_trained_policy(path: Path, device: torch.device) -> TrainedPolicy:
         raise CheckpointError(
             f"checkpoint {ckpt} does not fit its run's config: {' '.join(str(e).split())[:300]}"
         ) from None
+    bad = nonfinite_tensors(network.state_dict())
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {ckpt} holds non-finite weights ({', '.join(bad[:2])}"
+            f"{' ...' if len(bad) > 2 else ''}): its run diverged; evaluate an earlier checkpoint"
+        )
     return TrainedPolicy(ckpt, step, config, schedule, network.eval(), state)
 
 

@@ -14,8 +14,9 @@ learned state but not in the interrupted episode.
 
 Crashes. A checkpoint records the size of every CSV log, and resuming cuts the logs back to it,
 so the rows of an evaluation that ran after the last checkpoint are written again exactly once.
-The run is finished (``final.json``) only when every evaluation has run. ``ewc_dqn.faults``
-kills or stops the process at named stages for the tests of all this.
+The run is finished (``final.json``) only when every evaluation has run. A non-finite loss,
+gradient or weight stops the run with a ``DivergenceError`` before any checkpoint can hold it.
+``ewc_dqn.faults`` kills or stops the process at named stages for the tests of all this.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ from envs.make import make_env
 from envs.schedule import Schedule, Visit
 from envs.vector import EnvConfig
 from ewc_dqn.agent import DQNAgent
-from ewc_dqn.checkpoint import load_checkpoint, save_checkpoint
+from ewc_dqn.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ewc_dqn.config import TrainConfig
 from ewc_dqn.dqn import linear_epsilon
+from ewc_dqn.errors import UserError
 from ewc_dqn.evaluation import GameScore, evaluate_game, paper_mean, paper_total
 from ewc_dqn.ewc import EWCConsolidator
 from ewc_dqn.faults import FaultPoint
@@ -63,6 +65,10 @@ from ewc_dqn.run_files import (
 from ewc_dqn.run_lock import RunLock
 
 ReplayFactory = Callable[[np.random.Generator], FrameReplay]
+
+
+class DivergenceError(UserError):
+    """Training met a non-finite loss, gradient or weight. One line: when and which."""
 
 
 @dataclass
@@ -132,6 +138,7 @@ class Trainer:
         # Transient.
         self.run_lock: RunLock | None = None  # the run folder's lock, released by close()
         self._fault = FaultPoint.from_env()
+        self._finite_at = 0  # agent steps at the last check that found everything finite
         self._stop_signal: int | None = None
         self._acc: dict[str, list[float]] = defaultdict(list)
         self._eval_log = CsvLog(self.run_dir / EVAL_CSV, EVAL_COLUMNS)
@@ -287,6 +294,7 @@ class Trainer:
     def consolidate(self, task: int) -> None:
         """(Re)compute the Fisher of ``task`` from its replay and replace its EWC term."""
         assert self.ewc is not None
+        self.check_finite()  # a diverged network would give a non-finite Fisher
         replay = self.replays.get(task)
         cfg = self.ewc.config
         if replay is None or len(replay) < cfg.fisher_batch_size:
@@ -313,6 +321,7 @@ class Trainer:
                 self._acc[f"train/{visit.game}/episode_return"].append(float(ret))
 
     def _log_train(self, task: int, eps: float, sps: float) -> None:
+        self.check_finite()
         scalars = {k: float(np.mean(v)) for k, v in self._acc.items() if k != "tasks/switches"}
         scalars["tasks/switches"] = float(len(self._acc.get("tasks/switches", [])))
         scalars.update(
@@ -331,6 +340,34 @@ class Trainer:
         self.logger.log(self.step, self.frames, scalars)
         self._acc.clear()
         self._fault.at("logged", self.step)
+
+    def check_finite(self) -> None:
+        """Raise DivergenceError when an update since the last check met a non-finite loss or
+        gradient norm, or the weights hold a NaN or an infinity. One host sync: called when
+        logging, before a Fisher estimate and before every checkpoint."""
+        found = self.agent.divergence()
+        if found is not None:
+            update, what = found
+            raise self._diverged(
+                f"the {' and '.join(what)} became NaN or infinite at update {update:,}"
+            )
+        bad = self.agent.nonfinite_weights()
+        if bad:
+            more = f" and {len(bad) - 2} more" if len(bad) > 2 else ""
+            raise self._diverged(f"weights became NaN or infinite ({', '.join(bad[:2])}{more})")
+        self._finite_at = self.step
+
+    def _diverged(self, what: str) -> DivergenceError:
+        newest = latest_checkpoint(self.run_dir)
+        kept = (
+            f"the newest checkpoint, {newest.name}, holds finite weights"
+            if newest is not None
+            else "no checkpoint was written"
+        )
+        return DivergenceError(
+            f"training diverged between agent steps {self._finite_at:,} and {self.step:,}: "
+            f"{what}; {kept}. Lower --agent.lr or check the other settings"
+        )
 
     # --------------------------------------------------------------------------- evaluation
 
@@ -522,7 +559,9 @@ class Trainer:
         self._summary_log = CsvLog(self.run_dir / SUMMARY_CSV, SUMMARY_COLUMNS)
 
     def save(self) -> Path:
-        """Checkpoint the whole state (the sizes of the logs included)."""
+        """Checkpoint the whole state (the sizes of the logs included). DivergenceError instead
+        when anything is not finite, so a checkpoint never holds a diverged network."""
+        self.check_finite()
         state = self.state_dict()
         self._fault.at("saving", self.step)
         path = save_checkpoint(self.run_dir, self.step, state, keep=self.config.keep_checkpoints)

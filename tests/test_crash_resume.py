@@ -1,10 +1,11 @@
-"""Crashes and stops: real processes killed or stopped at named stages of the run
+"""Crashes, stops and divergence: real processes killed or stopped at named stages of the run
 (``EWC_DQN_FAULT``, ewc_dqn.faults), then resumed; the logs and weights are compared with a run
-that was never interrupted."""
+that was never interrupted. A run that diverges stops without checkpointing it."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -14,8 +15,15 @@ from pathlib import Path
 import pytest
 import torch
 
+import evaluate
 import train_agent
-from ewc_dqn.checkpoint import load_checkpoint
+from ewc_dqn.agent import AgentConfig, DQNAgent
+from ewc_dqn.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from ewc_dqn.config import preset
+from ewc_dqn.networks import NetworkConfig, QNetwork
+from ewc_dqn.run import build_trainer, make_schedule, resolve_device
+from ewc_dqn.train import DivergenceError
+from ewc_dqn.transition import Transition
 
 ROOT = Path(__file__).resolve().parents[1]
 # The MinAtar smoke preset with visits of 300 frames: 4 visits, 1,200 agent steps, checkpoints
@@ -105,3 +113,71 @@ def test_a_stop_during_the_last_checkpoint_leaves_the_run_resumable(reference, t
     assert len((run / "eval_summary.csv").read_text().splitlines()) == 1 + 3
     assert train_agent.main(["--resume", str(run), "--quiet"]) == 0
     _same_as_reference(run, reference)
+
+
+def test_divergence_stops_the_run_and_never_checkpoints_it(tmp_path):
+    run = tmp_path / "run"
+    # Learning starts after the first checkpoint (step 100) and diverges at once; the check
+    # when the scalars of step 200 are logged finds it.
+    args = [*RUN, "--no-ewc", "--agent.lr", "1e6", "--agent.learning-starts", "150"]
+    result = _train(*args, "--checkpoint-every", "100", "--run-dir", str(run))
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: training diverged between agent steps 100 and 200: the loss")
+    assert "became NaN or infinite at update " in line
+    assert "the newest checkpoint, step_000000000100, holds finite weights" in line
+    assert [p.name for p in list_checkpoints(run)] == ["step_000000000100"]
+    assert all(torch.isfinite(w).all() for w in _weights(run).values())
+    assert not (run / "final.json").exists()
+
+
+@pytest.mark.parametrize("max_grad_norm", [50.0, 0.0])  # clipped, or the norm only measured
+def test_the_agent_remembers_the_first_non_finite_update(max_grad_norm):
+    torch.manual_seed(0)
+    net = QNetwork((10, 10, 10), 6, NetworkConfig(arch="minatar", max_tasks=2), 1.0)
+    config = AgentConfig(learning_starts=32, max_grad_norm=max_grad_norm)
+    agent = DQNAgent(net, config, torch.device("cpu"))
+
+    def batch(reward: float) -> Transition:
+        frames = torch.randint(0, 2, (8, 10, 10, 10), dtype=torch.uint8)
+        return Transition(frames, torch.zeros(8, dtype=torch.int64), torch.full((8,), reward),
+                          torch.full((8,), 0.99), frames)  # fmt: skip
+
+    agent.update(batch(1.0), task_id=0)
+    assert agent.divergence() is None and agent.nonfinite_weights() == []
+    agent.update(batch(math.nan), task_id=0)  # update 2: NaN loss, NaN gradients, NaN weights
+    agent.update(batch(1.0), task_id=0)
+    assert agent.divergence() == (2, ["loss", "gradient"])  # the first one, not the last
+    assert agent.nonfinite_weights()[0].startswith("online/")
+
+
+def test_non_finite_weights_are_never_checkpointed(tmp_path):
+    trainer = build_trainer(
+        preset("smoke", "minatar"),
+        make_schedule(preset("smoke", "minatar")),
+        tmp_path,
+        resolve_device("cpu"),
+        show_progress=False,
+    )
+    trainer.save()
+    name, weight = next(iter(trainer.agent.online.named_parameters()))
+    with torch.no_grad():
+        weight[0] = math.inf
+    with pytest.raises(DivergenceError, match=f"weights became NaN or infinite \\(online/{name}"):
+        trainer.save()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_000000000000"]
+    trainer.close()
+
+
+def test_evaluate_refuses_a_checkpoint_with_non_finite_weights(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_agent.main([*RUN, "--run-dir", str(run), "--stop-after-steps", "400"]) == 3
+    _, state = load_checkpoint(run)
+    next(iter(state["agent"]["online"].values()))[0] = math.nan
+    save_checkpoint(run, 500, state)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main([str(run), "--episodes", "1"])
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 2 and out == ""
+    assert "step_000000000500 holds non-finite weights" in err and "diverged" in err
