@@ -6,7 +6,8 @@ consolidator, the task labeller, the replay factory and the logger, wires them i
 ``Trainer`` and restores the latest checkpoint when resuming.
 
 The run folder is locked (``ewc_dqn.run_lock``) before anything in it is written or read for a
-resume, and stays locked until the trainer is closed.
+resume, and stays locked until the trainer is closed. Resuming uses the newest checkpoint that
+loads and holds finite weights; newer damaged ones are set aside with a warning.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from envs.schedule import Schedule, Visit, build_schedule
 from ewc_dqn.agent import DQNAgent, nonfinite_tensors
 from ewc_dqn.checkpoint import (
     CheckpointError,
-    latest_checkpoint,
     load_checkpoint,
+    load_newest_checkpoint,
     resolve_checkpoint,
 )
 from ewc_dqn.config import TrainConfig, config_from_dict, config_to_dict
@@ -177,7 +178,7 @@ def load_trained_policy(path: Path, device: torch.device) -> TrainedPolicy:
     network = build_suite_network(config).to(device)
     try:
         network.load_state_dict(state["agent"]["online"])
-    except (KeyError, RuntimeError) as e:
+    except (KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(
             f"checkpoint {ckpt} does not fit its run's config: {' '.join(str(e).split())[:300]}"
         ) from None
@@ -188,6 +189,22 @@ def load_trained_policy(path: Path, device: torch.device) -> TrainedPolicy:
             f"{' ...' if len(bad) > 2 else ''}): its run diverged; evaluate an earlier checkpoint"
         )
     return TrainedPolicy(ckpt, step, config, schedule, network.eval(), state)
+
+
+def _unusable_for_resume(state: dict) -> str | None:
+    """Why a loaded checkpoint cannot be resumed from (non-finite weights: a run that diverged
+    before checkpoints were checked), or None. Structure is checked later, by restoring."""
+    agent = state.get("agent")
+    if not isinstance(agent, dict):
+        return None
+    weights = {
+        f"{net}/{k}": v
+        for net in ("online", "target")
+        if isinstance(agent.get(net), dict)
+        for k, v in agent[net].items()
+    }
+    bad = nonfinite_tensors(weights)
+    return f"non-finite weights in {', '.join(bad[:2])}" if bad else None
 
 
 def build_trainer(
@@ -257,17 +274,17 @@ def start_run(
         lock = RunLock.acquire(run_dir)
         trainer = None
         try:
-            ckpt = latest_checkpoint(run_dir)
+            found = load_newest_checkpoint(run_dir, dev, check=_unusable_for_resume)
             trainer = build_trainer(
                 saved,
                 saved_schedule,
                 run_dir,
                 dev,
-                resume_step=_step_of(ckpt) if ckpt else 0,
+                resume_step=found[1] if found else 0,
                 show_progress=show_progress,
             )
-            if ckpt is not None:
-                trainer.restore(ckpt)
+            if found is not None:
+                trainer.restore(found[0], found[2])
             else:
                 trainer.truncate_logs(0)
         except BaseException:
@@ -288,7 +305,3 @@ def start_run(
         raise
     trainer.run_lock = lock
     return trainer
-
-
-def _step_of(ckpt: Path) -> int:
-    return int(ckpt.name.split("_")[1])

@@ -40,7 +40,7 @@ from envs.make import make_env
 from envs.schedule import Schedule, Visit
 from envs.vector import EnvConfig
 from ewc_dqn.agent import DQNAgent
-from ewc_dqn.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from ewc_dqn.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from ewc_dqn.config import TrainConfig
 from ewc_dqn.dqn import linear_epsilon
 from ewc_dqn.errors import UserError
@@ -503,7 +503,21 @@ class Trainer:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore everything ``state_dict`` holds; ValueError or KeyError for a state that does
+        not fit this run (``restore`` reports it as a CheckpointError)."""
         loop = state["loop"]
+        _check_types(loop, _LOOP_TYPES, "loop")
+        if not all(
+            isinstance(row, list) and len(row) == 3 and all(_is_int(x) for x in row)
+            for row in loop["label_counts"]
+        ):
+            raise ValueError("loop.label_counts must be a list of [true task, task, steps]")
+        if (self.ewc is None) != ("ewc" not in state):
+            raise ValueError(
+                "it holds no EWC state (a --no-ewc run's) and this run uses EWC"
+                if self.ewc is not None
+                else "it holds EWC state and this run is --no-ewc"
+            )
         self.step = int(loop["step"])
         self.frames = int(loop["frames"])
         self.current_task = loop["current_task"]
@@ -559,8 +573,9 @@ class Trainer:
         self._summary_log = CsvLog(self.run_dir / SUMMARY_CSV, SUMMARY_COLUMNS)
 
     def save(self) -> Path:
-        """Checkpoint the whole state (the sizes of the logs included). DivergenceError instead
-        when anything is not finite, so a checkpoint never holds a diverged network."""
+        """Checkpoint the whole state. DivergenceError instead when anything is not finite, so a
+        checkpoint never holds a diverged network; CheckpointError when it cannot be written (a
+        full disk), the older checkpoints then intact."""
         self.check_finite()
         state = self.state_dict()
         self._fault.at("saving", self.step)
@@ -568,9 +583,20 @@ class Trainer:
         self._fault.at("saved", self.step)
         return path
 
-    def restore(self, path: Path) -> None:
-        _, state = load_checkpoint(path, device=self.device)
-        self.load_state_dict(state)
+    def restore(self, path: Path, state: dict[str, Any] | None = None) -> None:
+        """Continue from the checkpoint at ``path`` (``state``: its contents, already loaded);
+        CheckpointError when it does not fit this run (another suite, network or variant, a
+        field of the wrong type)."""
+        if state is None:
+            _, state = load_checkpoint(path, device=self.device)
+        try:
+            self.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+            reason = " ".join(str(e).split())[:300] or type(e).__name__
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this run ({self.config.variant}, "
+                f"{self.config.suite}, network {self.config.network.arch}): {reason}"
+            ) from None
 
     def close(self) -> None:
         """Close the logs and let the run folder's lock go."""
@@ -581,8 +607,41 @@ class Trainer:
             self.run_lock.release()
 
 
+_LOOP_TYPES: dict[str, tuple[type | None, ...]] = {
+    "step": (int,),
+    "frames": (int,),
+    "current_task": (int, None),
+    "eval_index": (int,),
+    "pending_eval": (int, None),
+    "next_eval_frames": (int, float, None),
+    "update_debt": (int, float),
+    "label_counts": (list,),
+}
+"""The loop fields of a checkpoint and the JSON types each may have."""
+
+
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_types(fields: Any, types: dict[str, tuple[type | None, ...]], where: str) -> None:
+    """ValueError naming the first field of ``fields`` missing or not of its type."""
+    if not isinstance(fields, dict):
+        raise ValueError(f"{where} must be a dict, got {type(fields).__name__}")
+    for name, allowed in types.items():
+        if name not in fields:
+            raise ValueError(f"{where}.{name} is missing")
+        value = fields[name]
+        if not any(_is_a(value, kind) for kind in allowed):
+            kinds = " or ".join("null" if k is None else k.__name__ for k in allowed)
+            raise ValueError(f"{where}.{name} must be {kinds}, got {value!r}")
+
+
+def _is_a(value: Any, kind: type | None) -> bool:
+    """JSON typing: None is null, and a bool is neither an int nor a float."""
+    if kind is None:
+        return value is None
+    return isinstance(value, kind) and not isinstance(value, bool)
 
 
 def _eval_env_config(config: TrainConfig) -> EnvConfig:

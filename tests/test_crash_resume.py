@@ -1,6 +1,6 @@
-"""Crashes, stops and divergence: real processes killed or stopped at named stages of the run
-(``EWC_DQN_FAULT``, ewc_dqn.faults), then resumed; the logs and weights are compared with a run
-that was never interrupted. A run that diverges stops without checkpointing it."""
+"""Crashes, stops, divergence and damaged checkpoints: real processes killed or stopped at named
+stages of the run (``EWC_DQN_FAULT``, ewc_dqn.faults), then resumed; the logs and weights are
+compared with a run that was never interrupted."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch
 import evaluate
 import train_agent
 from ewc_dqn.agent import AgentConfig, DQNAgent
-from ewc_dqn.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from ewc_dqn.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from ewc_dqn.config import preset
 from ewc_dqn.networks import NetworkConfig, QNetwork
 from ewc_dqn.run import build_trainer, make_schedule, resolve_device
@@ -115,6 +115,42 @@ def test_a_stop_during_the_last_checkpoint_leaves_the_run_resumable(reference, t
     _same_as_reference(run, reference)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "non-finite"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(
+    damage, reference, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    assert train_agent.main([*RUN, "--run-dir", str(run), "--stop-after-steps", "800"]) == 3
+    assert [p.name for p in list_checkpoints(run)] == ["step_000000000600", "step_000000000800"]
+    newest = latest_checkpoint(run)
+    if damage == "truncated":
+        tensors = newest / "tensors.safetensors"
+        tensors.write_bytes(tensors.read_bytes()[:1000])
+    else:  # written by a version that did not check the weights of a diverged run
+        _, state = load_checkpoint(newest)
+        next(iter(state["agent"]["online"].values())).fill_(math.nan)
+        save_checkpoint(run, 800, state)
+    capsys.readouterr()
+    assert train_agent.main(["--resume", str(run), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: skipping damaged checkpoint {newest}" in err
+    assert "resuming from" in err and "step_000000000600" in err
+    assert (run / "checkpoints" / "damaged-step_000000000800").is_dir()  # kept, set aside
+    _same_as_reference(run, reference)
+
+
+def test_every_checkpoint_damaged_is_an_error_not_a_fresh_start(tmp_path):
+    run = tmp_path / "run"
+    assert train_agent.main([*RUN, "--run-dir", str(run), "--stop-after-steps", "800"]) == 3
+    for ckpt in list_checkpoints(run):
+        (ckpt / "state.json").write_text("{")
+    resumed = _train("--resume", str(run))
+    assert resumed.returncode == 2
+    assert "holds no loadable checkpoint (step_000000000800: " in resumed.stderr
+    assert len(resumed.stderr.strip().splitlines()) == 1
+    assert len(list_checkpoints(run)) == 2  # nothing renamed or deleted
+
+
 def test_divergence_stops_the_run_and_never_checkpoints_it(tmp_path):
     run = tmp_path / "run"
     # Learning starts after the first checkpoint (step 100) and diverges at once; the check
@@ -181,3 +217,14 @@ def test_evaluate_refuses_a_checkpoint_with_non_finite_weights(tmp_path, capsys)
     out, err = capsys.readouterr()
     assert exit_.value.code == 2 and out == ""
     assert "step_000000000500 holds non-finite weights" in err and "diverged" in err
+
+
+def test_a_bug_keeps_its_traceback_and_the_last_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    crashed = _train(*RUN, "--run-dir", str(run), fault="logged@500:raise")  # as from a bug
+    assert crashed.returncode == 1
+    assert "Traceback (most recent call last)" in crashed.stderr
+    assert "ValueError: deliberate fault at logged, agent step 500" in crashed.stderr
+    assert "error: " not in crashed.stderr  # not dressed up as bad input
+    assert load_checkpoint(run)[0] == 400 and not (run / "final.json").exists()
+    assert train_agent.main(["--resume", str(run), "--quiet"]) == 0  # and the lock is free
