@@ -21,6 +21,7 @@ from typing import Literal
 import tyro
 
 from ewc_dqn.cli_errors import exit_on_user_errors
+from ewc_dqn.errors import EXIT_BAD_INPUT, EXIT_FINISHED, UserError
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,11 @@ def evaluate_checkpoint(args: EvalArgs) -> dict:
     from ewc_dqn.train import format_scores
 
     if args.episodes is not None and args.episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+        raise UserError(f"--episodes must be >= 1, got {args.episodes}")
     if args.frames is not None and args.frames < 1:
-        raise ValueError(f"--frames must be >= 1, got {args.frames}")
+        raise UserError(f"--frames must be >= 1, got {args.frames}")
     if not 0.0 <= args.epsilon <= 1.0:
-        raise ValueError(f"--epsilon must be in [0, 1], got {args.epsilon}")
+        raise UserError(f"--epsilon must be in [0, 1], got {args.epsilon}")
     device = resolve_device(args.device)
     policy = load_trained_policy(args.path, device)
     ckpt, step, state, net = policy.checkpoint, policy.step, policy.state, policy.network
@@ -75,14 +76,14 @@ def evaluate_checkpoint(args: EvalArgs) -> dict:
     labels = config.task_labels if args.task_labels == "run" else args.task_labels
     games = parse_game_list(args.games) if args.games else parse_game_list(",".join(schedule.games))
     if any(g.suite != config.suite for g in games):
-        raise ValueError(
+        raise UserError(
             f"the run trained {config.suite} games; cannot score "
             f"{', '.join(g.name for g in games if g.suite != config.suite)}"
         )
     if labels == "true":
         unknown = [g.name for g in games if g.name not in schedule.games]
         if unknown:
-            raise ValueError(
+            raise UserError(
                 f"{', '.join(unknown)} not in the run's schedule, so it has no true "
                 "task label; use --task-labels inferred"
             )
@@ -162,16 +163,23 @@ def main(argv: list[str] | None = None) -> int:
             prog="evaluate.py [checkpoint]",
             config=(tyro.conf.FlagCreatePairsOff,),
         )
+        if args.json is not None:
+            from ewc_dqn.writable import check_writable_file
+
+            check_writable_file(args.json, "--json")  # before the scores, not after
         result = evaluate_checkpoint(args)
         if args.json is not None:
             from ewc_dqn.run_files import write_json_atomic
 
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(args.json, result)
+            try:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                write_json_atomic(args.json, result)
+            except OSError as e:  # checked above; the disk may still have filled up since
+                raise UserError(f"cannot write --json {args.json}: {e.strerror or e}") from None
             print(f"wrote {args.json}")
         json.dumps(result)  # fail here, not later, if anything is not JSON-ready
-        return 0
-    return 2
+        return EXIT_FINISHED
+    return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

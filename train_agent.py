@@ -11,6 +11,10 @@
 Every field of the preset can be overridden (``--agent.lr``, ``--ewc.lam``, ``--schedule.seed``
 ...); ``--help`` lists them with their units. Agent steps count transitions summed over the
 parallel environment copies; frames count emulator frames (4 per agent step on Atari).
+
+Exit status: 0 the run finished; 2 bad input (one line on stderr: a flag, a run folder, a
+checkpoint, a full disk, training that diverged); 3 stopped on request (``--stop-after-steps``,
+Ctrl-C, SIGTERM) after a checkpoint, to be continued with ``--resume``; 1 a bug (a traceback).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from envs.games import resolve_game
 from ewc_dqn.cli_config import default_config, with_games
 from ewc_dqn.cli_errors import exit_on_user_errors
 from ewc_dqn.config import TrainConfig
+from ewc_dqn.errors import EXIT_BAD_INPUT, EXIT_FINISHED, EXIT_STOPPED
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,7 @@ class TrainArgs:
     """No progress bar or evaluation tables."""
     stop_after_steps: int | None = None
     """Stop at the first checkpoint at or after this many agent steps (resume later with
-    --resume); for time-limited cluster jobs."""
+    --resume; exit status 3); for time-limited cluster jobs."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,12 +76,17 @@ def main(argv: list[str] | None = None) -> int:
             TrainArgs, default=default, args=argv, config=(tyro.conf.FlagCreatePairsOff,)
         )
         return _train(args, argv)
-    return 2
+    return EXIT_BAD_INPUT
 
 
 def _train(args: TrainArgs, argv: list[str]) -> int:
     from ewc_dqn.run import RunError, single_game_schedule, start_run
 
+    if args.stop_after_steps is not None and args.stop_after_steps < 1:
+        raise RunError(
+            f"--stop-after-steps must be a positive number of agent steps, got "
+            f"{args.stop_after_steps}"
+        )
     if args.resume is not None:
         overrides = [
             a
@@ -137,9 +147,9 @@ def _train(args: TrainArgs, argv: list[str]) -> int:
 
         plots = write_run_plots(run_dir)
         print(f"finished: {run_dir} (plots: {', '.join(str(p) for p in plots)})")
-        return 0
+        return EXIT_FINISHED
     print(f"stopped; continue with: python train_agent.py --resume {run_dir}")
-    return 130
+    return EXIT_STOPPED
 
 
 if __name__ == "__main__":

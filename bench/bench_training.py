@@ -172,6 +172,9 @@ class LapLogger:
             self.laps.append(lap)
         self.inner.log(step, frames, scalars)
 
+    def csv_size(self) -> int:
+        return self.inner.csv_size()
+
     def flush(self) -> None:
         self.inner.flush()
 

@@ -48,6 +48,7 @@ from torch import nn
 
 from ewc_dqn.checkpoint import latest_checkpoint, load_checkpoint
 from ewc_dqn.cli_errors import exit_on_user_errors
+from ewc_dqn.errors import UserError
 from ewc_dqn.fisher import fisher_diagonal, fisher_overlap, layer_of
 from ewc_dqn.networks import build_q_network
 from ewc_dqn.replay import FrameReplay
@@ -99,10 +100,10 @@ def wait_for_run(args: Args) -> Path:
     """The newest complete checkpoint of ``args.run`` once the run has finished."""
     run = args.run
     if not run.is_dir():
-        raise ValueError(f"{run} is not a folder")
+        raise UserError(f"{run} is not a folder")
     if not (run / CONFIG_FILE).is_file():
         ckpt = latest_checkpoint(run)
-        raise ValueError(
+        raise UserError(
             f"{run} holds no checkpoints (not a run folder: no {CONFIG_FILE})"
             if ckpt is None
             else f"{run} has checkpoints but no {CONFIG_FILE}; pass the run folder itself"
@@ -110,7 +111,7 @@ def wait_for_run(args: Args) -> Path:
     deadline = time.monotonic() + args.wait_minutes * 60
     while not args.no_wait and not (run / FINAL_FILE).exists():
         if time.monotonic() >= deadline:
-            raise ValueError(
+            raise UserError(
                 f"{run} did not finish (no {FINAL_FILE}) within {args.wait_minutes:g} minutes; "
                 "rerun later or pass --no-wait"
             )
@@ -118,7 +119,7 @@ def wait_for_run(args: Args) -> Path:
         time.sleep(args.poll_seconds)
     ckpt = latest_checkpoint(run)
     if ckpt is None:
-        raise ValueError(f"{run} holds no complete checkpoint")
+        raise UserError(f"{run} holds no complete checkpoint")
     return ckpt
 
 
@@ -130,7 +131,7 @@ def load_agent_and_replay(
     step, state = load_checkpoint(ckpt)
     replays = state.get("replays", {})
     if str(args.task) not in replays:
-        raise ValueError(
+        raise UserError(
             f"checkpoint {ckpt} has no replay for task {args.task} "
             f"(replays: {sorted(replays) or 'none; the run was saved without save_replay'})"
         )
@@ -232,7 +233,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 def main(args: Args) -> None:
     torch.set_num_threads(args.threads)
     if args.batches < 1 or args.batch_size < 1 or args.noise_draws < 1 or not args.noise_norms:
-        raise ValueError("batches, batch-size, noise-draws and noise-norms must be positive")
+        raise UserError("batches, batch-size, noise-draws and noise-norms must be positive")
     ckpt = wait_for_run(args)
     step, online, target, replay, names, config = load_agent_and_replay(args, ckpt)
     task = args.task

@@ -27,6 +27,7 @@ import numpy as np
 
 from envs.games import GameSpec
 from envs.vector import EnvConfig, EnvStep, FrameStacker
+from ewc_dqn.errors import UserError
 
 NUM_ACTIONS = 18
 RAW_SHAPE = (210, 160)
@@ -137,7 +138,7 @@ def _gymnasium_env(game: GameSpec, config: EnvConfig) -> gym.Env:
         max_num_frames_per_episode=config.max_episode_frames,
     )
     if config.fire_reset:
-        raise ValueError("fire_reset is only available with backend='vector'")
+        raise UserError("fire_reset is only available with backend='vector'")
     # screen_size = raw size: AtariPreprocessing skips its own resize, so both backends share the
     # bilinear resize and the stacking done here.
     return AtariPreprocessing(

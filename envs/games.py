@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from ewc_dqn.errors import UserError
+
 Suite = Literal["atari", "minatar"]
 
 # (canonical name, dqn_zoo key == ale-py ROM id), in the dqn_zoo table's (alphabetical) order.
@@ -119,7 +121,7 @@ class GameSpec:
         return self.name
 
 
-class UnknownGameError(ValueError):
+class UnknownGameError(UserError):
     """A game name that matches no game of either suite. The message is one line."""
 
 
@@ -181,22 +183,22 @@ def parse_game_list(text: str) -> list[GameSpec]:
     """Parse a comma-separated game list (`--games Pong,Breakout,SpaceInvaders`).
 
     Raises:
-        ValueError: an entry is empty, a game appears twice (after resolving aliases), or the list
-            mixes Atari and MinAtar games. UnknownGameError (a ValueError) for an unknown name.
+        UserError: an entry is empty, a game appears twice (after resolving aliases), or the list
+            mixes Atari and MinAtar games. UnknownGameError (a UserError) for an unknown name.
     """
     entries = [entry.strip() for entry in text.split(",")]
     if any(not entry for entry in entries):
-        raise ValueError(f"empty entry in game list {text!r}")
+        raise UserError(f"empty entry in game list {text!r}")
     specs = [resolve_game(entry) for entry in entries]
     seen: dict[str, str] = {}
     for entry, spec in zip(entries, specs, strict=True):
         if spec.name in seen:
-            raise ValueError(
+            raise UserError(
                 f"game {spec.name} appears twice in game list {text!r} "
                 f"(as {seen[spec.name]!r} and {entry!r})"
             )
         seen[spec.name] = entry
     suites = {spec.suite for spec in specs}
     if len(suites) > 1:
-        raise ValueError(f"game list {text!r} mixes Atari and MinAtar games; use one suite")
+        raise UserError(f"game list {text!r} mixes Atari and MinAtar games; use one suite")
     return specs

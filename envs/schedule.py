@@ -51,6 +51,7 @@ from typing import Any, Literal
 import numpy as np
 
 from envs.games import MINATAR_GAMES, resolve_game
+from ewc_dqn.errors import UserError
 
 DQN_HUMAN_LEVEL_POOL: tuple[str, ...] = (
     "VideoPinball",
@@ -82,14 +83,14 @@ _JSON_VERSION = 1
 
 
 def _canonical_names(names: tuple[str, ...], what: str) -> tuple[str, ...]:
-    """Resolve names; reject duplicates and mixed suites (one-line ValueErrors)."""
+    """Resolve names; reject duplicates and mixed suites (one-line UserErrors)."""
     specs = [resolve_game(name) for name in names]
     canonical = tuple(spec.name for spec in specs)
     duplicates = sorted({name for name in canonical if canonical.count(name) > 1})
     if duplicates:
-        raise ValueError(f"{what} lists a game more than once: {', '.join(duplicates)}")
+        raise UserError(f"{what} lists a game more than once: {', '.join(duplicates)}")
     if len({spec.suite for spec in specs}) > 1:
-        raise ValueError(f"{what} mixes Atari and MinAtar games: {', '.join(canonical)}")
+        raise UserError(f"{what} mixes Atari and MinAtar games: {', '.join(canonical)}")
     return canonical
 
 
@@ -124,7 +125,7 @@ class ScheduleConfig:
         object.__setattr__(self, "pool", tuple(self.pool))
 
     def validate(self) -> None:
-        """Raise ValueError (one line) for a schedule that cannot be built.
+        """Raise UserError (one line) for a schedule that cannot be built.
 
         Not run at construction: the command line parses first and then reports any error as one
         line (tyro would box an error raised while it builds the config)."""
@@ -132,31 +133,29 @@ class ScheduleConfig:
             value = getattr(self, name)
             lowest = 0 if name == "budget_frames" else 1
             if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
-                raise ValueError(f"ScheduleConfig.{name} must be an int >= {lowest}, got {value!r}")
+                raise UserError(f"ScheduleConfig.{name} must be an int >= {lowest}, got {value!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"ScheduleConfig.seed must be a non-negative int, got {self.seed!r}")
+            raise UserError(f"ScheduleConfig.seed must be a non-negative int, got {self.seed!r}")
         if self.order not in ("random", "given"):
-            raise ValueError(
-                f"ScheduleConfig.order must be 'random' or 'given', got {self.order!r}"
-            )
+            raise UserError(f"ScheduleConfig.order must be 'random' or 'given', got {self.order!r}")
         if self.games:
             _canonical_names(self.games, "ScheduleConfig.games")
         else:
             if self.order == "given":
-                raise ValueError("ScheduleConfig.order='given' needs explicit games")
+                raise UserError("ScheduleConfig.order='given' needs explicit games")
             pool = _canonical_names(self.pool, "ScheduleConfig.pool")
             if self.num_games > len(pool):
-                raise ValueError(
+                raise UserError(
                     f"ScheduleConfig.num_games={self.num_games} exceeds the pool's "
                     f"{len(pool)} games"
                 )
         if self.num_selected_games < 2:
-            raise ValueError(
+            raise UserError(
                 f"a continual schedule needs at least 2 games, got {self.num_selected_games}"
             )
         if self.budget_frames % self.num_visits:
             low = self.budget_frames // self.num_visits * self.num_visits
-            raise ValueError(
+            raise UserError(
                 f"ScheduleConfig.budget_frames={self.budget_frames:,} does not split into "
                 f"{self.num_visits} equal visits ({self.num_selected_games} games x "
                 f"{self.visits_per_game}); try {low:,} or {low + self.num_visits:,}"

@@ -17,6 +17,8 @@ from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
 
+from ewc_dqn.errors import UserError
+
 
 @dataclass(frozen=True)
 class EnvConfig:
@@ -47,17 +49,17 @@ class EnvConfig:
     """Press FIRE after reset (SB3's FireResetEnv). Off: the paper uses no-op starts only."""
 
     def validate(self) -> None:
-        """Raise ValueError with a one-line message for values that cannot work."""
+        """Raise UserError with a one-line message for values that cannot work."""
         if self.num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {self.num_envs}")
+            raise UserError(f"num_envs must be >= 1, got {self.num_envs}")
         if self.frame_skip < 1 or self.frame_stack < 1:
-            raise ValueError("frame_skip and frame_stack must be >= 1")
+            raise UserError("frame_skip and frame_stack must be >= 1")
         if self.noop_max < 0:
-            raise ValueError(f"noop_max must be >= 0, got {self.noop_max}")
+            raise UserError(f"noop_max must be >= 0, got {self.noop_max}")
         if not 0.0 <= self.repeat_action_probability < 1.0:
-            raise ValueError("repeat_action_probability must be in [0, 1)")
+            raise UserError("repeat_action_probability must be in [0, 1)")
         if self.max_episode_frames < 1:
-            raise ValueError("max_episode_frames must be >= 1")
+            raise UserError("max_episode_frames must be >= 1")
 
 
 class EnvStep(NamedTuple):

@@ -3,12 +3,17 @@
 The agent owns the networks and the optimiser and nothing else: which task is current, each
 task's epsilon and replay belong to the training loop, and the EWC penalty comes in as a callable
 so the agent is the same object with and without consolidation.
+
+Divergence is watched on the device: every update ands "loss and gradient norm finite" into a
+flag that stays on the accelerator, so no update waits for the host; ``divergence()`` reads it
+(one sync) when the loop logs or checkpoints, and ``nonfinite_weights()`` checks the weights
+before a checkpoint is written.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,6 +22,7 @@ import torch
 from torch import nn
 
 from ewc_dqn.dqn import double_dqn_targets, dqn_targets, td_loss
+from ewc_dqn.errors import UserError
 from ewc_dqn.transition import Transition
 
 
@@ -66,16 +72,16 @@ class AgentConfig:
 
     def validate(self) -> None:
         if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+            raise UserError(f"gamma must be in [0, 1], got {self.gamma}")
         if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise UserError(f"lr must be > 0, got {self.lr}")
         for name in ("batch_size", "train_every", "target_update"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_starts < self.batch_size:
-            raise ValueError("learning_starts must be at least batch_size")
+            raise UserError("learning_starts must be at least batch_size")
         if self.eps_decay_end < self.eps_decay_start:
-            raise ValueError("eps_decay_end must be >= eps_decay_start")
+            raise UserError("eps_decay_end must be >= eps_decay_start")
 
 
 PenaltyFn = Callable[[int], torch.Tensor | None]
@@ -94,6 +100,9 @@ class DQNAgent:
         self.optimizer = make_optimizer(self.online.parameters(), config)
         self.updates = 0
         self.target_syncs = 0
+        # Divergence watch, on the device (transient: a checkpoint is only written when finite).
+        self._first_bad_update = torch.full((), -1, dtype=torch.int64, device=device)
+        self._bad_at_first = torch.zeros(2, dtype=torch.bool, device=device)  # loss, gradient
 
     @torch.no_grad()
     def act(
@@ -135,7 +144,8 @@ class DQNAgent:
         if cfg.max_grad_norm > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.online.parameters(), cfg.max_grad_norm)
         else:
-            grad_norm = torch.zeros(())
+            grad_norm = _grad_norm(self.online.parameters(), loss.device)
+        self._watch(total.detach(), grad_norm.detach())
         self.optimizer.step()
         self.updates += 1
         # One host sync for all metrics instead of one per .item().
@@ -160,6 +170,34 @@ class DQNAgent:
                 stats,
                 strict=True,
             )
+        )
+
+    def _watch(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        """Remember the first update whose loss or gradient norm is not finite (device ops only:
+        no host sync)."""
+        bad = torch.stack([~torch.isfinite(loss), ~torch.isfinite(grad_norm)])
+        first = bad.any() & (self._first_bad_update < 0)
+        self._first_bad_update = torch.where(first, self.updates + 1, self._first_bad_update)
+        self._bad_at_first = torch.where(first, bad, self._bad_at_first)
+
+    def divergence(self) -> tuple[int, list[str]] | None:
+        """(its number, counting from 1; what was non-finite) of the first update whose loss
+        ('loss': TD loss plus EWC penalty) or gradient norm ('gradient') was NaN or infinite;
+        None when none was. One host sync: call it at log or checkpoint time, not per update."""
+        first, loss_bad, grad_bad = torch.cat(
+            [self._first_bad_update.view(1), self._bad_at_first.long()]
+        ).tolist()
+        if first < 0:
+            return None
+        return first, [name for name, bad in (("loss", loss_bad), ("gradient", grad_bad)) if bad]
+
+    def nonfinite_weights(self) -> list[str]:
+        """Names of the online and target network tensors holding a NaN or an infinity."""
+        return nonfinite_tensors(
+            {
+                **{f"online/{k}": v for k, v in self.online.state_dict().items()},
+                **{f"target/{k}": v for k, v in self.target.state_dict().items()},
+            }
         )
 
     def sync_target(self) -> None:
@@ -199,6 +237,23 @@ def make_optimizer(params, config: AgentConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, eps=config.adam_eps, foreach=True)
     raise ValueError(f"unknown optimizer {config.optimizer!r}")
+
+
+def nonfinite_tensors(named: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors in ``named`` holding a NaN or an infinity (one host
+    sync for all of them)."""
+    floats = {k: v for k, v in named.items() if torch.is_tensor(v) and v.is_floating_point()}
+    if not floats:
+        return []
+    device = next(iter(floats.values())).device
+    finite = torch.stack([torch.isfinite(v).all().to(device) for v in floats.values()]).tolist()
+    return [k for k, ok in zip(floats, finite, strict=True) if not ok]
+
+
+def _grad_norm(params: Iterable[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """The global L2 norm of the gradients (what clip_grad_norm_ returns), without clipping."""
+    norms = [torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros((), device=device)
 
 
 def _restore_optimizer_types(state: dict[str, Any]) -> dict[str, Any]:

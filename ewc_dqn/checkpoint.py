@@ -14,6 +14,11 @@ temporary folder, fsynced, marked complete and renamed into place (Dopamine's se
 a crash at any moment leaves either the previous checkpoints or a complete new one; loading
 considers only complete folders. Nothing is unpickled: safetensors holds raw arrays and JSON the
 rest, so a checkpoint from elsewhere cannot run code.
+
+A write that fails (a full disk, a read-only folder) removes its temporary folder and raises a
+one-line ``CheckpointError``; the checkpoints already written stay as they were. A complete
+checkpoint damaged afterwards (a truncated copy, a disk error) is skipped by
+``load_newest_checkpoint``, which sets it aside and falls back to the next newest one.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +37,21 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ewc_dqn.errors import UserError
+
 CHECKPOINT_DIR = "checkpoints"
 TENSORS_FILE = "tensors.safetensors"
 STATE_FILE = "state.json"
 COMPLETE_FILE = "COMPLETE"
 FORMAT_VERSION = 1
+DAMAGED_PREFIX = "damaged-"
+"""A damaged checkpoint set aside by ``load_newest_checkpoint``: ``damaged-step_<steps>``."""
 _NAME = re.compile(r"^step_(\d{12})$")
+_OS_ERROR = re.compile(r"os error (\d+)")
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, incomplete, corrupt or does not fit the run."""
+class CheckpointError(UserError):
+    """A checkpoint is missing, incomplete, corrupt, does not fit the run or cannot be written."""
 
 
 def checkpoint_name(step: int) -> str:
@@ -51,22 +62,27 @@ def save_checkpoint(run_dir: Path, step: int, state: Mapping[str, Any], keep: in
     """Write ``state`` as the checkpoint of ``step`` under ``run_dir/checkpoints`` atomically and
     delete all but the newest ``keep`` complete checkpoints. Returns the checkpoint folder."""
     root = Path(run_dir) / CHECKPOINT_DIR
-    root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(step)
     tmp = root / f".tmp-{checkpoint_name(step)}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     try:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
         tensors: dict[str, torch.Tensor] = {}
         meta = _encode(state, "", tensors)
-        save_file(tensors, str(tmp / TENSORS_FILE))
+        _save_tensors(tensors, tmp / TENSORS_FILE)
         doc = {"format_version": FORMAT_VERSION, "step": step, "state": meta}
         _write_synced(tmp / STATE_FILE, json.dumps(doc).encode())
         _write_synced(tmp / COMPLETE_FILE, b"ok\n")
         _fsync_dir(tmp)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise CheckpointError(
+                f"cannot write checkpoint {final}: {_os_reason(e)}; the checkpoints written "
+                "before it are intact"
+            ) from e
         raise
     if final.exists():  # re-saving the same step (e.g. a final save right after a periodic one)
         old = root / f".old-{checkpoint_name(step)}-{os.getpid()}"
@@ -125,11 +141,67 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[int
         raise CheckpointError(f"checkpoint {folder} is unreadable: {_one_line(e)}") from None
     if not isinstance(doc, dict) or doc.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {folder} has an unknown format")
+    step = doc.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(f"checkpoint {folder} has no valid step (got {step!r})")
     try:
-        state = _decode(doc["state"], tensors, torch.device(device))
+        state = _decode(doc.get("state"), tensors, torch.device(device))
     except KeyError as e:
         raise CheckpointError(f"checkpoint {folder} is missing tensor {e}") from None
-    return int(doc["step"]), state
+    except (TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"checkpoint {folder} is corrupt: {_one_line(e)}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {folder} holds no state")
+    return step, state
+
+
+StateCheck = Callable[[dict[str, Any]], "str | None"]
+"""Looks at a loaded state; returns why it cannot be used, or None."""
+
+
+def load_newest_checkpoint(
+    run_dir: Path, device: torch.device | str = "cpu", check: StateCheck | None = None
+) -> tuple[Path, int, dict[str, Any]] | None:
+    """(folder, step, state) of the newest complete checkpoint of ``run_dir`` that loads and
+    passes ``check``; None when the run has no complete checkpoint.
+
+    A newer checkpoint that fails is damaged (truncated, corrupt, non-finite weights): it is
+    renamed ``damaged-step_<steps>`` so that it is never loaded or kept in place of a good one,
+    and a warning naming it goes to stderr. CheckpointError when every checkpoint fails (then
+    nothing is renamed)."""
+    found = list_checkpoints(run_dir)
+    skipped: list[tuple[Path, str]] = []
+    for folder in reversed(found):
+        try:
+            step, state = load_checkpoint(folder, device=device)
+            why = check(state) if check is not None else None
+        except CheckpointError as e:
+            why = str(e)
+        if why is None:
+            for bad, reason in skipped:
+                aside = _set_aside(bad)
+                print(
+                    f"warning: skipping damaged checkpoint {bad} ({reason}); moved to {aside}; "
+                    f"resuming from {folder}",
+                    file=sys.stderr,
+                )
+            return folder, step, state
+        skipped.append((folder, why))
+    if skipped:
+        reasons = "; ".join(f"{folder.name}: {why}" for folder, why in skipped)
+        raise CheckpointError(f"{run_dir} holds no loadable checkpoint ({reasons})")
+    return None
+
+
+def _set_aside(folder: Path) -> Path:
+    """Rename a damaged checkpoint out of the ``step_*`` names (kept for inspection)."""
+    target = folder.with_name(DAMAGED_PREFIX + folder.name)
+    n = 1
+    while target.exists():
+        n += 1
+        target = folder.with_name(f"{DAMAGED_PREFIX}{folder.name}-{n}")
+    os.replace(folder, target)
+    return target
 
 
 # --- encoding -----------------------------------------------------------------------------
@@ -178,6 +250,27 @@ def _decode(obj: Any, tensors: Mapping[str, torch.Tensor], device: torch.device)
     if "__tuple__" in obj:
         return tuple(_decode(v, tensors, device) for v in obj["__tuple__"])
     raise ValueError(f"unknown checkpoint node {sorted(obj)[:3]}")
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors' save_file, fsynced; its I/O errors (reported as SafetensorError) as OSError."""
+    try:
+        save_file(tensors, str(path))
+    except SafetensorError as e:
+        match = _OS_ERROR.search(str(e))
+        if match is None:
+            raise
+        code = int(match.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from e
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _os_reason(e: OSError) -> str:
+    return e.strerror or _one_line(e)
 
 
 def _write_synced(path: Path, data: bytes) -> None:

@@ -15,12 +15,13 @@ from dataclasses import replace
 
 from envs.games import parse_game_list, resolve_game
 from ewc_dqn.config import DEFAULT_PRESET, PRESETS, Suite, TrainConfig, preset, scaled
+from ewc_dqn.errors import UserError
 
 
 def default_config(argv: Sequence[str]) -> TrainConfig:
     """The preset named by ``--preset`` (default: atari, or minatar for MinAtar games), in the
     version for the suite of ``--game`` or ``--games`` when given, with the games of ``--games``;
-    one-line ValueError for an unknown preset, an unknown game or a preset that does not serve
+    one-line UserError for an unknown preset, an unknown game or a preset that does not serve
     the games' suite."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     for flag in ("--preset", "--game", "--games"):
@@ -28,7 +29,7 @@ def default_config(argv: Sequence[str]) -> TrainConfig:
     parser.add_argument("--scale", type=float)
     pre, _ = parser.parse_known_args(list(argv))
     if pre.preset is not None and pre.preset not in PRESETS:
-        raise ValueError(f"unknown preset {pre.preset!r}; presets: {', '.join(PRESETS)}")
+        raise UserError(f"unknown preset {pre.preset!r}; presets: {', '.join(PRESETS)}")
     suite: Suite
     if pre.game:
         suite = resolve_game(pre.game).suite

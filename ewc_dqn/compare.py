@@ -26,6 +26,7 @@ import tyro
 from ewc_dqn import compare_plots
 from ewc_dqn import compare_stats as st
 from ewc_dqn.compare_report import format_summary, jsonable, summary_dict, write_report
+from ewc_dqn.errors import UserError
 from ewc_dqn.provenance import compare_warnings
 from ewc_dqn.run_files import SCHEDULE_FILE, RunRecord, load_run, write_json_atomic
 
@@ -61,7 +62,7 @@ IGNORED_CONFIG_KEYS = (
 )
 
 
-class CompareError(ValueError):
+class CompareError(UserError):
     """The given folders cannot be compared (not runs, different games, no evaluations...)."""
 
 

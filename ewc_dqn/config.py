@@ -21,6 +21,7 @@ from typing import Any, Literal
 from envs.schedule import MINATAR_POOL, Schedule, ScheduleConfig
 from envs.vector import EnvConfig
 from ewc_dqn.agent import AgentConfig
+from ewc_dqn.errors import UserError
 from ewc_dqn.ewc import EWCConfig
 from ewc_dqn.fmn import FMNConfig
 from ewc_dqn.networks import NetworkConfig
@@ -113,35 +114,36 @@ class TrainConfig:
         return f"{method}-{self.task_labels}" if not self.no_ewc else method
 
     def validate(self) -> None:
-        """Raise ValueError (one line) for settings that cannot run."""
+        """Raise UserError (one line) for settings that cannot run."""
         self.env.validate()
         self.agent.validate()
         self.schedule.validate()
         self.ewc.validate()
         self.fmn.validate()
         if self.replay.capacity < self.agent.batch_size:
-            raise ValueError("replay.capacity must be at least agent.batch_size")
+            raise UserError("replay.capacity must be at least agent.batch_size")
         if self.consolidation_min_steps < 0:
-            raise ValueError("consolidation_min_steps must be >= 0")
+            raise UserError("consolidation_min_steps must be >= 0")
         if self.checkpoint_every < 1 or self.log_every < 1:
-            raise ValueError("checkpoint_every and log_every must be >= 1")
+            raise UserError("checkpoint_every and log_every must be >= 1")
         if self.eval.episodes < 1 or self.eval.frames < 1 or self.eval.num_envs < 1:
-            raise ValueError("eval.episodes, eval.frames and eval.num_envs must be >= 1")
+            raise UserError("eval.episodes, eval.frames and eval.num_envs must be >= 1")
         if not 0.0 <= self.eval.epsilon <= 1.0:
-            raise ValueError("eval.epsilon must be in [0, 1]")
+            raise UserError("eval.epsilon must be in [0, 1]")
         self.check_visit_frames(self.schedule.frames_per_visit)
         if self.task_labels == "inferred" and self.fmn.max_tasks > self.network.max_tasks:
-            raise ValueError(
+            raise UserError(
                 f"fmn.max_tasks ({self.fmn.max_tasks}) exceeds the network's per-task parameter "
                 f"sets (network.max_tasks = {self.network.max_tasks})"
             )
 
     def check_schedule(self, schedule: Schedule) -> None:
-        """Raise ValueError (one line, naming the fields) unless the run of ``schedule`` (the one
+        """Raise UserError (one line, naming the fields) unless the run of ``schedule`` (the one
         actually trained, which for single-game runs is not built from ``self.schedule``) can
         do what this config asks: every visit whole vectorised steps, every game's task reaching
         its learning start and its epsilon floor, an EWC term active before the last visit, a
-        visit at least one window of task inference, a checkpoint within the run."""
+        visit at least one window of task inference, a checkpoint within the run, and with true
+        labels one per-task parameter set of the network per game."""
         for visit in schedule.visits:
             self.check_visit_frames(visit.frames)
         steps_by_game: dict[str, int] = {}
@@ -151,27 +153,27 @@ class TrainConfig:
         game, least = min(steps_by_game.items(), key=lambda kv: kv[1])
         agent = self.agent
         if agent.learning_starts > least:
-            raise ValueError(
+            raise UserError(
                 f"agent.learning_starts ({agent.learning_starts:,} agent steps of a task) is "
                 f"never reached: {game} is trained for {least:,} agent steps in all, so it "
                 "would never be learned"
             )
         if agent.eps_decay_end > least:
-            raise ValueError(
+            raise UserError(
                 f"agent.eps_decay_end ({agent.eps_decay_end:,} agent steps of a task) is never "
                 f"reached: {game} is trained for {least:,} agent steps in all, so its epsilon "
                 f"never falls to agent.eps_end ({agent.eps_end})"
             )
         total_steps = schedule.total_frames // self.frames_per_step
         if self.checkpoint_every > total_steps:
-            raise ValueError(
+            raise UserError(
                 f"checkpoint_every ({self.checkpoint_every:,} agent steps) is longer than the "
                 f"run ({total_steps:,} agent steps)"
             )
         if len(schedule.games) > 1 and not self.no_ewc:
             last_start = schedule.visits[-1].start_frame
             if self.ewc.start_frames > last_start:
-                raise ValueError(
+                raise UserError(
                     f"ewc.start_frames ({self.ewc.start_frames:,} frames) keeps every EWC term "
                     f"inactive until the last visit starts (frame {last_start:,}), so EWC would "
                     "change nothing; lower it or train with --no-ewc"
@@ -181,18 +183,24 @@ class TrainConfig:
             shortest = min(v.frames for v in schedule.visits)
             vector_steps = shortest // (self.frames_per_step * self.env.num_envs)
             if vector_steps < window:
-                raise ValueError(
+                raise UserError(
                     f"a visit of {shortest:,} frames is {vector_steps} steps of the "
                     f"{self.env.num_envs} copies, shorter than one window of task inference "
                     f"(fmn.window x fmn.update_period = {window} steps)"
                 )
+        if self.task_labels == "true" and len(schedule.games) > self.network.max_tasks:
+            raise UserError(
+                f"the schedule has {len(schedule.games)} games, each its own task with true "
+                f"labels, but the network has {self.network.max_tasks} per-task parameter sets "
+                f"(network.max_tasks); raise --network.max-tasks to {len(schedule.games)}"
+            )
 
     def check_visit_frames(self, frames: int) -> None:
-        """Raise ValueError unless a visit of ``frames`` emulator frames is a whole number of
+        """Raise UserError unless a visit of ``frames`` emulator frames is a whole number of
         vectorised steps (a visit that is not would run into the next one)."""
         chunk = self.frames_per_step * self.env.num_envs  # frames of one vectorised step
         if frames % chunk:
-            raise ValueError(
+            raise UserError(
                 f"a visit of {frames:,} frames is not a whole number of steps of {chunk} frames "
                 f"({self.env.num_envs} environment copies x {self.frames_per_step} frames per step)"
             )
@@ -329,11 +337,11 @@ def scaled(config: TrainConfig, factor: float) -> TrainConfig:
     preset on a CPU (docs/atari-protocol.md).
 
     Each count keeps the least value that still works: a visit or a target period of one
-    vectorised step, a learning start of one minibatch, a replay that holds two minibatches, one Fisher minibatch, one
-    evaluation episode, an episode cap of twice the longest no-op start.
+    vectorised step, a learning start of one minibatch, a replay that holds two minibatches, one
+    Fisher minibatch, one evaluation episode, an episode cap of twice the longest no-op start.
     """
     if not (math.isfinite(factor) and 0.0 < factor <= 1.0):
-        raise ValueError(f"scale must be in (0, 1], got {factor}")
+        raise UserError(f"scale must be in (0, 1], got {factor}")
     if factor == 1.0:
         return config
 
@@ -451,15 +459,15 @@ DEFAULT_PRESET: dict[Suite, str] = {"atari": "atari", "minatar": "minatar"}
 
 
 def preset(name: str, suite: Suite | None = None) -> TrainConfig:
-    """The preset ``name`` for ``suite`` (its only suite when None); one-line ValueError if the
+    """The preset ``name`` for ``suite`` (its only suite when None); one-line UserError if the
     name is unknown or the preset does not serve that suite."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+        raise UserError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
     by_suite = PRESETS[name]
     if suite is None:
         return next(iter(by_suite.values()))
     if suite not in by_suite:
-        raise ValueError(f"preset {name!r} is for {'/'.join(by_suite)} games, not {suite}")
+        raise UserError(f"preset {name!r} is for {'/'.join(by_suite)} games, not {suite}")
     return by_suite[suite]
 
 
@@ -483,23 +491,62 @@ _DERIVED = {"variant", "suite"}
 """Keys of config.json derived from the fields (written for readers, ignored when loading)."""
 
 
-def config_from_dict(data: dict[str, Any], cls: type = TrainConfig) -> Any:
-    """Rebuild a (nested) config dataclass from ``config_to_dict`` output; unknown keys are an
-    error so a config from another version is not silently half-read."""
+def config_from_dict(data: dict[str, Any], cls: type = TrainConfig, where: str = "") -> Any:
+    """Rebuild a (nested) config dataclass from ``config_to_dict`` output; unknown keys and
+    values of the wrong type are a UserError naming the field, so a config from another
+    version or an edited one is neither silently half-read nor a crash later."""
+    if not isinstance(data, dict):
+        name = f"config field {where.rstrip('.')}" if where else "the config"
+        raise UserError(f"{name} must be a JSON object, got {data!r}")
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = set(data) - names - _DERIVED
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields: {', '.join(sorted(unknown))}")
+        raise UserError(f"unknown {cls.__name__} fields: {', '.join(sorted(unknown))}")
     for name in names & set(data):
         value, hint = data[name], hints[name]
         if dataclasses.is_dataclass(hint):
-            value = config_from_dict(value, hint)  # type: ignore[arg-type]
-        elif _is_tuple(hint) and isinstance(value, list):
-            value = tuple(value)
+            value = config_from_dict(value, hint, f"{where}{name}.")  # type: ignore[arg-type]
+        else:
+            if _is_tuple(hint) and isinstance(value, list):
+                value = tuple(value)
+            if not _has_type(value, hint):
+                raise UserError(
+                    f"config field {where}{name} must be {_type_name(hint)}, got {data[name]!r}"
+                )
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a config field's type (an int is a float; a bool is neither)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, a) for a in args)
+    if origin is tuple:
+        items = args[:1] if len(args) == 2 and args[1] is Ellipsis else args
+        return isinstance(value, tuple) and all(_has_type(v, items[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if isinstance(value, bool):
+        return hint is bool
+    if hint is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin is tuple:
+        return f"a list of {args[0].__name__}s"
+    return "null" if hint is type(None) else f"a{'n' if hint is int else ''} {hint.__name__}"
 
 
 def _is_tuple(hint: Any) -> bool:

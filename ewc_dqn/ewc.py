@@ -38,6 +38,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import nn
 
+from ewc_dqn.errors import UserError
 from ewc_dqn.fisher import DEFAULT_CHUNK_SIZE, ESTIMATORS, Estimator, fisher_diagonal
 from ewc_dqn.networks import TASK_PARAM_PATTERN
 from ewc_dqn.transition import Transition
@@ -84,32 +85,32 @@ class EWCConfig:
     """Temperature of the 'softmax' estimator's policy (Q units)."""
 
     def validate(self) -> None:
-        """Raise ValueError (one line) for settings that cannot run (checked by the consolidator
+        """Raise UserError (one line) for settings that cannot run (checked by the consolidator
         and by TrainConfig.validate, not at construction, so the CLI reports them as one line)."""
         if not (math.isfinite(self.lam) and self.lam >= 0):
-            raise ValueError(f"ewc lam must be finite and >= 0, got {self.lam}")
+            raise UserError(f"ewc lam must be finite and >= 0, got {self.lam}")
         if self.start_frames < 0:
-            raise ValueError(f"ewc start_frames must be >= 0, got {self.start_frames}")
+            raise UserError(f"ewc start_frames must be >= 0, got {self.start_frames}")
         if self.mode not in ("separate", "online"):
-            raise ValueError(f"ewc mode must be 'separate' or 'online', got {self.mode!r}")
+            raise UserError(f"ewc mode must be 'separate' or 'online', got {self.mode!r}")
         if not 0.0 <= self.online_gamma <= 1.0:
-            raise ValueError(f"ewc online_gamma must be in [0, 1], got {self.online_gamma}")
+            raise UserError(f"ewc online_gamma must be in [0, 1], got {self.online_gamma}")
         if self.mode == "online" and not self.include_current_task:
-            raise ValueError(
+            raise UserError(
                 "online EWC has one merged term; leaving out the current task's share of it is "
                 "not defined (include_current_task=False needs mode='separate')"
             )
         if self.fisher_estimator not in ESTIMATORS:
-            raise ValueError(
+            raise UserError(
                 f"unknown Fisher estimator {self.fisher_estimator!r}; expected one of {ESTIMATORS}"
             )
         for field in ("fisher_batches", "fisher_batch_size", "fisher_chunk_size"):
             if getattr(self, field) < 1:
-                raise ValueError(f"ewc {field} must be >= 1, got {getattr(self, field)}")
+                raise UserError(f"ewc {field} must be >= 1, got {getattr(self, field)}")
         try:
             re.compile(self.exclude)
         except re.error as e:
-            raise ValueError(
+            raise UserError(
                 f"ewc exclude is not a regular expression ({e}): {self.exclude!r}"
             ) from None
 

@@ -39,6 +39,7 @@ from ewc_dqn.dirichlet import (
     frame_log_likelihood,
     switch_rate,
 )
+from ewc_dqn.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -69,23 +70,23 @@ class FMNConfig:
     """Axis of the planes in 3-D (MinAtar) frames: 0 for (C, 10, 10), -1 for (10, 10, C)."""
 
     def validate(self) -> None:
-        """Raise ValueError with a one-line message for values that cannot work."""
+        """Raise UserError with a one-line message for values that cannot work."""
         if not 1 <= self.window <= 255:
-            raise ValueError(f"window must be in [1, 255] observations, got {self.window}")
+            raise UserError(f"window must be in [1, 255] observations, got {self.window}")
         if self.update_period < 1:
-            raise ValueError(f"update_period must be >= 1 agent step, got {self.update_period}")
+            raise UserError(f"update_period must be >= 1 agent step, got {self.update_period}")
         if not 1e-4 <= self.concentration <= 1e3:
-            raise ValueError(f"concentration must be in [1e-4, 1e3], got {self.concentration}")
+            raise UserError(f"concentration must be in [1e-4, 1e3], got {self.concentration}")
         if not 2 <= self.levels <= 256:
-            raise ValueError(f"levels must be in [2, 256], got {self.levels}")
+            raise UserError(f"levels must be in [2, 256], got {self.levels}")
         if self.downscale < 1:
-            raise ValueError(f"downscale must be >= 1, got {self.downscale}")
+            raise UserError(f"downscale must be >= 1, got {self.downscale}")
         if self.max_tasks < 1:
-            raise ValueError(f"max_tasks must be >= 1, got {self.max_tasks}")
+            raise UserError(f"max_tasks must be >= 1, got {self.max_tasks}")
         if self.switch_rate <= 0:
-            raise ValueError(f"switch_rate must be > 0, got {self.switch_rate}")
+            raise UserError(f"switch_rate must be > 0, got {self.switch_rate}")
         if self.channel_axis not in (0, -1):
-            raise ValueError(f"channel_axis must be 0 or -1, got {self.channel_axis}")
+            raise UserError(f"channel_axis must be 0 or -1, got {self.channel_axis}")
 
 
 class ForgetMeNot:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from ewc_dqn.run_files import TRAIN_COLUMNS, TRAIN_CSV, CsvLog, truncate_csv_after
+from ewc_dqn.run_files import TRAIN_COLUMNS, TRAIN_CSV, CsvLog, truncate_csv_after, truncate_file
 
 
 class MetricsLogger:
@@ -16,15 +17,13 @@ class MetricsLogger:
 
     def __init__(self, run_dir: Path, resume_step: int | None = None, tensorboard: bool = True):
         run_dir = Path(run_dir)
+        self._path = run_dir / TRAIN_CSV
         if resume_step is not None:
-            truncate_csv_after(run_dir / TRAIN_CSV, resume_step)
-        self._csv = CsvLog(run_dir / TRAIN_CSV, TRAIN_COLUMNS)
-        self._tb = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            # purge_step drops TensorBoard events past the checkpoint we resumed from.
-            self._tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step)
+            truncate_csv_after(self._path, resume_step)
+        self._csv = CsvLog(self._path, TRAIN_COLUMNS)
+        self._tb_dir = run_dir / "tb" if tensorboard else None
+        self._resume_step = resume_step
+        self._tb: Any = None  # opened at the first scalar: a resume refused before it adds no file
 
     def log(self, step: int, frames: int, scalars: Mapping[str, float]) -> None:
         """Record ``scalars`` at ``step`` (agent steps); ``frames`` is kept alongside."""
@@ -32,9 +31,26 @@ class MetricsLogger:
             {"step": step, "frames": frames, "tag": tag, "value": float(v)}
             for tag, v in scalars.items()
         )
-        if self._tb is not None:
+        if self._tb_dir is not None:
+            if self._tb is None:
+                from torch.utils.tensorboard import SummaryWriter
+
+                # purge_step drops TensorBoard events past the checkpoint we resumed from.
+                self._tb = SummaryWriter(str(self._tb_dir), purge_step=self._resume_step)
             for tag, v in scalars.items():
                 self._tb.add_scalar(tag, float(v), step)
+
+    def csv_size(self) -> int:
+        """Bytes in train.csv: what a checkpoint records."""
+        return self._csv.size()
+
+    def truncate_csv(self, size: int) -> bool:
+        """Cut train.csv back to ``size`` bytes (resuming from a checkpoint that recorded it)."""
+        self._csv.close()
+        try:
+            return truncate_file(self._path, size)
+        finally:
+            self._csv = CsvLog(self._path, TRAIN_COLUMNS)
 
     def flush(self) -> None:
         if self._tb is not None:

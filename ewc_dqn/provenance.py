@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from envs.games import resolve_game
+from ewc_dqn.errors import UserError
 from ewc_dqn.run_files import read_json, write_json_atomic
 
 PROVENANCE_FILE = "provenance.json"
@@ -42,7 +43,7 @@ RESULT_FIELDS = ("python", "torch", "numpy", "ale-py", "gymnasium", "minatar")
 """Versions that change results; every ROM does too."""
 
 
-class ProvenanceError(ValueError):
+class ProvenanceError(UserError):
     """A run's record does not fit this installation (one-line message)."""
 
 

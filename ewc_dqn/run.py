@@ -4,11 +4,18 @@
 run folder, builds the schedule, the environment-facing shapes, the network, the agent, the EWC
 consolidator, the task labeller, the replay factory and the logger, wires them into a
 ``Trainer`` and restores the latest checkpoint when resuming.
+
+The run folder is locked (``ewc_dqn.run_lock``) before anything in it is written or read for a
+resume, and stays locked until the trainer is closed. Resuming uses the newest checkpoint that
+loads and holds finite weights; newer damaged ones are set aside with a warning.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,14 +25,15 @@ import torch
 from envs.games import resolve_game
 from envs.make import frame_spec
 from envs.schedule import Schedule, Visit, build_schedule
-from ewc_dqn.agent import DQNAgent
+from ewc_dqn.agent import DQNAgent, nonfinite_tensors
 from ewc_dqn.checkpoint import (
     CheckpointError,
-    latest_checkpoint,
     load_checkpoint,
+    load_newest_checkpoint,
     resolve_checkpoint,
 )
 from ewc_dqn.config import TrainConfig, config_from_dict, config_to_dict
+from ewc_dqn.errors import UserError
 from ewc_dqn.ewc import EWCConsolidator
 from ewc_dqn.fmn import ForgetMeNot
 from ewc_dqn.labels import InferredLabels, TaskLabeler, TrueLabels
@@ -34,10 +42,16 @@ from ewc_dqn.networks import QNetwork, build_q_network
 from ewc_dqn.provenance import check_roms, write_provenance
 from ewc_dqn.replay import FrameReplay
 from ewc_dqn.run_files import CONFIG_FILE, SCHEDULE_FILE, read_json, write_json_atomic
+from ewc_dqn.run_lock import LOCK_FILE, RunInUseError, RunLock
 from ewc_dqn.train import Trainer
+from ewc_dqn.writable import check_creatable_folder, make_folder
+
+RUN_FOLDER_ROOM = 100 + len(socket.gethostname())
+"""Characters of the longest path a run writes inside its folder: a TensorBoard event file
+(tb/events.out.tfevents.<time>.<host>.<pid>.<n>) or a temporary checkpoint's tensors."""
 
 
-class RunError(ValueError):
+class RunError(UserError):
     """A run cannot start: bad folder, mismatched resume, unusable device. One-line message."""
 
 
@@ -66,17 +80,54 @@ def make_schedule(config: TrainConfig) -> Schedule:
     return build_schedule(config.schedule)
 
 
-def prepare_run_dir(run_dir: Path, config: TrainConfig, schedule: Schedule) -> None:
-    """Create a new run folder with its config and schedule; refuse one holding another run."""
+def prepare_run_dir(run_dir: Path, config: TrainConfig, schedule: Schedule) -> RunLock:
+    """Create a new run folder with its config and schedule, locked for this process; refuse a
+    folder holding another run or in use. A folder that cannot be made or written is refused
+    before anything is created, and anything made before a later failure is removed again."""
     run_dir = Path(run_dir)
-    if (run_dir / CONFIG_FILE).exists():
+    _refuse_existing_run(run_dir)
+    check_creatable_folder(run_dir, "run folder", room=RUN_FOLDER_ROOM)
+    try:
+        created = make_folder(run_dir)
+    except OSError as e:
+        raise RunError(f"cannot make run folder {run_dir}: {e.strerror or e}") from None
+    try:
+        lock = RunLock.acquire(run_dir)
+    except RunInUseError:
+        raise  # the folder is another process's: leave all of it alone
+    except BaseException:
+        _remove_made(run_dir, created, [])
+        raise
+    try:
+        _refuse_existing_run(run_dir)  # another process made a run here before our lock
+        write_json_atomic(run_dir / CONFIG_FILE, run_config_dict(config))
+        write_json_atomic(run_dir / SCHEDULE_FILE, json.loads(schedule.to_json()))
+    except BaseException as e:
+        if not isinstance(e, RunError):
+            _remove_made(run_dir, created, [CONFIG_FILE, SCHEDULE_FILE, LOCK_FILE])
+        lock.release()
+        if isinstance(e, OSError):
+            raise RunError(f"cannot write run folder {run_dir}: {e.strerror or e}") from None
+        raise
+    return lock
+
+
+def _refuse_existing_run(run_dir: Path) -> None:
+    if os.path.exists(run_dir / CONFIG_FILE):  # not Path.exists: False for a path too long
         raise RunError(
             f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose "
             "another --run-dir"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / CONFIG_FILE, run_config_dict(config))
-    write_json_atomic(run_dir / SCHEDULE_FILE, json.loads(schedule.to_json()))
+
+
+def _remove_made(run_dir: Path, created: Path | None, files: list[str]) -> None:
+    """Undo a failed start: the folders this process created, else the files it wrote."""
+    if created is not None:
+        shutil.rmtree(created, ignore_errors=True)
+        return
+    for name in files:
+        for path in (run_dir / name, run_dir / f"{name}.tmp"):
+            path.unlink(missing_ok=True)
 
 
 def run_config_dict(config: TrainConfig) -> dict:
@@ -128,11 +179,33 @@ def load_trained_policy(path: Path, device: torch.device) -> TrainedPolicy:
     network = build_suite_network(config).to(device)
     try:
         network.load_state_dict(state["agent"]["online"])
-    except (KeyError, RuntimeError) as e:
+    except (KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(
             f"checkpoint {ckpt} does not fit its run's config: {' '.join(str(e).split())[:300]}"
         ) from None
+    bad = nonfinite_tensors(network.state_dict())
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {ckpt} holds non-finite weights ({', '.join(bad[:2])}"
+            f"{' ...' if len(bad) > 2 else ''}): its run diverged; evaluate an earlier checkpoint"
+        )
     return TrainedPolicy(ckpt, step, config, schedule, network.eval(), state)
+
+
+def _unusable_for_resume(state: dict) -> str | None:
+    """Why a loaded checkpoint cannot be resumed from (non-finite weights: a run that diverged
+    before checkpoints were checked), or None. Structure is checked later, by restoring."""
+    agent = state.get("agent")
+    if not isinstance(agent, dict):
+        return None
+    weights = {
+        f"{net}/{k}": v
+        for net in ("online", "target")
+        if isinstance(agent.get(net), dict)
+        for k, v in agent[net].items()
+    }
+    bad = nonfinite_tensors(weights)
+    return f"non-finite weights in {', '.join(bad[:2])}" if bad else None
 
 
 def build_trainer(
@@ -198,27 +271,40 @@ def start_run(
             raise RunError(f"{run_dir} holds a run with another configuration; not resuming it")
         if schedule is not None and schedule.to_json() != saved_schedule.to_json():
             raise RunError(f"{run_dir} holds a run with another schedule; not resuming it")
-        ckpt = latest_checkpoint(run_dir)
-        trainer = build_trainer(
-            saved,
-            saved_schedule,
-            run_dir,
-            dev,
-            resume_step=_step_of(ckpt) if ckpt else 0,
-            show_progress=show_progress,
-        )
-        if ckpt is not None:
-            trainer.restore(ckpt)
-        else:
-            trainer.truncate_logs(0)
+        saved.validate()
+        saved.check_schedule(saved_schedule)
+        lock = RunLock.acquire(run_dir)
+        trainer = None
+        try:
+            found = load_newest_checkpoint(run_dir, dev, check=_unusable_for_resume)
+            trainer = build_trainer(
+                saved,
+                saved_schedule,
+                run_dir,
+                dev,
+                resume_step=found[1] if found else 0,
+                show_progress=show_progress,
+            )
+            if found is not None:
+                trainer.restore(found[0], found[2])
+            else:
+                trainer.truncate_logs(0)
+        except BaseException:
+            if trainer is not None:
+                trainer.close()
+            lock.release()
+            raise
+        trainer.run_lock = lock
         return trainer
     assert config is not None and schedule is not None
     config.validate()  # before anything is written: bad input leaves the disk untouched
     config.check_schedule(schedule)
-    prepare_run_dir(run_dir, config, schedule)
-    write_provenance(run_dir, schedule.games, dev, config.torch_threads)
-    return build_trainer(config, schedule, run_dir, dev, show_progress=show_progress)
-
-
-def _step_of(ckpt: Path) -> int:
-    return int(ckpt.name.split("_")[1])
+    lock = prepare_run_dir(run_dir, config, schedule)
+    try:
+        write_provenance(run_dir, schedule.games, dev, config.torch_threads)
+        trainer = build_trainer(config, schedule, run_dir, dev, show_progress=show_progress)
+    except BaseException:
+        lock.release()
+        raise
+    trainer.run_lock = lock
+    return trainer

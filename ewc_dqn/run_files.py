@@ -10,18 +10,23 @@ A run folder holds::
     eval_summary.csv   one row per evaluation: see SUMMARY_COLUMNS
     provenance.json    what the run was made with: versions, commit, ROM MD5s, device
                        (ewc_dqn.provenance)
-    final.json         written last, when the run finished its budget (sweeps skip such runs):
+    final.json         written last, when the run trained its budget and ran every evaluation
+                       (sweeps skip such runs):
                        steps, frames, evaluations, tasks, label ARI, and training steps per
                        game and task id (the label confusion table)
     checkpoints/       see ewc_dqn.checkpoint
     tb/                TensorBoard event files (the same scalars as the CSVs)
+    lock               held by the process training in the folder (ewc_dqn.run_lock)
 
 Units: ``step`` counts agent steps (transitions, summed over parallel environments); ``frames``
 counts emulator frames (step * frame skip; equal to steps on MinAtar).
 
-CSV files survive resume: when a run resumes from the checkpoint at step S, rows with a step
-above S (written after that checkpoint, before the crash) are dropped before appending, so the
-files never hold two histories.
+CSV files survive resume: every checkpoint records the size of each CSV file when it was taken,
+and a run resumed from it cuts the files back to those sizes before appending. The rows written
+after the checkpoint (an evaluation's rows, a half-written row, the scalars of a crashed
+segment) are written again by the resumed run exactly once, so the files never hold two
+histories, a row twice or a row missing. (Checkpoints written before the sizes were recorded
+fall back to dropping the rows with a step above the checkpoint's.)
 """
 
 from __future__ import annotations
@@ -100,6 +105,10 @@ class CsvLog:
             self._writer.writerow(self.columns)
             self._file.flush()
 
+    def size(self) -> int:
+        """Bytes in the file (every write is flushed): what a checkpoint records."""
+        return os.fstat(self._file.fileno()).st_size
+
     def write(self, row: Mapping[str, Any]) -> None:
         self._writer.writerow([_fmt(row[c]) for c in self.columns])
         self._file.flush()
@@ -121,6 +130,16 @@ def _fmt(v: Any) -> Any:
     if isinstance(v, np.integer):
         return int(v)
     return v
+
+
+def truncate_file(path: Path, size: int) -> bool:
+    """Cut ``path`` back to its first ``size`` bytes (a log's size recorded in a checkpoint);
+    False, leaving it alone, when it is shorter than that (edited or replaced since)."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size < size:
+        return False
+    os.truncate(path, size)
+    return True
 
 
 def truncate_csv_after(path: Path, max_step: int) -> None:

@@ -13,7 +13,8 @@ Rerunning the same command skips finished runs (those with final.json), resumes 
 from their latest checkpoint (a run folder whose config differs from the command's is reported
 as failed, never overwritten) and starts the rest. At the end every run with evaluations is
 compared (ewc_dqn.compare) into ``<out>/comparison``. Exit status: 0 when every run finished, 1
-when one failed, 130 when interrupted, 2 for bad arguments.
+when one failed (a run folder in use by another process counts as failed), 2 for bad arguments,
+3 when stopped (Ctrl-C, SIGTERM) with unfinished runs to resume by rerunning the command.
 
 Every run of a sweep trains on one schedule, built from the preset's ``schedule.seed``, so the
 variants and seeds are compared on the same games in the same order; ``--seeds`` sets each run's
@@ -35,6 +36,7 @@ from envs.schedule import Schedule
 from ewc_dqn.cli_config import default_config, with_games
 from ewc_dqn.cli_errors import exit_on_user_errors
 from ewc_dqn.config import TrainConfig
+from ewc_dqn.errors import EXIT_STOPPED, UserError
 from ewc_dqn.run_files import CONFIG_FILE, FINAL_FILE, load_run
 
 
@@ -125,7 +127,7 @@ def sweep_main(argv: list[str]) -> int:
     with exit_on_user_errors():
         fixed = sorted({a.split("=")[0] for a in argv} & set(SET_BY_SWEEP))
         if fixed:
-            raise ValueError(
+            raise UserError(
                 f"a sweep sets {', '.join(fixed)} itself from --variants, --seeds and --games"
             )
         default = SweepArgs(config=default_config(argv))
@@ -141,16 +143,14 @@ def sweep_main(argv: list[str]) -> int:
 
 
 def parse_variants(text: str) -> list[str]:
-    """'no-ewc,ewc-true' -> ['no-ewc', 'ewc-true']; one-line ValueError for unknown names."""
+    """'no-ewc,ewc-true' -> ['no-ewc', 'ewc-true']; one-line UserError for unknown names."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown or not names:
         known = ", ".join(VARIANTS)
-        raise ValueError(
-            f"unknown variant(s) {', '.join(unknown) or repr(text)}; variants: {known}"
-        )
+        raise UserError(f"unknown variant(s) {', '.join(unknown) or repr(text)}; variants: {known}")
     if len(set(names)) != len(names):
-        raise ValueError(f"a variant appears twice in {text!r}")
+        raise UserError(f"a variant appears twice in {text!r}")
     return names
 
 
@@ -163,16 +163,14 @@ def parse_seeds(text: str) -> list[int]:
             lo = int(first)
             hi = int(last) if sep else lo
         except ValueError:
-            raise ValueError(
+            raise UserError(
                 f"bad seeds {text!r}: use a range like 0-4 or a list like 0,2,5"
             ) from None
         if lo < 0 or hi < lo:
-            raise ValueError(
-                f"bad seed range {part.strip()!r} in {text!r}: need 0 <= first <= last"
-            )
+            raise UserError(f"bad seed range {part.strip()!r} in {text!r}: need 0 <= first <= last")
         seeds.extend(range(lo, hi + 1))
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"a seed appears twice in {text!r}")
+        raise UserError(f"a seed appears twice in {text!r}")
     return seeds
 
 
@@ -190,12 +188,12 @@ def variant_config(base: TrainConfig, variant: str) -> TrainConfig:
 
 
 def plan_runs(args: SweepArgs) -> list[RunSpec]:
-    """Every (variant, seed) run of the sweep, sharing one schedule; ValueError on bad input."""
+    """Every (variant, seed) run of the sweep, sharing one schedule; UserError on bad input."""
     from ewc_dqn.run import make_schedule
 
     variants, seeds = parse_variants(args.variants), parse_seeds(args.seeds)
     if args.cpus_per_run <= 0 or (args.gpus_per_run or 0) < 0 or args.runs_per_gpu < 1:
-        raise ValueError("cpus_per_run must be > 0, gpus_per_run >= 0 and runs_per_gpu >= 1")
+        raise UserError("cpus_per_run must be > 0, gpus_per_run >= 0 and runs_per_gpu >= 1")
     base = args.config if args.games is None else with_games(args.config, args.games)
     schedule = make_schedule(base)
     specs = []
@@ -203,6 +201,7 @@ def plan_runs(args: SweepArgs) -> list[RunSpec]:
         for seed in seeds:
             config = replace(variant_config(base, variant), seed=seed)
             config.validate()
+            config.check_schedule(schedule)
             run_dir = args.out / variant / f"seed{seed}"
             specs.append(RunSpec(variant, seed, config, schedule, run_dir, args.device))
     return specs
@@ -259,7 +258,7 @@ def run_sweep(args: SweepArgs, specs: list[RunSpec]) -> int:
                 _run_on_ray(ray, args, todo, outcomes)
     except KeyboardInterrupt:
         print(f"interrupted; rerun the same command to resume the unfinished runs in {args.out}")
-        return 130
+        return EXIT_STOPPED
     stopped = any(o.status == "stopped" for o in outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
     compared = _compare(args, specs)
@@ -269,7 +268,7 @@ def run_sweep(args: SweepArgs, specs: list[RunSpec]) -> int:
             print(f"  {o.name} ({o.run_dir}): {o.message}")
     if stopped:
         print(f"stopped; rerun the same command to resume the unfinished runs in {args.out}")
-        return 130
+        return EXIT_STOPPED
     return 1 if failed or not compared else 0
 
 

@@ -11,6 +11,12 @@ checkpoint. A run resumed from a periodic checkpoint therefore replays exactly w
 uninterrupted run did (``tests/test_train_e2e.py`` checks identical weights). A checkpoint taken
 on Ctrl-C/SIGTERM mid-segment resumes with a fresh episode, so that resume is exact in every
 learned state but not in the interrupted episode.
+
+Crashes. A checkpoint records the size of every CSV log, and resuming cuts the logs back to it,
+so the rows of an evaluation that ran after the last checkpoint are written again exactly once.
+The run is finished (``final.json``) only when every evaluation has run. A non-finite loss,
+gradient or weight stops the run with a ``DivergenceError`` before any checkpoint can hold it.
+``ewc_dqn.faults`` kills or stops the process at named stages for the tests of all this.
 """
 
 from __future__ import annotations
@@ -34,11 +40,13 @@ from envs.make import EnvCache
 from envs.schedule import Schedule, Visit
 from envs.vector import EnvConfig
 from ewc_dqn.agent import DQNAgent
-from ewc_dqn.checkpoint import load_checkpoint, save_checkpoint
+from ewc_dqn.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from ewc_dqn.config import TrainConfig
 from ewc_dqn.dqn import linear_epsilon
+from ewc_dqn.errors import UserError
 from ewc_dqn.evaluation import GameScore, evaluate_game, paper_mean, paper_total
 from ewc_dqn.ewc import EWCConsolidator
+from ewc_dqn.faults import FaultPoint
 from ewc_dqn.labels import TaskLabeler, adjusted_rand_from_counts
 from ewc_dqn.metrics import MetricsLogger
 from ewc_dqn.replay import FrameReplay
@@ -48,12 +56,19 @@ from ewc_dqn.run_files import (
     FINAL_FILE,
     SUMMARY_COLUMNS,
     SUMMARY_CSV,
+    TRAIN_CSV,
     CsvLog,
     truncate_csv_after,
+    truncate_file,
     write_json_atomic,
 )
+from ewc_dqn.run_lock import RunLock
 
 ReplayFactory = Callable[[np.random.Generator], FrameReplay]
+
+
+class DivergenceError(UserError):
+    """Training met a non-finite loss, gradient or weight. One line: when and which."""
 
 
 @dataclass
@@ -122,6 +137,9 @@ class Trainer:
         self.update_debt = 0.0
         self.label_counts: dict[tuple[int, int], int] = defaultdict(int)  # (true, used) -> steps
         # Transient.
+        self.run_lock: RunLock | None = None  # the run folder's lock, released by close()
+        self._fault = FaultPoint.from_env()
+        self._finite_at = 0  # agent steps at the last check that found everything finite
         self._stop_signal: int | None = None
         self._envs = EnvCache()  # training and evaluation environments, reset with a seed
         self._acc: dict[str, list[float]] = defaultdict(list)
@@ -154,13 +172,17 @@ class Trainer:
                     self.pending_eval = visit.index
                 # Checkpoint before evaluating, so a crash in the evaluation loses no training.
                 self.save()
+                if self.pending_eval is not None:
+                    self._fault.at("visit-end-saved", self.step)
                 self._evaluate_pending()
                 if stop_after_steps is not None and self.step >= stop_after_steps:
                     break
         bar.close()
-        finished = self.frames >= total
         if self._stop_signal is not None:
             self.save()
+        # A stop that came while the last visit's checkpoint was written leaves its evaluation
+        # pending: the run is then unfinished, and resuming runs that evaluation first.
+        finished = self.frames >= total and self.pending_eval is None
         if finished:
             self._write_final()
         self.logger.flush()
@@ -169,8 +191,10 @@ class Trainer:
     def _evaluate_pending(self) -> None:
         if self.pending_eval is not None and self._stop_signal is None:
             self.evaluate(self.schedule.visits[self.pending_eval])
+            self._fault.at("evaluated", self.step)
             self.pending_eval = None
             self.save()
+            self._fault.at("evaluation-saved", self.step)
 
     def _next_checkpoint_step(self) -> int:
         every = self.config.checkpoint_every
@@ -274,6 +298,7 @@ class Trainer:
     def consolidate(self, task: int) -> None:
         """(Re)compute the Fisher of ``task`` from its replay and replace its EWC term."""
         assert self.ewc is not None
+        self.check_finite()  # a diverged network would give a non-finite Fisher
         replay = self.replays.get(task)
         cfg = self.ewc.config
         if replay is None or len(replay) < cfg.fisher_batch_size:
@@ -300,6 +325,7 @@ class Trainer:
                 self._acc[f"train/{visit.game}/episode_return"].append(float(ret))
 
     def _log_train(self, task: int, eps: float, sps: float) -> None:
+        self.check_finite()
         scalars = {k: float(np.mean(v)) for k, v in self._acc.items() if k != "tasks/switches"}
         scalars["tasks/switches"] = float(len(self._acc.get("tasks/switches", [])))
         scalars.update(
@@ -319,6 +345,35 @@ class Trainer:
             scalars.update(self.ewc.stats())
         self.logger.log(self.step, self.frames, scalars)
         self._acc.clear()
+        self._fault.at("logged", self.step)
+
+    def check_finite(self) -> None:
+        """Raise DivergenceError when an update since the last check met a non-finite loss or
+        gradient norm, or the weights hold a NaN or an infinity. One host sync: called when
+        logging, before a Fisher estimate and before every checkpoint."""
+        found = self.agent.divergence()
+        if found is not None:
+            update, what = found
+            raise self._diverged(
+                f"the {' and '.join(what)} became NaN or infinite at update {update:,}"
+            )
+        bad = self.agent.nonfinite_weights()
+        if bad:
+            more = f" and {len(bad) - 2} more" if len(bad) > 2 else ""
+            raise self._diverged(f"weights became NaN or infinite ({', '.join(bad[:2])}{more})")
+        self._finite_at = self.step
+
+    def _diverged(self, what: str) -> DivergenceError:
+        newest = latest_checkpoint(self.run_dir)
+        kept = (
+            f"the newest checkpoint, {newest.name}, holds finite weights"
+            if newest is not None
+            else "no checkpoint was written"
+        )
+        return DivergenceError(
+            f"training diverged between agent steps {self._finite_at:,} and {self.step:,}: "
+            f"{what}; {kept}. Lower --agent.lr or check the other settings"
+        )
 
     # --------------------------------------------------------------------------- evaluation
 
@@ -443,6 +498,12 @@ class Trainer:
             "rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
             "replay_tasks": sorted(self.replays),
+            # The logs as they stand at this checkpoint; resuming cuts them back to these sizes.
+            "log_sizes": {
+                TRAIN_CSV: self.logger.csv_size(),
+                EVAL_CSV: self._eval_log.size(),
+                SUMMARY_CSV: self._summary_log.size(),
+            },
         }
         if self.ewc is not None:
             state["ewc"] = self.ewc.state_dict()
@@ -451,7 +512,21 @@ class Trainer:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore everything ``state_dict`` holds; ValueError or KeyError for a state that does
+        not fit this run (``restore`` reports it as a CheckpointError)."""
         loop = state["loop"]
+        _check_types(loop, _LOOP_TYPES, "loop")
+        if not all(
+            isinstance(row, list) and len(row) == 3 and all(_is_int(x) for x in row)
+            for row in loop["label_counts"]
+        ):
+            raise ValueError("loop.label_counts must be a list of [true task, task, steps]")
+        if (self.ewc is None) != ("ewc" not in state):
+            raise ValueError(
+                "it holds no EWC state (a --no-ewc run's) and this run uses EWC"
+                if self.ewc is not None
+                else "it holds EWC state and this run is --no-ewc"
+            )
         self.step = int(loop["step"])
         self.frames = int(loop["frames"])
         self.current_task = loop["current_task"]
@@ -480,7 +555,26 @@ class Trainer:
                 born[int(task)] = self.counters.steps.get(int(task), 0)
             self.replays[int(task)] = replay
         self.replay_born = born
-        self.truncate_logs(self.step)
+        self._cut_logs(state.get("log_sizes"))
+
+    def _cut_logs(self, sizes: Any) -> None:
+        """Cut the CSV logs back to their sizes at the checkpoint being resumed: what was written
+        after it (rows of an evaluation it did not record, a half-written row) is dropped and
+        written again by the resumed run."""
+        if not isinstance(sizes, dict):  # a checkpoint from before the sizes were recorded
+            self.truncate_logs(self.step)
+            return
+        self._eval_log.close()
+        self._summary_log.close()
+        for name in (EVAL_CSV, SUMMARY_CSV):
+            size = sizes.get(name)
+            if not (_is_int(size) and truncate_file(self.run_dir / name, size)):
+                truncate_csv_after(self.run_dir / name, self.step)
+        self._eval_log = CsvLog(self.run_dir / EVAL_CSV, EVAL_COLUMNS)
+        self._summary_log = CsvLog(self.run_dir / SUMMARY_CSV, SUMMARY_COLUMNS)
+        size = sizes.get(TRAIN_CSV)
+        if _is_int(size):
+            self.logger.truncate_csv(size)
 
     def truncate_logs(self, step: int) -> None:
         """Drop evaluation rows written after ``step`` (by a run that crashed after it)."""
@@ -492,19 +586,76 @@ class Trainer:
         self._summary_log = CsvLog(self.run_dir / SUMMARY_CSV, SUMMARY_COLUMNS)
 
     def save(self) -> Path:
-        return save_checkpoint(
-            self.run_dir, self.step, self.state_dict(), keep=self.config.keep_checkpoints
-        )
+        """Checkpoint the whole state. DivergenceError instead when anything is not finite, so a
+        checkpoint never holds a diverged network; CheckpointError when it cannot be written (a
+        full disk), the older checkpoints then intact."""
+        self.check_finite()
+        state = self.state_dict()
+        self._fault.at("saving", self.step)
+        path = save_checkpoint(self.run_dir, self.step, state, keep=self.config.keep_checkpoints)
+        self._fault.at("saved", self.step)
+        return path
 
-    def restore(self, path: Path) -> None:
-        _, state = load_checkpoint(path, device=self.device)
-        self.load_state_dict(state)
+    def restore(self, path: Path, state: dict[str, Any] | None = None) -> None:
+        """Continue from the checkpoint at ``path`` (``state``: its contents, already loaded);
+        CheckpointError when it does not fit this run (another suite, network or variant, a
+        field of the wrong type)."""
+        if state is None:
+            _, state = load_checkpoint(path, device=self.device)
+        try:
+            self.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+            reason = " ".join(str(e).split())[:300] or type(e).__name__
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this run ({self.config.variant}, "
+                f"{self.config.suite}, network {self.config.network.arch}): {reason}"
+            ) from None
 
     def close(self) -> None:
+        """Close the logs and let the run folder's lock go."""
         self._envs.close()
         self._eval_log.close()
         self._summary_log.close()
         self.logger.close()
+        if self.run_lock is not None:
+            self.run_lock.release()
+
+
+_LOOP_TYPES: dict[str, tuple[type | None, ...]] = {
+    "step": (int,),
+    "frames": (int,),
+    "current_task": (int, None),
+    "eval_index": (int,),
+    "pending_eval": (int, None),
+    "next_eval_frames": (int, float, None),
+    "update_debt": (int, float),
+    "label_counts": (list,),
+}
+"""The loop fields of a checkpoint and the JSON types each may have."""
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_types(fields: Any, types: dict[str, tuple[type | None, ...]], where: str) -> None:
+    """ValueError naming the first field of ``fields`` missing or not of its type."""
+    if not isinstance(fields, dict):
+        raise ValueError(f"{where} must be a dict, got {type(fields).__name__}")
+    for name, allowed in types.items():
+        if name not in fields:
+            raise ValueError(f"{where}.{name} is missing")
+        value = fields[name]
+        if not any(_is_a(value, kind) for kind in allowed):
+            kinds = " or ".join("null" if k is None else k.__name__ for k in allowed)
+            raise ValueError(f"{where}.{name} must be {kinds}, got {value!r}")
+
+
+def _is_a(value: Any, kind: type | None) -> bool:
+    """JSON typing: None is null, and a bool is neither an int nor a float."""
+    if kind is None:
+        return value is None
+    return isinstance(value, kind) and not isinstance(value, bool)
 
 
 def _eval_env_config(config: TrainConfig) -> EnvConfig:

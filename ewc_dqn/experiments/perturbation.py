@@ -41,6 +41,7 @@ from torch.func import functional_call
 from envs.games import GameSpec, resolve_game
 from envs.scores import ReferenceNotMeasuredError, reference_scores
 from ewc_dqn.checkpoint import CheckpointError
+from ewc_dqn.errors import UserError
 from ewc_dqn.evaluation import evaluate_game
 from ewc_dqn.ewc import EWCConsolidator
 from ewc_dqn.replay import FrameReplay
@@ -246,19 +247,19 @@ def main(cfg: Config) -> list[Point]:
 
 def _run(cfg: Config) -> list[Point]:
     if cfg.episodes < 1 or cfg.num_sizes < 1 or not 0 < cfg.min_size <= cfg.max_size:
-        raise ValueError("--episodes and --num-sizes must be >= 1, 0 < --min-size <= --max-size")
+        raise UserError("--episodes and --num-sizes must be >= 1, 0 < --min-size <= --max-size")
     if cfg.damping <= 0 or not 0 <= cfg.null_quantile < 1 or not cfg.shapes:
-        raise ValueError("--damping must be > 0, --null-quantile in [0, 1), --shapes non-empty")
+        raise UserError("--damping must be > 0, --null-quantile in [0, 1), --shapes non-empty")
     start = time.perf_counter()
     device = resolve_device(cfg.device)
     policy = load_trained_policy(cfg.checkpoint, device)
     game = resolve_game(cfg.game or policy.schedule.games[0])
     if game.name not in policy.schedule.games:
-        raise ValueError(
+        raise UserError(
             f"{game.name} is not a game of the run ({', '.join(policy.schedule.games)})"
         )
     if policy.config.task_labels != "true":
-        raise ValueError(
+        raise UserError(
             "the run inferred its task labels, so which task head plays a game is not known; "
             "use a run trained with true labels (a single-game run is)"
         )

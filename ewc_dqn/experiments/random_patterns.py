@@ -44,6 +44,8 @@ from pathlib import Path
 import numpy as np
 import tyro
 
+from ewc_dqn.errors import UserError
+
 LEARNERS = ("gd_first", "gd_capacity", "ewc")
 LABELS = {
     "gd_first": "gradient descent, eta = 1/N (EWC's rate at pattern 1)",
@@ -213,9 +215,9 @@ def capacity(t: np.ndarray, retained: np.ndarray) -> float:
 def main(cfg: Config) -> dict[str, object]:
     """Simulate, compare with theory, print the summary, write the figures and CSV."""
     if cfg.synapses % 8 or cfg.synapses < 8:
-        raise ValueError(f"--synapses must be a positive multiple of 8, got {cfg.synapses}")
+        raise UserError(f"--synapses must be a positive multiple of 8, got {cfg.synapses}")
     if cfg.patterns < 10 or cfg.repeats < 2 or cfg.threshold <= 0:
-        raise ValueError("--patterns must be >= 10, --repeats >= 2 and --threshold > 0")
+        raise UserError("--patterns must be >= 10, --repeats >= 2 and --threshold > 0")
     start = time.perf_counter()
     t = log_checkpoints(cfg.patterns, cfg.checkpoints)
     sim = simulate(cfg, t)
