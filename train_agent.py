@@ -48,7 +48,7 @@ class TrainArgs:
     scale: float | None = None
     """Multiply every count of time and memory of the preset (visits, learning start, replay,
     epsilon decay, target period, EWC delay, checkpoints, evaluation) by this factor in (0, 1]:
-    e.g. --preset atari --scale 5e-5 runs the whole ten-game protocol on a CPU in minutes."""
+    e.g. --preset atari --scale 2.5e-5 runs the whole ten-game protocol on a CPU in minutes."""
     games: str | None = None
     """Comma-separated games of the continual schedule (default: drawn from the preset's pool)."""
     run_dir: Path | None = None

@@ -338,7 +338,8 @@ def scaled(config: TrainConfig, factor: float) -> TrainConfig:
 
     Each count keeps the least value that still works: a visit or a target period of one
     vectorised step, a learning start of one minibatch, a replay that holds two minibatches, one
-    Fisher minibatch, one evaluation episode, an episode cap of twice the longest no-op start.
+    Fisher minibatch, one evaluation episode, an episode cap of twice the longest no-op start, a
+    checkpoint period of one visit.
     """
     if not (math.isfinite(factor) and 0.0 < factor <= 1.0):
         raise UserError(f"scale must be in (0, 1], got {factor}")
@@ -400,14 +401,17 @@ def scaled(config: TrainConfig, factor: float) -> TrainConfig:
             every_frames=frames(config.eval.every_frames, 0),
         ),
         consolidation_min_steps=count(config.consolidation_min_steps, 0),
-        checkpoint_every=count(config.checkpoint_every, 1),
+        # A checkpoint holds the whole state (networks, optimiser, every EWC term) however short
+        # the run, so a scaled period would write it hundreds of times; one visit at least.
+        checkpoint_every=count(config.checkpoint_every, schedule.visit_frames // fps),
         log_every=count(config.log_every, 1),
     )
 
 
-ATARI_DRY_SCALE = 5e-5
-"""The scale of the ``atari-dry`` preset: visits of 1,000 frames, the whole protocol of 600M
-frames in 30,000 (7,500 agent steps, about 1,800 updates of the paper network)."""
+ATARI_DRY_SCALE = 2.5e-5
+"""The scale of the ``atari-dry`` preset: visits of 496 frames (31 steps of the 4 copies), the
+whole protocol of 600M frames in 14,880 (3,720 agent steps, about 850 updates of the paper
+network)."""
 
 ATARI_DRY = scaled(ATARI, ATARI_DRY_SCALE)
 """The ``atari`` preset scaled as a whole by ``ATARI_DRY_SCALE``: ten games, three visits each,

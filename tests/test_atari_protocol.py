@@ -144,7 +144,7 @@ def test_scaling_keeps_the_protocols_order_and_refuses_nonsense():
 def test_scale_flag_scales_the_preset_and_keeps_explicit_overrides(tmp_path):
     from ewc_dqn.cli_config import default_config
 
-    config = default_config(["--preset", "atari", "--scale", "5e-5"])
+    config = default_config(["--preset", "atari", "--scale", "2.5e-5"])
     assert config == ATARI_DRY
     assert isinstance(config, TrainConfig)
 
@@ -177,7 +177,9 @@ def test_dry_run_of_the_atari_protocol_fires_every_rule(tmp_path):
         assert report.ok, f"{labels} labels:\n{report.describe()}"
         checked = report.checked
         assert checked["evaluation"] == 30
-        assert checked["consolidation"] >= 29  # every switch between the 30 visits
+        # Every switch between the 30 visits (inferred labels: the switches between the tasks
+        # forget-me-not made, fewer where it put two games in one task).
+        assert checked["consolidation"] >= (29 if labels == "true" else 20)
         assert checked["ewc_active"] > 0 and checked["learning_start"] > 1000
         ev = pd.read_csv(run / "eval.csv")
         assert ev["complete"].all() and len(ev) == 300
