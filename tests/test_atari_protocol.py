@@ -180,6 +180,8 @@ def test_dry_run_of_the_atari_protocol_fires_every_rule(tmp_path):
         # Every switch between the 30 visits (inferred labels: the switches between the tasks
         # forget-me-not made, fewer where it put two games in one task).
         assert checked["consolidation"] >= (29 if labels == "true" else 20)
-        assert checked["ewc_active"] > 0 and checked["learning_start"] > 1000
+        # Every pair of consecutive vectorised steps (3,720 agent steps of 4 copies).
+        assert checked["learning_start"] == 3720 // 4 - 1
+        assert checked["ewc_active"] > 0
         ev = pd.read_csv(run / "eval.csv")
         assert ev["complete"].all() and len(ev) == 300
