@@ -152,7 +152,7 @@ def test_total_clipped_score_rejects_the_same_game_twice():
         total_clipped_score({})
 
 
-def test_minatar_reference_json_random_part_is_measured():
+def test_minatar_reference_json_is_measured_and_used():
     data = scores.load_minatar_reference()
     assert set(data["games"]) == set(MINATAR_GAMES)
     for name in MINATAR_GAMES:
@@ -162,8 +162,14 @@ def test_minatar_reference_json_random_part_is_measured():
         assert 0.0 <= random["stderr"] < 1.0
         assert random["command"].startswith("python bench/measure_minatar_reference.py --random")
         assert random["date"]
+        # The single-task DQN reference is measured and clears random by 3 standard errors:
+        # normalisation uses exactly this pair, so random scores 0 and the reference 1.
         dqn = data["games"][name]["dqn"]
-        assert "source" in dqn and "value" in dqn
+        margin = 3 * math.hypot(random["stderr"], dqn["stderr"])
+        assert dqn["value"] - random["value"] > margin, name
+        assert reference_scores(name) == (random["value"], dqn["value"])
+        assert normalised_score(name, dqn["value"]) == pytest.approx(1.0)
+        assert normalised_score(name, random["value"]) == pytest.approx(0.0)
 
 
 def test_minatar_normalisation_uses_random_and_dqn(monkeypatch):
