@@ -192,11 +192,65 @@ def test_minatar_without_measured_dqn_raises(monkeypatch):
     assert "\n" not in str(info.value)
 
 
-def test_nature_dqn_spot_values():
-    # Mnih et al. 2015 Extended Data Table 2.
-    assert NATURE_DQN["Breakout"] == 401.2
-    assert NATURE_DQN["Pong"] == 18.9
-    assert NATURE_DQN["SpaceInvaders"] == 1976.0
+# Nature DQN scores (Mnih et al. 2015, Extended Data Table 2) as seungjaeryanlee/rldb
+# `rldb/db/paper__dqn/algo__dqn/entries.py` tabulates them ("atari-" dropped from its titles).
+RLDB_NATURE_DQN = {
+    "alien": 3069,
+    "amidar": 739.5,
+    "assault": 3359,
+    "asterix": 6012,
+    "asteroids": 1629,
+    "atlantis": 85641,
+    "bank-heist": 429.7,
+    "battle-zone": 26300,
+    "beam-rider": 6846,
+    "bowling": 42.4,
+    "boxing": 71.8,
+    "breakout": 401.2,
+    "centipede": 8309,
+    "chopper-command": 6687,
+    "crazy-climber": 114103,
+    "demon-attack": 9711,
+    "double-dunk": -18.1,
+    "enduro": 301.8,
+    "fishing-derby": -0.8,
+    "freeway": 30.3,
+    "frostbite": 328.3,
+    "gopher": 8520,
+    "gravitar": 306.7,
+    "hero": 19950,
+    "ice-hockey": -1.6,
+    "jamesbond": 576.7,
+    "kangaroo": 6740,
+    "krull": 3805,
+    "kung-fu-master": 23270,
+    "montezuma-revenge": 0,
+    "ms-pacman": 2311,
+    "name-this-game": 7257,
+    "pong": 18.9,
+    "private-eye": 1788,
+    "qbert": 10596,
+    "riverraid": 8316,
+    "road-runner": 18257,
+    "robotank": 51.6,
+    "seaquest": 5286,
+    "space-invaders": 1976,
+    "star-gunner": 57997,
+    "tennis": -2.5,
+    "time-pilot": 5947,
+    "tutankham": 186.7,
+    "up-n-down": 8456,
+    "venture": 380.0,
+    "video-pinball": 42684,
+    "wizard-of-wor": 3393,
+    "zaxxon": 4977,
+}
+
+
+def test_nature_dqn_matches_rldb():
+    assert len(RLDB_NATURE_DQN) == 49
+    by_name = {resolve_game(title).name: score for title, score in RLDB_NATURE_DQN.items()}
+    assert by_name == NATURE_DQN
     assert math.isclose(normalised_score("Pong", NATURE_DQN["Pong"]), 1.1218, abs_tol=1e-4)
 
 
