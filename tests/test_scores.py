@@ -192,6 +192,28 @@ def test_minatar_without_measured_dqn_raises(monkeypatch):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("random", "dqn", "usable"),
+    [
+        ({"value": 0.9, "stderr": 0.1}, {"value": 1.0, "stderr": 0.1}, False),  # within noise
+        ({"value": 0.5, "stderr": 0.3}, {"value": 2.0, "stderr": 0.4}, False),  # exactly 3 se
+        ({"value": 0.5, "stderr": 0.3}, {"value": 2.1, "stderr": 0.4}, True),
+        ({"value": 0.5}, {"value": 0.6}, True),  # no standard errors given: any gain counts
+        ({"value": 0.5, "stderr": None}, {"value": 0.4, "stderr": None}, False),  # below random
+    ],
+)
+def test_minatar_reference_must_clear_random_by_three_standard_errors(
+    monkeypatch, random, dqn, usable
+):
+    fake = {"games": {"MinAtar/Seaquest": {"random": random, "dqn": dqn}}}
+    monkeypatch.setattr(scores, "load_minatar_reference", lambda: fake)
+    if usable:
+        assert reference_scores("MinAtar/Seaquest") == (random["value"], dqn["value"])
+    else:
+        with pytest.raises(ReferenceNotMeasuredError, match="by 3 standard errors"):
+            reference_scores("MinAtar/Seaquest")
+
+
 # Nature DQN scores (Mnih et al. 2015, Extended Data Table 2) as seungjaeryanlee/rldb
 # `rldb/db/paper__dqn/algo__dqn/entries.py` tabulates them ("atari-" dropped from its titles).
 RLDB_NATURE_DQN = {
