@@ -203,3 +203,30 @@ def test_state_round_trip_continues_identically():
         assert torch.equal(p, q), n
     for n, p in a.target.state_dict().items():
         assert torch.equal(p, b.target.state_dict()[n]), n
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (dict(gamma=-0.01), r"gamma must be in \[0, 1\]"),
+        (dict(gamma=1.01), r"gamma must be in \[0, 1\]"),
+        (dict(lr=0.0), "lr must be > 0"),
+        (dict(batch_size=0, learning_starts=0), "batch_size must be >= 1"),
+        (dict(train_every=0), "train_every must be >= 1"),
+        (dict(target_update=0), "target_update must be >= 1"),
+        (dict(batch_size=32, learning_starts=31), "learning_starts must be at least batch_size"),
+        (dict(eps_decay_start=10, eps_decay_end=9), "eps_decay_end must be >= eps_decay_start"),
+        (dict(optimizer="sgd"), "unknown optimizer 'sgd'"),
+    ],
+)
+def test_bad_config_is_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_agent(**overrides)
+
+
+def test_config_edges_are_accepted():
+    for overrides in (
+        dict(gamma=0.0, batch_size=1, learning_starts=1, train_every=1, target_update=1),
+        dict(gamma=1.0, eps_decay_start=5, eps_decay_end=5, optimizer="adam"),
+    ):
+        tiny_agent(**overrides).update(batch(), task_id=0)
