@@ -183,6 +183,8 @@ def test_defaults_are_the_papers():
         50.0,
     )
     assert cfg.double_dqn and cfg.clip_rewards and cfg.optimizer == "rmsprop"
+    # Where the paper is silent: Dopamine's DQN values (centred RMSprop, its epsilons).
+    assert (cfg.rmsprop_eps, cfg.rmsprop_centered, cfg.adam_eps) == (1e-5, True, 1.5e-4)
     opt = tiny_agent().optimizer
     assert isinstance(opt, torch.optim.RMSprop)
     group = opt.param_groups[0]

@@ -387,6 +387,13 @@ def test_load_rejects_mismatched_or_corrupt_state():
     with pytest.raises(ValueError):
         target.load_state_dict({**state, "age": broken_age})
     assert len(target) == 0
+    # Left empty: its next step must open every copy's stream again.
+    frame, action, reward = np.zeros((3, 1, 2, 3), np.uint8), np.zeros(3, int), np.zeros(3)
+    no = np.zeros(3, dtype=bool)
+    with pytest.raises(ValueError, match="first step of every copy must be is_first"):
+        target.add(frame, action, reward, no, no, no)
+    target.add(frame, action, reward, no, no, ~no)
+    target.check_valid()
 
 
 def test_add_rejects_bad_input():
