@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # (pyproject only asks for torch>=2.2), so this pin applies to our machines alone.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install train test lint bench clean
+.PHONY: install train test lint bench mutants clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,11 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/bench_training.py
+
+# Mutation testing of the core modules (tools/mutants.py): every mutant against its module's fast
+# test files; the score per module and each surviving mutant's place. Slow: see BENCHMARKS.md.
+mutants: install
+	$(BIN)/python tools/mutants.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

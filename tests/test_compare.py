@@ -325,6 +325,72 @@ def test_forward_transfer_hand_computed() -> None:
     np.testing.assert_allclose(last, [np.nan, 0.1, 0.2])
 
 
+@pytest.fixture
+def global_numpy_restored():
+    """rliable draws from numpy's global generator; these tests seed it and put it back."""
+    saved = np.random.get_state()  # noqa: NPY002
+    yield
+    np.random.set_state(saved)  # noqa: NPY002
+
+
+def _rliable(scores, func, reps: int, rng_seed: int, size: float = 0.95):
+    """rliable's own point estimate and interval, its global generator seeded as compare_stats
+    seeds it: with the first draw of ``np.random.default_rng(rng_seed)``."""
+    from rliable import library
+
+    np.random.seed(int(np.random.default_rng(rng_seed).integers(2**32)))  # noqa: NPY002
+    point, interval = library.get_interval_estimates(
+        {"x": scores}, func, reps=reps, confidence_interval_size=size
+    )
+    return np.atleast_1d(point["x"]), interval["x"]
+
+
+def _rliable_aggregates(scores: np.ndarray) -> np.ndarray:
+    from rliable import metrics
+
+    return np.array(
+        [
+            metrics.aggregate_iqm(scores),
+            metrics.aggregate_mean(scores),
+            metrics.aggregate_median(scores),
+            metrics.aggregate_optimality_gap(scores, gamma=1.0),
+        ]
+    )
+
+
+@pytest.mark.parametrize("size", [0.95, 0.8])
+def test_aggregate_intervals_are_rliables(size, global_numpy_restored) -> None:
+    scores = np.random.default_rng(0).uniform(-0.3, 1.6, size=(5, 4))  # runs x games
+    point, low, high = st.stratified_bootstrap_ci(
+        scores, st.aggregate_scores, 300, np.random.default_rng(7), size=size
+    )
+    want_point, want_interval = _rliable(scores, _rliable_aggregates, 300, 7, size)
+    np.testing.assert_allclose(point, want_point, rtol=1e-12)
+    np.testing.assert_allclose(np.stack([low, high]), want_interval, rtol=1e-12)
+    assert (low < point).all() and (point < high).all()
+
+
+def test_improvement_and_curve_intervals_are_rliables(global_numpy_restored) -> None:
+    from rliable import metrics
+
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(0, 1, size=(4, 3)), rng.uniform(-0.2, 0.8, size=(3, 3))
+    p, low, high = st.probability_of_improvement_ci(x, y, 60, np.random.default_rng(2))
+    want_point, want_interval = _rliable(
+        [x, y], lambda a, b: np.array([metrics.probability_of_improvement(a, b)]), 60, 2
+    )
+    assert p == pytest.approx(want_point[0], rel=1e-12)
+    np.testing.assert_allclose([low, high], want_interval[:, 0], rtol=1e-12)
+    # A curve band resamples whole runs: one stratum of (runs, 1, T).
+    curves = rng.uniform(0, 3, size=(5, 6))
+    mean, low, high = st.bootstrap_mean_over_runs(curves, 200, np.random.default_rng(3))
+    want_point, want_interval = _rliable(
+        curves[:, None, :], lambda s: s[:, 0, :].mean(axis=0), 200, 3
+    )
+    np.testing.assert_allclose(mean, want_point, rtol=1e-12)
+    np.testing.assert_allclose(np.stack([low, high]), want_interval, rtol=1e-12)
+
+
 def test_stratified_bootstrap_resamples_within_games() -> None:
     rng = np.random.default_rng(0)
     same_runs = np.tile([0.1, 0.5, 0.9], (4, 1))  # every run identical: no spread to resample

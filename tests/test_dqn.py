@@ -49,6 +49,8 @@ def test_td_loss_huber_and_squared():
     assert torch.allclose(q.grad, torch.tensor([[0.0, 0.5], [-0.25, 0.0]]))  # clipped at 1 / B
     sq, _ = td_loss(q.detach(), action, target, huber_delta=0.0)
     assert sq.item() == pytest.approx(0.5 * (9 + 0.25) / 2)
+    default, _ = td_loss(q.detach(), action, target)  # the paper's clip at 1 by default
+    assert default.item() == pytest.approx(1.3125)
 
 
 def test_shape_errors_are_clear():
@@ -56,6 +58,8 @@ def test_shape_errors_are_clear():
         td_loss(torch.zeros(4, 2), torch.zeros(3, dtype=torch.long), torch.zeros(4))
     with pytest.raises(ValueError):
         double_dqn_targets(torch.zeros(2), torch.zeros(3), torch.zeros(2, 2), torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="Q-value shapes"):
+        dqn_targets(torch.zeros(2), torch.zeros(2), torch.zeros(3, 2))
 
 
 @pytest.mark.parametrize(

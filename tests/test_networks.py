@@ -30,10 +30,22 @@ def test_minatar_network():
     assert net(torch.ones(2, 10, 10, 10, dtype=torch.uint8), 0).shape == (2, 6)
 
 
-def test_paper_initialisation_bounds():
+def test_paper_initialisation_is_uniform_within_one_over_sqrt_fan_in():
+    torch.manual_seed(0)
     net = QNetwork((4, 84, 84), 18, NetworkConfig(arch="paper", max_tasks=2))
-    for conv, fan_in in zip(net.convs, (4 * 64, 32 * 16, 64 * 9), strict=True):
-        assert conv.conv.weight.abs().max() <= 1 / math.sqrt(fan_in)
+    layers = [conv.conv for conv in net.convs] + [net.fc.linear, net.head.linear]
+    fan_ins = (4 * 64, 32 * 16, 64 * 9, 128 * 7 * 7, 1024)
+    for layer, fan_in in zip(layers, fan_ins, strict=True):
+        bound = 1 / math.sqrt(fan_in)
+        for p in (layer.weight, layer.bias):
+            assert p.abs().max() <= bound
+            if p.numel() >= 1000:
+                # U(-b, b): mean 0, standard deviation b / sqrt(3), values reaching the bound.
+                assert p.abs().max() > 0.99 * bound
+                assert abs(p.mean().item()) < 0.05 * bound
+                assert p.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05)
+            else:
+                assert p.abs().max() > 0.5 * bound and p.std() > 0.3 * bound
     for name, p in net.named_parameters():
         if "task_gains" in name:
             assert torch.all(p == 1)

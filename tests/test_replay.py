@@ -387,6 +387,13 @@ def test_load_rejects_mismatched_or_corrupt_state():
     with pytest.raises(ValueError):
         target.load_state_dict({**state, "age": broken_age})
     assert len(target) == 0
+    # Left empty: its next step must open every copy's stream again.
+    frame, action, reward = np.zeros((3, 1, 2, 3), np.uint8), np.zeros(3, int), np.zeros(3)
+    no = np.zeros(3, dtype=bool)
+    with pytest.raises(ValueError, match="first step of every copy must be is_first"):
+        target.add(frame, action, reward, no, no, no)
+    target.add(frame, action, reward, no, no, ~no)
+    target.check_valid()
 
 
 def test_add_rejects_bad_input():
@@ -432,3 +439,100 @@ def test_memory_per_transition_at_atari_size():
     replay = FrameReplay(50_000, 8, (1, 84, 84), 4, 0.99, np.random.default_rng(0))
     assert replay.bytes_per_transition() < 7_200
     assert replay.nbytes() == 50_000 * (84 * 84 + 4) + 50_000 * 3 + 84 * 84
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(num_envs=0), "num_envs must be >= 1"),
+        (dict(stack=0), r"stack must be in \[1, 255\]"),
+        (dict(stack=256, capacity=600), r"stack must be in \[1, 255\]"),
+        (dict(frame_shape=(2, 3)), r"frame_shape must be \(C, H, W\)"),
+        (dict(frame_shape=(1, 0, 3)), r"frame_shape must be \(C, H, W\)"),
+        (dict(gamma=-0.01), r"gamma must be in \[0, 1\]"),
+        (dict(gamma=1.01), r"gamma must be in \[0, 1\]"),
+    ],
+)
+def test_constructor_rejects_bad_arguments(kwargs, message):
+    args = dict(capacity=40, num_envs=2, frame_shape=(1, 2, 3), stack=4, gamma=GAMMA)
+    with pytest.raises(ValueError, match=message):
+        FrameReplay(**{**args, **kwargs}, rng=np.random.default_rng(0))
+
+
+def test_constructor_accepts_the_edges():
+    for stack, capacity, gamma in ((1, 3, 0.0), (255, 257, 1.0)):
+        replay = FrameReplay(capacity, 1, (1, 1, 1), stack, gamma, np.random.default_rng(0))
+        assert replay.stack == stack and replay.gamma == gamma
+
+
+def test_sample_and_gather_refuse_bad_requests():
+    replay = single_env_replay()
+    add_scalar(replay, 1, first=True)
+    add_scalar(replay, 2)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        replay.sample(0)
+    assert replay.sample(1).obs.shape == (1, 4, 1, 1)
+    with pytest.raises(ValueError, match="not sampleable"):
+        replay.gather(np.array([0]), np.array([0]))  # an episode's first frame
+    with pytest.raises(ValueError, match="action must be integers"):
+        replay.add(
+            *[np.zeros((1, 1, 1, 1), np.uint8), np.array([0.5]), np.zeros(1)] + [[False]] * 3
+        )
+
+
+def _six_entries(capacity: int = 20) -> FrameReplay:
+    """Entries 0..5 of one copy: first, 2, 3 (terminated), first, 5, 6."""
+    replay = single_env_replay(stack=4, capacity=capacity)
+    for value, kwargs in zip(
+        range(1, 7),
+        [dict(first=True), {}, dict(terminated=True), dict(first=True), {}, {}],
+        strict=True,
+    ):
+        add_scalar(replay, value, action=value % 3 if not kwargs.get("first") else 0, **kwargs)
+    return replay
+
+
+def _corrupt(name: str, index, value):
+    def apply(replay: FrameReplay) -> None:
+        if name == "count":
+            replay._count = value
+        elif name == "zero_row":
+            replay._frames_flat[replay._zero_row] = value
+        else:
+            getattr(replay, f"_{name}")[index] = value
+
+    return apply
+
+
+@pytest.mark.parametrize(
+    ("capacity", "corrupt", "message"),
+    [
+        (20, _corrupt("count", None, -1), "negative entry count"),
+        (20, _corrupt("zero_row", None, 1), "zero frame used for padding"),
+        (20, _corrupt("flags", (0, 1), 4), "bits other than"),
+        (20, _corrupt("age", (0, 1), 5), "at most stack"),
+        (20, _corrupt("flags", (0, 3), 1), "first entry carries an end flag or an action"),
+        (20, _corrupt("action", (0, 3), 2), "first entry carries an end flag or an action"),
+        (20, _corrupt("reward", (0, 3), 1.0), "first entry carries a reward"),
+        (20, _corrupt("age", (0, 0), 1), "must start with a first entry"),
+        (6, _corrupt("age", (0, 0), 1), "must start with a first entry"),  # full, not wrapped
+        (20, _corrupt("flags", (0, 4), 2), "after an episode end is not a first entry"),
+        (20, _corrupt("age", (0, 5), 3), "do not count up by one"),
+        (20, _corrupt("reward", (0, 4), np.inf), "non-finite reward"),
+    ],
+)
+def test_check_valid_names_each_broken_invariant(capacity, corrupt, message):
+    replay = _six_entries(capacity)
+    replay.check_valid()
+    corrupt(replay)
+    with pytest.raises(ValueError, match=message):
+        replay.check_valid()
+
+
+def test_load_accepts_an_empty_replay_and_refuses_a_negative_count():
+    empty = make().state_dict()
+    restored = make()
+    restored.load_state_dict(empty)
+    assert len(restored) == 0
+    with pytest.raises(ValueError, match="negative count"):
+        make().load_state_dict({**empty, "count": -1})

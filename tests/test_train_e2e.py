@@ -9,14 +9,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 import evaluate
 import train_agent
 from envs.schedule import Schedule
+from envs.scores import reference_scores
 from ewc_dqn.checkpoint import latest_checkpoint, load_checkpoint
-from ewc_dqn.run_files import load_run
+from ewc_dqn.run_files import EVAL_CSV, SUMMARY_CSV, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 MINATAR = ["--preset", "smoke", "--games", "MinAtar/Breakout,MinAtar/Freeway", "--quiet"]
@@ -37,6 +39,21 @@ def _same_weights(a: Path, b: Path) -> None:
         assert torch.equal(wa[k], wb[k]), k
 
 
+def _assert_totals_follow_eval_csv(run: Path) -> None:
+    """eval_summary.csv's total_clipped is, at every evaluation, the sum over games of
+    min(normalised, 1) from eval.csv, and each normalised score is (raw - random) /
+    (reference - random) of its raw score."""
+    ev, summary = pd.read_csv(run / EVAL_CSV), pd.read_csv(run / SUMMARY_CSV)
+    assert np.isfinite(ev["normalised"]).all() and len(summary) > 0
+    for game, rows in ev.groupby("game"):
+        random, reference = reference_scores(game)
+        want = (rows["raw_mean"] - random) / (reference - random)
+        np.testing.assert_allclose(rows["normalised"], want, rtol=1e-12)
+    clipped = ev.assign(clipped=np.minimum(ev["normalised"], 1.0))
+    totals = clipped.groupby("eval_index")["clipped"].sum()
+    np.testing.assert_allclose(summary["total_clipped"], totals[summary["eval_index"]], rtol=1e-12)
+
+
 def test_atari_smoke_run_and_evaluate(tmp_path, capsys):
     run = tmp_path / "atari"
     assert train_agent.main(["--preset", "smoke", "--run-dir", str(run), "--quiet"]) == 0
@@ -44,6 +61,7 @@ def test_atari_smoke_run_and_evaluate(tmp_path, capsys):
     assert record.finished
     assert set(record.eval["game"]) == {"Pong", "Breakout"}
     assert len(record.summary) == 4  # one evaluation per visit
+    _assert_totals_follow_eval_csv(run)
     assert (run / "total_score.png").exists() and (run / "per_game.png").exists()
     assert any((run / "tb").iterdir())
     config = json.loads((run / "config.json").read_text())
@@ -53,6 +71,8 @@ def test_atari_smoke_run_and_evaluate(tmp_path, capsys):
     scores = json.loads(out.read_text())
     assert set(scores["games"]) == {"Pong", "Breakout"}
     assert "no-op" in scores["protocol"]
+    clipped = [min(g["normalised"], 1.0) for g in scores["games"].values()]
+    assert scores["total_clipped"] == pytest.approx(sum(clipped), rel=1e-12)
     assert "total normalised score" in capsys.readouterr().out
 
 
@@ -101,6 +121,7 @@ def test_resume_gives_identical_weights(tmp_path):
     assert train_agent.main(["--resume", str(split), "--quiet"]) == 0
     _same_weights(full, split)
     assert load_run(full).summary.equals(load_run(split).summary)
+    _assert_totals_follow_eval_csv(full)
 
 
 def test_kill_9_between_checkpoints_resumes_exactly(tmp_path):
@@ -153,15 +174,40 @@ def test_sigterm_saves_a_checkpoint_and_resumes(tmp_path):
     assert load_run(run).finished
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, *args],
+@pytest.fixture
+def refused(capsys, monkeypatch):
+    """Run an entry point's ``main(argv)`` in this process on input it must refuse: returns
+    (exit status, stdout, stderr)."""
+    monkeypatch.delenv("EWC_DQN_DEBUG", raising=False)
+
+    def run(main, *argv: str) -> tuple[object, str, str]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(list(argv))
+        out, err = capsys.readouterr()
+        return exit_info.value.code, out, err
+
+    return run
+
+
+def _one_line_error(err: str, message: str) -> None:
+    assert message in err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_the_script_refuses_bad_input_in_one_line(tmp_path):
+    # The real script path once: the in-process tests below cover each message.
+    result = subprocess.run(
+        [sys.executable, "train_agent.py", "--game", "Pongg", "--run-dir", str(tmp_path / "run")],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
         env={**os.environ, "EWC_DQN_DEBUG": ""},
     )
+    assert result.returncode == 2
+    _one_line_error(result.stderr, "did you mean 'Pong'")
+    assert result.stdout == "" and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(
@@ -179,51 +225,56 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         (["--preset", "smoke", "--ewc.lam", "-1"], "lam must be finite"),
         (["--preset", "smoke", "--ewc.exclude", "("], "not a regular expression"),
         (["--preset", "smoke", "--fmn.window", "0"], "window must be in"),
+        (["--preset", "smoke", "--agent.lr", "-1"], "lr must be > 0"),
     ],
 )
-def test_bad_input_gives_one_line_errors(args, message, tmp_path):
-    result = _cli("train_agent.py", *args, "--run-dir", str(tmp_path / "run"))
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert result.stdout == ""  # refused before the schedule is printed
-    assert not (tmp_path / "run").exists()
-
-
-def test_resume_of_a_folder_that_is_not_a_run():
-    result = _cli("train_agent.py", "--resume", "/nonexistent/run")
-    assert result.returncode == 2 and "not a run folder" in result.stderr
-
-
-def test_bad_flag_value_is_rejected_without_traceback(tmp_path):
-    run = str(tmp_path / "run")
-    result = _cli("train_agent.py", "--preset", "smoke", "--agent.lr", "fast", "--run-dir", run)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    result = _cli("train_agent.py", "--preset", "smoke", "--agent.lr", "-1", "--run-dir", run)
-    assert result.returncode == 2 and "lr must be > 0" in result.stderr
+def test_bad_input_gives_one_line_errors(args, message, tmp_path, refused):
+    code, out, err = refused(train_agent.main, *args, "--run-dir", str(tmp_path / "run"))
+    assert code == 2
+    _one_line_error(err, message)
+    assert out == ""  # refused before the schedule is printed
     assert not (tmp_path / "run").exists()  # nothing written for a config that cannot run
 
 
-def test_existing_run_and_damaged_checkpoints_are_protected(tmp_path):
+def test_resume_of_a_folder_that_is_not_a_run(refused):
+    code, _, err = refused(train_agent.main, "--resume", "/nonexistent/run")
+    assert code == 2
+    _one_line_error(err, "not a run folder")
+
+
+def test_bad_flag_value_is_rejected_without_traceback(tmp_path, refused):
+    # The flag parser's own usage message, not ours: exit status 2 and no traceback.
+    run = str(tmp_path / "run")
+    code, _, err = refused(
+        train_agent.main, "--preset", "smoke", "--agent.lr", "fast", "--run-dir", run
+    )
+    assert code == 2 and "Traceback" not in err and "--agent.lr" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_run_and_damaged_checkpoints_are_protected(tmp_path, refused):
     run = tmp_path / "run"
     assert (
         train_agent.main([*MINATAR, "--run-dir", str(run), "--schedule.visit-frames", "300"]) == 0
     )
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
-    result = _cli("train_agent.py", *MINATAR, "--run-dir", str(run))
-    assert result.returncode == 2 and "already holds a run" in result.stderr
-    result = _cli("train_agent.py", "--resume", str(run), "--agent.lr", "0.1")
-    assert result.returncode == 2 and "saved config" in result.stderr
+    code, _, err = refused(train_agent.main, *MINATAR, "--run-dir", str(run))
+    assert code == 2
+    _one_line_error(err, "already holds a run")
+    code, _, err = refused(train_agent.main, "--resume", str(run), "--agent.lr", "0.1")
+    assert code == 2
+    _one_line_error(err, "saved config")
     assert before == {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
     # A truncated newest checkpoint: evaluation names it and exits 2.
     ckpt = latest_checkpoint(run)
     tensors = ckpt / "tensors.safetensors"
     tensors.write_bytes(tensors.read_bytes()[:100])
-    result = _cli("evaluate.py", str(run))
-    assert result.returncode == 2 and "unreadable" in result.stderr
-    result = _cli("evaluate.py", str(tmp_path / "missing"))
-    assert result.returncode == 2 and "no such file" in result.stderr
+    code, _, err = refused(evaluate.main, str(run))
+    assert code == 2
+    _one_line_error(err, "unreadable")
+    code, _, err = refused(evaluate.main, str(tmp_path / "missing"))
+    assert code == 2
+    _one_line_error(err, "no such file")
 
 
 def test_device_auto_is_cpu_here_and_cuda_is_refused_without_gpu(tmp_path):

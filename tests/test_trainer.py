@@ -3,10 +3,12 @@
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 
 from ewc_dqn.config import preset
 from ewc_dqn.labels import adjusted_rand_from_counts
 from ewc_dqn.run import build_trainer, make_schedule, resolve_device
+from ewc_dqn.run_files import TRAIN_CSV
 
 
 def _trainer(tmp_path, **overrides):
@@ -60,10 +62,23 @@ def test_flickering_labels_do_not_reestimate_before_min_steps(tmp_path):
 
 
 def test_no_ewc_never_consolidates(tmp_path):
-    trainer = _trainer(tmp_path, no_ewc=True)
-    _fill(trainer, 0, 50)
-    _fill(trainer, 1, 50)
-    assert trainer.ewc is None and set(trainer.replays) == {0, 1}
+    # The same task switches consolidate with EWC (a Fisher logged, terms in the checkpoint
+    # state) and leave no trace of EWC without it.
+    runs = {"ewc": {"consolidation_min_steps": 0}, "none": {"no_ewc": True}}
+    states = {}
+    for name, overrides in runs.items():
+        (tmp_path / name).mkdir()
+        trainer = _trainer(tmp_path / name, **overrides)
+        for task in (0, 1, 0):
+            _fill(trainer, task, 100)
+        states[name] = trainer.state_dict()
+        assert set(trainer.replays) == {0, 1}
+        trainer.close()
+    tags = {name: set(pd.read_csv(tmp_path / name / TRAIN_CSV)["tag"]) for name in runs}
+    assert {"ewc/consolidated_task", "perf/fisher_seconds"} <= tags["ewc"]
+    assert len(states["ewc"]["ewc"]["tensors"]) > 0
+    assert not any(tag.startswith("ewc/") for tag in tags["none"]), tags["none"]
+    assert "perf/fisher_seconds" not in tags["none"] and "ewc" not in states["none"]
 
 
 def test_adjusted_rand_from_counts_matches_sklearn():
