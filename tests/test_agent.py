@@ -82,7 +82,7 @@ def by_hand(agent: DQNAgent, b: Transition, task: int, penalty=None) -> tuple[di
         "losses/ewc_penalty": extra.item(),
         "losses/q_mean": q.mean().item(),
         "losses/abs_td": err.abs().mean().item(),
-        "losses/grad_norm": norm if clip else 0.0,
+        "losses/grad_norm": norm,  # reported (and watched for divergence) with the clip off too
     }
     return params, stats
 
