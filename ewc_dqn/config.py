@@ -309,7 +309,7 @@ SMOKE = replace(
 SMOKE_MINATAR = replace(
     MINATAR,
     agent=replace(
-        MINATAR.agent, learning_starts=100, target_update=100, eps_decay_start=0, eps_decay_end=500
+        MINATAR.agent, learning_starts=100, target_update=100, eps_decay_start=0, eps_decay_end=200
     ),
     replay=ReplayConfig(capacity=2_000),
     ewc=replace(MINATAR.ewc, fisher_batches=2, fisher_batch_size=8),

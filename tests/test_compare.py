@@ -78,6 +78,7 @@ def make_run(
                     "raw_std": 1.0,
                     "normalised": float(row[j]),
                     "task_id": task_ids[j],
+                    "complete": 1,
                 }
             )
         summ.write(

@@ -106,6 +106,7 @@ def test_run_files_recomputed_totals_agree(tmp_path):
                     "raw_std": 0.0,
                     "normalised": NAN,
                     "task_id": 0,
+                    "complete": 1,
                 }
             )
         summary.write(

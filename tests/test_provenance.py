@@ -90,6 +90,7 @@ def test_compare_warns_about_runs_made_with_other_versions(tmp_path):
     runs = [tmp_path / "seed0", tmp_path / "seed1"]
     for seed, run in enumerate(runs):
         args = ["--preset", "smoke", "--game", "MinAtar/Breakout", "--steps", "200"]
+        args += ["--checkpoint-every", "200"]
         assert train_agent.main([*args, "--seed", str(seed), "--run-dir", str(run), "--quiet"]) == 0
     same = compare_runs(runs, tmp_path / "same", reps=20, poi_reps=20)
     assert not any("different" in n for n in same.notes)

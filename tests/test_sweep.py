@@ -21,7 +21,7 @@ GAMES = "MinAtar/Breakout,MinAtar/Freeway"
 TINY = [
     "--preset", "smoke", "--games", GAMES,
     "--schedule.visits-per-game", "1", "--schedule.visit-frames", "300",
-    "--eval.frames", "100", "--agent.learning-starts", "64", "--checkpoint-every", "1000",
+    "--eval.frames", "100", "--agent.learning-starts", "64", "--checkpoint-every", "300",
     "--reps", "50", "--poi-reps", "20",
 ]  # fmt: skip
 
