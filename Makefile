@@ -37,9 +37,12 @@ bench: install
 	$(BIN)/python bench/bench_training.py
 
 # Mutation testing of the core modules (tools/mutants.py): every mutant against its module's fast
-# test files; the score per module and each surviving mutant's place. Slow: see BENCHMARKS.md.
+# test files; the score per module and each surviving mutant's place. Then the named mutants of
+# the training loop (tools/named_mutants.py), each against the tests that guard its rule.
+# Slow: see BENCHMARKS.md.
 mutants: install
 	$(BIN)/python tools/mutants.py
+	$(BIN)/python tools/named_mutants.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -9,6 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -17,7 +18,8 @@ from envs.schedule import build_schedule
 from ewc_dqn.audit import audit_run
 from ewc_dqn.checkpoint import latest_checkpoint, load_checkpoint
 from ewc_dqn.config import ATARI, ATARI_DRY, PRESETS, TrainConfig, scaled
-from ewc_dqn.run import single_game_schedule
+from ewc_dqn.replay import FrameReplay
+from ewc_dqn.run import build_trainer, make_schedule, resolve_device, single_game_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,8 +43,43 @@ def test_every_preset_can_run_its_own_schedule(name, suite):
     config.validate()
     config.check_schedule(build_schedule(config.schedule))
     # The learning start counts agent steps of a task, so any capacity reaches it; the replay
-    # must still hold a minibatch.
-    assert config.replay.capacity >= config.agent.batch_size
+    # filled past its capacity (1x1 frames, the preset's copies and stack) must still give a
+    # minibatch, though it holds a few transitions less than its capacity.
+    n, stack = config.env.num_envs, config.env.frame_stack
+    replay = FrameReplay(
+        config.replay.capacity, n, (1, 1, 1), stack, config.agent.gamma, np.random.default_rng(0)
+    )
+    first = np.ones(n, dtype=bool)
+    action, reward = np.zeros(n, np.int64), np.zeros(n)
+    replay.add(np.zeros((n, 1, 1, 1), np.uint8), action, reward, ~first, ~first, first)
+    for _ in range(config.replay.capacity // n + stack):
+        replay.add(np.ones((n, 1, 1, 1), np.uint8), action, reward, ~first, ~first, ~first)
+    assert config.agent.batch_size <= len(replay) <= config.replay.capacity
+    assert replay.sample(config.agent.batch_size).obs.shape[0] == config.agent.batch_size
+
+
+@pytest.mark.parametrize("name,suite", [(n, s) for n, by in PRESETS.items() for s in by])
+def test_every_preset_makes_updates_at_its_own_ratios(name, suite, tmp_path):
+    """Each preset scaled as a whole until its learning start is a few hundred agent steps: its
+    network (the preset's own), replay, copies and update period make updates from the start
+    on, one per ``train_every`` agent steps (within the first visit: ``atari-dry``'s visits are
+    already short)."""
+    config = PRESETS[name][suite]
+    small = scaled(config, min(1.0, 256 / config.agent.learning_starts))
+    agent, n = small.agent, small.env.num_envs
+    first_visit = small.schedule.visit_frames // small.frames_per_step
+    stop = min(-(-(agent.learning_starts + 40 * agent.train_every) // n) * n, first_visit)
+    small = replace(small, checkpoint_every=stop, save_replay=False, torch_threads=1)
+    trainer = build_trainer(
+        small, make_schedule(small), tmp_path, resolve_device("cpu"), show_progress=False
+    )
+    trainer.run(stop_after_steps=stop)
+    trainer.close()
+    assert trainer.step == stop and trainer.counters.steps[0] == stop
+    # Updates from the first vectorised step at which the task's steps reach the start.
+    opened = -(-agent.learning_starts // n) * n
+    want = (stop - opened + n) // agent.train_every
+    assert abs(trainer.agent.updates - want) <= 1, (trainer.agent.updates, want)
 
 
 @pytest.mark.slow

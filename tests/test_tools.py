@@ -1,0 +1,18 @@
+"""The mutation tools stay aimed at the code: every named mutant's text is still there once."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from named_mutants import MUTANTS  # noqa: E402
+
+
+@pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.name)
+def test_each_named_mutant_still_applies(mutant):
+    text = (ROOT / mutant.path).read_text()
+    assert text.count(mutant.old) == 1, f"{mutant.name}: update it to {mutant.path}"
+    for test in mutant.tests:
+        assert (ROOT / test.split("::")[0]).is_file(), test

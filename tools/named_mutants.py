@@ -1,0 +1,185 @@
+"""The seven wrong agents a reviewer tried first: does the suite fail for each of them?
+
+    python tools/named_mutants.py                 # each mutant against the tests that guard it
+    python tools/named_mutants.py --suite         # each mutant against all of tests/ (slow)
+    python tools/named_mutants.py --only target-never-synced
+
+``tools/mutants.py`` makes small syntactic mutants of one module at a time and runs that module's
+unit tests. The changes below are the other kind: each breaks the *algorithm* (what the agent
+learns or what the run reports) in the training loop, where a unit test of one module cannot see
+it. Each is an exact text substitution in a scratch copy of the repository (the working tree is
+never touched), and the tests that should notice run against it in a fresh interpreter. The
+report names every failing test, so a mutant that survives says which behaviour has no guard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from mutants import _scratch_copy  # noqa: E402
+
+
+@dataclass(frozen=True)
+class NamedMutant:
+    name: str
+    what: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+    """The test files (or node ids) expected to fail; ``--suite`` runs all of tests/ instead."""
+
+
+LEARNING = "tests/test_learning_rules.py"
+
+MUTANTS = (
+    NamedMutant(
+        "penalty-not-passed",
+        "the training loop never hands the EWC penalty to the update",
+        "ewc_dqn/train.py",
+        "penalty = self.ewc.penalty if self.ewc is not None else None",
+        "penalty = None",
+        (LEARNING,),
+    ),
+    NamedMutant(
+        "penalty-not-in-loss",
+        "the penalty is computed and logged but never added to the loss",
+        "ewc_dqn/agent.py",
+        "total = loss if extra is None else loss + extra",
+        "total = loss",
+        (LEARNING,),
+    ),
+    NamedMutant(
+        "frames-not-counted-for-ewc",
+        "the frames a task trains are never counted for the EWC activation delay",
+        "ewc_dqn/train.py",
+        "                self.ewc.add_frames(task, n * env.frames_per_step)\n",
+        "                pass\n",
+        (LEARNING,),
+    ),
+    NamedMutant(
+        "eval-at-epsilon-1",
+        "the end-of-visit evaluation plays at epsilon 1 (random play)",
+        "ewc_dqn/train.py",
+        "epsilon=ev.epsilon,",
+        "epsilon=1.0,",
+        (LEARNING,),
+    ),
+    NamedMutant(
+        "total-not-clipped",
+        "the paper's total sums the normalised scores without clipping each at 1",
+        "ewc_dqn/evaluation.py",
+        "np.nansum(np.minimum(values, 1.0))",
+        "np.nansum(values)",
+        ("tests/test_paper_total.py",),
+    ),
+    NamedMutant(
+        "target-never-synced",
+        "the training loop never copies the online network into the target network",
+        "ewc_dqn/train.py",
+        "                self.agent.sync_target()\n",
+        "                pass\n",
+        (LEARNING,),
+    ),
+    NamedMutant(
+        "sync-copies-nothing",
+        "a target sync is counted but copies no weights",
+        "ewc_dqn/agent.py",
+        "self.target.load_state_dict(self.online.state_dict())",
+        "pass",
+        (LEARNING,),
+    ),
+    NamedMutant(
+        "rewards-not-clipped",
+        "rewards are stored for learning unclipped",
+        "ewc_dqn/train.py",
+        "reward = np.clip(step.reward, -1, 1) if cfg.clip_rewards else step.reward",
+        "reward = step.reward",
+        (LEARNING,),
+    ),
+    NamedMutant(
+        "epsilon-on-global-counter",
+        "epsilon follows the run's agent steps instead of the acting task's own",
+        "ewc_dqn/train.py",
+        "                self.counters.steps.get(task, 0),\n                cfg.eps_start,",
+        "                self.step,\n                cfg.eps_start,",
+        (LEARNING,),
+    ),
+)
+
+
+def _failures(junit: Path) -> list[str]:
+    if not junit.is_file():
+        return []
+    failed = []
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        if case.find("failure") is not None or case.find("error") is not None:
+            failed.append(f"{case.get('classname', '')}::{case.get('name', '')}")
+    return failed
+
+
+def run(mutant: NamedMutant, suite: bool, log_dir: Path) -> tuple[list[str], int, float]:
+    """Apply ``mutant`` to a scratch copy and run its tests; (failing tests, exit code, s)."""
+    scratch = _scratch_copy()
+    try:
+        target = scratch / mutant.path
+        text = target.read_text()
+        if text.count(mutant.old) != 1:
+            raise SystemExit(
+                f"{mutant.name}: the text to change occurs {text.count(mutant.old)} times in "
+                f"{mutant.path} (expected once); update the mutant to the code"
+            )
+        target.write_text(text.replace(mutant.old, mutant.new))
+        junit = log_dir / f"{mutant.name}.xml"
+        tests = ["tests"] if suite else list(mutant.tests)
+        t0 = time.perf_counter()
+        with open(log_dir / f"{mutant.name}.log", "w") as log:
+            code = subprocess.call(
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                 f"--junitxml={junit}", *tests],
+                cwd=scratch, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        return _failures(junit), code, time.perf_counter() - t0
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suite", action="store_true", help="run all of tests/ per mutant")
+    parser.add_argument("--only", nargs="*", default=None, help="mutant names")
+    parser.add_argument("--logs", type=Path, default=None, help="keep the logs in this folder")
+    args = parser.parse_args(argv)
+    chosen = [m for m in MUTANTS if args.only is None or m.name in args.only]
+    if args.only and len(chosen) != len(args.only):
+        parser.error(f"known mutants: {' '.join(m.name for m in MUTANTS)}")
+    log_dir = args.logs or Path(tempfile.mkdtemp(prefix="ewc-dqn-named-mutants-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    survivors = 0
+    for mutant in chosen:
+        failed, code, seconds = run(mutant, args.suite, log_dir)
+        killed = code != 0
+        survivors += not killed
+        verdict = "killed  " if killed else "SURVIVED"
+        print(f"{verdict} {mutant.name} ({seconds:.0f} s): {mutant.what}")
+        for test in failed:
+            print(f"    {test}")
+        if killed and not failed:
+            print(f"    (pytest exit code {code}; see {log_dir / (mutant.name + '.log')})")
+        sys.stdout.flush()
+    print(f"{len(chosen) - survivors}/{len(chosen)} killed; logs in {log_dir}")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
