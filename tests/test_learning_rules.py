@@ -43,13 +43,6 @@ def _scalars(run_dir, tag: str) -> pd.DataFrame:
     return log[log["tag"] == tag].set_index("step")["value"]
 
 
-def _shared(trainer) -> dict[str, torch.Tensor]:
-    """The parameters EWC protects (the per-task gains and biases are left out)."""
-    names = trainer.ewc.param_names() if trainer.ewc is not None else None
-    state = {k: v.detach().clone() for k, v in trainer.agent.online.named_parameters()}
-    return {k: state[k] for k in names} if names is not None else state
-
-
 # ------------------------------------------------------------------------------ the penalty
 
 
