@@ -103,13 +103,14 @@ def test_softmax_fisher_is_the_exact_expectation_over_actions():
 def test_sampled_softmax_fisher_is_unbiased_and_seeded():
     model = LinearQ(0)
     bs = batches(1, 4, seed=4)
-    exact = fisher_diagonal(model, bs, 0, estimator="softmax")
+    exact = fisher_diagonal(model, bs, 0, estimator="softmax", softmax_temperature=2.0)
 
     def sampled(seed: int) -> dict[str, torch.Tensor]:
         gen = torch.Generator().manual_seed(seed)
         return fisher_diagonal(
-            model, bs, 0, "softmax", softmax_samples=4000, generator=gen, chunk_size=4000
-        )
+            model, bs, 0, "softmax", softmax_samples=4000, generator=gen, chunk_size=4000,
+            softmax_temperature=2.0,
+        )  # fmt: skip
 
     first, again = sampled(0), sampled(0)
     for n in exact:
@@ -117,6 +118,9 @@ def test_sampled_softmax_fisher_is_unbiased_and_seeded():
         torch.testing.assert_close(first[n], exact[n], rtol=0.1, atol=1e-3)
     with pytest.raises(ValueError, match="Generator"):
         fisher_diagonal(model, bs, 0, "softmax", softmax_samples=3)
+    with pytest.raises(ValueError, match="batch size"):
+        bad = bs[0]._replace(action=bs[0].action[:-1])
+        fisher_diagonal(model, [bad], 0)
 
 
 def test_chunk_size_does_not_change_the_estimate():
@@ -165,6 +169,19 @@ def test_fisher_input_errors():
         fisher_diagonal(model, bs, 0, param_names=["q.weight", "missing"])
     with pytest.raises(ValueError, match="no samples"):
         fisher_diagonal(model, [], 0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        fisher_diagonal(model, bs, 0, chunk_size=0)
+    with pytest.raises(ValueError, match="softmax_temperature"):
+        fisher_diagonal(model, bs, 0, estimator="softmax", softmax_temperature=0.0)
+    with pytest.raises(ValueError, match="softmax_samples"):
+        fisher_diagonal(model, bs, 0, estimator="softmax", softmax_samples=0,
+                        generator=torch.Generator())  # fmt: skip
+    with pytest.raises(ValueError, match="softmax_samples"):
+        fisher_diagonal(model, bs, 0, estimator="softmax", softmax_samples=2)
+    # The smallest valid values are accepted.
+    fisher_diagonal(model, bs, 0, chunk_size=1)
+    fisher_diagonal(model, bs, 0, estimator="softmax", softmax_samples=1,
+                    generator=torch.Generator())  # fmt: skip
 
 
 def test_fisher_overlap_known_values():
