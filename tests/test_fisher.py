@@ -196,8 +196,18 @@ def test_fisher_overlap_known_values():
     assert fisher_overlap(f1, f3)["l"] == pytest.approx(math.sqrt(0.5))
     zero = {"l.weight": torch.zeros(2)}
     assert math.isnan(fisher_overlap(f1, zero)["l"])
-    with pytest.raises(ValueError, match="different parameter names"):
+    with pytest.raises(ValueError, match=r"different parameter names \['a.bias', 'a.weight', 'l"):
         fisher_overlap(f1, same)
+    with pytest.raises(ValueError, match="is \\(2,\\) vs \\(3,\\)"):
+        fisher_overlap(f1, {"l.weight": torch.ones(3)})
+    for negative in (
+        {"l.weight": torch.tensor([1.0, -1.0])},
+        {"l.weight": torch.tensor([-1.0, 1.0])},
+    ):
+        with pytest.raises(ValueError, match="negative"):
+            fisher_overlap(f3, negative)
+        with pytest.raises(ValueError, match="negative"):
+            fisher_overlap(negative, f3)
 
 
 def test_fisher_overlap_groups_by_layer_and_excludes_task_parameters():
