@@ -116,6 +116,9 @@ def _make_source(game: GameSpec, config: EnvConfig, seed: int, native_resize: bo
             maxpool=True,
             noop_max=config.noop_max,
             episodic_life=False,
+            # A termination signal at each lost life, the game going on: stable-baselines3's
+            # EpisodicLifeEnv (episodic_life=True would restart the game at every life).
+            life_loss_info=config.terminal_on_life_loss,
             reward_clipping=False,
             use_fire_reset=config.fire_reset,
         )
@@ -137,8 +140,10 @@ def _gymnasium_env(game: GameSpec, config: EnvConfig) -> gym.Env:
         full_action_space=True,
         max_num_frames_per_episode=config.max_episode_frames,
     )
-    if config.fire_reset:
-        raise UserError("fire_reset is only available with backend='vector'")
+    if config.fire_reset or config.terminal_on_life_loss:
+        raise UserError(
+            "fire_reset and terminal_on_life_loss are only available with backend='vector'"
+        )
     # screen_size = raw size: AtariPreprocessing skips its own resize, so both backends share the
     # bilinear resize and the stacking done here.
     return AtariPreprocessing(

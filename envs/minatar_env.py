@@ -19,6 +19,7 @@ from minatar import Environment
 
 from envs.games import GameSpec
 from envs.vector import EnvConfig, EnvStep, FrameStacker
+from ewc_dqn.errors import UserError
 
 NUM_ACTIONS = 6
 NUM_CHANNELS = 10
@@ -32,6 +33,8 @@ class MinAtarEnv:
         if game.suite != "minatar":
             raise ValueError(f"{game.name} is not a MinAtar game")
         config.validate()
+        if config.terminal_on_life_loss:
+            raise UserError("terminal_on_life_loss is for Atari games; MinAtar games have no lives")
         self.game = game.name
         self.config = config
         self.num_envs = config.num_envs

@@ -47,6 +47,11 @@ class EnvConfig:
     """Threads of ale-py's vector env (0: one per copy, capped by the CPU count)."""
     fire_reset: bool = False
     """Press FIRE after reset (SB3's FireResetEnv). Off: the paper uses no-op starts only."""
+    terminal_on_life_loss: bool = False
+    """Atari, training only: a lost life ends the episode for learning (no bootstrap across it,
+    a new frame stack after it) while the game goes on, as stable-baselines3's and CleanRL's
+    defaults do. Off in the paper's protocol. Training returns are then per life; evaluation
+    always plays whole games."""
 
     def validate(self) -> None:
         """Raise UserError with a one-line message for values that cannot work."""

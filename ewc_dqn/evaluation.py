@@ -104,7 +104,8 @@ def evaluate_game(
     environment open for the next call (the result is the same)."""
     rng = np.random.default_rng(seed)
     copies = min(env_config.num_envs, episodes)
-    config = replace(env_config, num_envs=copies)
+    # Scores are of whole games, whatever ends an episode for learning.
+    config = replace(env_config, num_envs=copies, terminal_on_life_loss=False)
     env = envs.get(game, config) if envs is not None else make_env(game, config, seed=seed)
     quota = episode_quotas(episodes, copies)
     # Episodes started within the budget end within one episode cap (and its no-op start) of

@@ -3,11 +3,14 @@
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from envs.atari import _make_source
 from envs.games import UnknownGameError, resolve_game
 from envs.make import make_env
 from envs.vector import EnvConfig
+from ewc_dqn.errors import UserError
+from ewc_dqn.evaluation import evaluate_game
 
 MINATAR_CFG = EnvConfig(
     num_envs=2,
@@ -153,3 +156,49 @@ def test_a_reset_with_a_seed_plays_as_a_new_environment(game, config):
     roll(used, 4)
     again = roll(used, 11)
     assert all(np.array_equal(a, b) for a, b in zip(fresh, again, strict=True))
+
+
+def test_a_lost_life_ends_the_episode_for_learning_while_the_game_goes_on():
+    """terminal_on_life_loss: the same game, frame for frame, as without it (same seed, same
+    actions), with a termination at each of Breakout's four lost lives before the game over
+    and a new stack after each; evaluation still scores whole games."""
+    game = resolve_game("Breakout")
+    plain = make_env(game, EnvConfig(num_envs=1), seed=0)
+    lives = make_env(game, EnvConfig(num_envs=1, terminal_on_life_loss=True), seed=0)
+    rng = np.random.default_rng(0)
+    plain.reset(seed=0)
+    lives.reset(seed=0)
+    ends = []
+    while True:
+        action = rng.integers(0, 18, size=1)
+        sa, sb = plain.step(action), lives.step(action)
+        assert np.array_equal(sa.obs[:, -1], sb.obs[:, -1])  # the same screen
+        if sb.terminated[0]:
+            ends.append(bool(sa.terminated[0]))
+        if sa.terminated[0]:
+            break
+    plain.close()
+    lives.close()
+    assert ends == [False] * 4 + [True]
+    with pytest.raises(UserError, match="backend='vector'"):
+        make_env(game, EnvConfig(backend="gymnasium", terminal_on_life_loss=True), seed=0)
+    with pytest.raises(UserError, match="no lives"):
+        make_env(resolve_game("MinAtar/Breakout"), EnvConfig(terminal_on_life_loss=True), seed=0)
+
+
+def test_evaluation_plays_whole_games_whatever_ends_a_training_episode():
+    game = resolve_game("Breakout")
+    kwargs = dict(
+        task_fn=lambda f: 0,
+        episodes=2,
+        frames=10**6,
+        epsilon=1.0,
+        seed=3,
+        device=torch.device("cpu"),
+    )
+    policy = lambda obs, task: torch.zeros(obs.shape[0], 18)  # noqa: E731
+    scores = [
+        evaluate_game(policy, game, EnvConfig(num_envs=2, terminal_on_life_loss=life), **kwargs)
+        for life in (False, True)
+    ]
+    assert scores[0].returns == scores[1].returns and scores[0].episodes == 2
