@@ -18,6 +18,7 @@ import typing
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from envs.games import resolve_game
 from envs.schedule import MINATAR_POOL, Schedule, ScheduleConfig
 from envs.vector import EnvConfig
 from ewc_dqn.agent import AgentConfig
@@ -93,8 +94,6 @@ class TrainConfig:
     @property
     def suite(self) -> Suite:
         """The suite of the schedule's games (or of its pool when the games are drawn)."""
-        from envs.games import resolve_game
-
         names = self.schedule.games or self.schedule.pool
         return resolve_game(names[0]).suite
 

@@ -148,13 +148,21 @@ def load_run_config(run_dir: Path) -> tuple[TrainConfig, Schedule]:
     return config, schedule
 
 
-def build_suite_network(config: TrainConfig) -> QNetwork:
+def build_suite_network(config: TrainConfig, init_seed: int | None = None) -> QNetwork:
     """The Q-network for the config's suite: stacked frames in, the suite's actions out
-    (Atari pixels scaled to [0, 1]; MinAtar's 0/1 planes as they are)."""
+    (Atari pixels scaled to [0, 1]; MinAtar's 0/1 planes as they are). ``init_seed``: initial
+    weights drawn from a generator seeded with it, the process's own torch generator untouched
+    (None: drawn from the process's generator, for a network whose weights are loaded next)."""
     (c, h, w), num_actions = frame_spec(config.suite)
     input_scale = 1.0 / 255.0 if config.suite == "atari" else 1.0
     in_shape = (config.env.frame_stack * c, h, w)
-    return build_q_network(in_shape, num_actions, config.network, input_scale)
+    if init_seed is None:
+        return build_q_network(in_shape, num_actions, config.network, input_scale)
+    # torch's initialisers draw from the default generator: fork it, seed the fork, and the
+    # network is built on the CPU, so the weights are the same on every device.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        return build_q_network(in_shape, num_actions, config.network, input_scale)
 
 
 @dataclass(frozen=True)
@@ -218,12 +226,9 @@ def build_trainer(
 ) -> Trainer:
     """Every part of a run, built explicitly, wired into a Trainer."""
     config.validate()
-    if config.torch_threads > 0:
-        torch.set_num_threads(config.torch_threads)
-    torch.manual_seed(config.seed)  # network initialisation
     frame_shape, _ = frame_spec(config.suite)
     stack = config.env.frame_stack
-    network = build_suite_network(config)
+    network = build_suite_network(config, init_seed=config.seed)
     agent = DQNAgent(network, config.agent, device)
     ewc = None if config.no_ewc else EWCConsolidator(agent.online, config=config.ewc)
     labeler: TaskLabeler = (

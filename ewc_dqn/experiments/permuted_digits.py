@@ -33,10 +33,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import tyro
+from matplotlib.figure import Figure
 from torch import nn
 
 from ewc_dqn.ewc import EWCConsolidator
 from ewc_dqn.fisher import fisher_diagonal, fisher_overlap
+from ewc_dqn.threads import torch_threads
 from ewc_dqn.transition import Transition
 
 Method = Literal["sgd", "l2", "ewc"]
@@ -286,15 +288,9 @@ def _fishers_after_two_tasks(
 
 def plot(cfg: Config, results: dict[str, dict[str, object]], overlap: dict, out: Path) -> None:
     """Write fig3a_curves.png, fig3b_mean_accuracy.png and fig3c_overlap.png into ``out``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     methods = list(results)
-    fig, axes = plt.subplots(
-        len(methods), 1, figsize=(8, 2.2 * len(methods)), sharex=True, squeeze=False
-    )
+    fig = Figure(figsize=(8, 2.2 * len(methods)))
+    axes = fig.subplots(len(methods), 1, sharex=True, squeeze=False)
     for ax, method in zip(axes[:, 0], methods, strict=True):
         for j, acc in enumerate(results[method]["curve"]):  # type: ignore[arg-type]
             epochs = np.arange(1, len(acc) + 1)
@@ -311,7 +307,8 @@ def plot(cfg: Config, results: dict[str, dict[str, object]], overlap: dict, out:
         out / "fig3a_curves.png",
     )
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
     for method in methods:
         final = results[method]["final"]
         ax.plot(range(1, cfg.num_tasks + 1), [np.mean(f) for f in final], marker="o", label=method)  # type: ignore[union-attr]
@@ -321,7 +318,8 @@ def plot(cfg: Config, results: dict[str, dict[str, object]], overlap: dict, out:
     ax.legend()
     _save(fig, "cf. Fig. 3B", out / "fig3b_mean_accuracy.png")
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
     for label, per_layer in overlap.items():
         ax.plot(list(per_layer), list(per_layer.values()), marker="o", label=f"{label} permutation")
     ax.set_xlabel("layer (input to output)")
@@ -332,23 +330,15 @@ def plot(cfg: Config, results: dict[str, dict[str, object]], overlap: dict, out:
 
 
 def _save(fig, title: str, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main(cfg: Config) -> dict[str, object]:
     """Run every method on the same task sequence, print the tables, write plots."""
-    threads = torch.get_num_threads()
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         return _run(cfg)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(cfg: Config) -> dict[str, object]:
