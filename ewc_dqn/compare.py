@@ -25,8 +25,9 @@ import tyro
 
 from ewc_dqn import compare_plots
 from ewc_dqn import compare_stats as st
+from ewc_dqn.cli_errors import exit_on_user_errors
 from ewc_dqn.compare_report import format_summary, jsonable, summary_dict, write_report
-from ewc_dqn.errors import UserError
+from ewc_dqn.errors import EXIT_BAD_INPUT, UserError
 from ewc_dqn.provenance import compare_warnings
 from ewc_dqn.run_files import SCHEDULE_FILE, RunRecord, load_run, write_json_atomic
 
@@ -331,8 +332,16 @@ def compare_runs(
     return result
 
 
+def cli_main(argv: list[str] | None = None, prog: str = "ewc-dqn compare") -> int:
+    """``ewc-dqn compare RUN...``: parse ``argv`` (default: the process's arguments), compare."""
+    argv = sys.argv[1:] if argv is None else argv
+    with exit_on_user_errors():
+        return main(tyro.cli(CompareArgs, args=argv, prog=prog))
+    return EXIT_BAD_INPUT
+
+
 def main(args: CompareArgs) -> int:
-    """The ``evaluate.py compare`` command: run, print the summary; on bad input, one line, 2."""
+    """The ``ewc-dqn compare`` command: run, print the summary; on bad input, one line, 2."""
     try:
         result = compare_runs(
             args.runs, args.out, args.baselines, args.reps, args.seed, args.poi_reps

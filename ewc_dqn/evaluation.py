@@ -176,3 +176,24 @@ def paper_mean(scores: list[GameScore]) -> float:
     """Unclipped mean normalised score over the games with a usable reference (NaN if none)."""
     values = np.array([s.normalised for s in scores], dtype=np.float64)
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def format_scores(scores: list[GameScore], total: float, header: str = "") -> str:
+    """A terminal table of per-game scores and the paper's total."""
+    lines = [header] if header else []
+    lines.append(f"  {'game':<24}{'episodes':>9}{'raw score':>14}{'normalised':>12}{'task':>6}")
+    for s in scores:
+        norm = f"{s.normalised:.3f}" if np.isfinite(s.normalised) else "n/a"
+        raw = f"{s.raw_mean:>14.1f}" if np.isfinite(s.raw_mean) else f"{'no episode':>14}"
+        flag = "" if s.complete else "  incomplete: an episode was cut"
+        lines.append(f"  {s.game:<24}{s.episodes:>9}{raw}{norm:>12}{s.task_id:>6}{flag}")
+    counted = sum(1 for s in scores if np.isfinite(s.normalised))
+    scope = (
+        ""
+        if counted == len(scores)
+        else f", over the {counted} games with a reference score and a finished episode"
+    )
+    lines.append(
+        f"  total normalised score (clipped at 1 per game{scope}, max {counted}): {total:.3f}"
+    )
+    return "\n".join(lines)

@@ -44,7 +44,7 @@ from ewc_dqn.checkpoint import CheckpointError, latest_checkpoint, load_checkpoi
 from ewc_dqn.config import TrainConfig
 from ewc_dqn.dqn import linear_epsilon
 from ewc_dqn.errors import UserError
-from ewc_dqn.evaluation import GameScore, evaluate_game, paper_mean, paper_total
+from ewc_dqn.evaluation import GameScore, evaluate_game, format_scores, paper_mean, paper_total
 from ewc_dqn.ewc import EWCConsolidator
 from ewc_dqn.faults import FaultPoint
 from ewc_dqn.labels import TaskLabeler, adjusted_rand_from_counts
@@ -496,6 +496,7 @@ class Trainer:
             "agent": self.agent.state_dict(),
             "labeler": self.labeler.state_dict(),
             "rng": self.rng.bit_generator.state,
+            # Kept for the checkpoint format; nothing in training draws from torch's generator.
             "torch_rng": torch.get_rng_state(),
             "replay_tasks": sorted(self.replays),
             # The logs as they stand at this checkpoint; resuming cuts them back to these sizes.
@@ -541,7 +542,6 @@ class Trainer:
         self.agent.load_state_dict(state["agent"])
         self.labeler.load_state_dict(state["labeler"])
         self.rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
         if self.ewc is not None:
             self.ewc.load_state_dict(state["ewc"])
         self.replays = {}
@@ -660,27 +660,6 @@ def _is_a(value: Any, kind: type | None) -> bool:
 
 def _eval_env_config(config: TrainConfig) -> EnvConfig:
     return replace(config.env, num_envs=config.eval.num_envs)
-
-
-def format_scores(scores: list[GameScore], total: float, header: str = "") -> str:
-    """A terminal table of per-game scores and the paper's total."""
-    lines = [header] if header else []
-    lines.append(f"  {'game':<24}{'episodes':>9}{'raw score':>14}{'normalised':>12}{'task':>6}")
-    for s in scores:
-        norm = f"{s.normalised:.3f}" if np.isfinite(s.normalised) else "n/a"
-        raw = f"{s.raw_mean:>14.1f}" if np.isfinite(s.raw_mean) else f"{'no episode':>14}"
-        flag = "" if s.complete else "  incomplete: an episode was cut"
-        lines.append(f"  {s.game:<24}{s.episodes:>9}{raw}{norm:>12}{s.task_id:>6}{flag}")
-    counted = sum(1 for s in scores if np.isfinite(s.normalised))
-    scope = (
-        ""
-        if counted == len(scores)
-        else f", over the {counted} games with a reference score and a finished episode"
-    )
-    lines.append(
-        f"  total normalised score (clipped at 1 per game{scope}, max {counted}): {total:.3f}"
-    )
-    return "\n".join(lines)
 
 
 @contextmanager
