@@ -53,6 +53,7 @@ TESTS: dict[str, tuple[str, ...]] = {
     "ewc_dqn/agent.py": ("tests/test_agent.py", "tests/test_networks.py", "tests/test_dqn.py"),
     "ewc_dqn/replay.py": ("tests/test_replay.py",),
     "ewc_dqn/ewc.py": ("tests/test_ewc.py",),
+    "ewc_dqn/ewc_maths.py": ("tests/test_ewc.py",),
     "ewc_dqn/fisher.py": ("tests/test_fisher.py",),
     "ewc_dqn/fmn.py": ("tests/test_fmn.py",),
     "ewc_dqn/dirichlet.py": ("tests/test_fmn.py",),

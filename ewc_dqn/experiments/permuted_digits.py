@@ -36,7 +36,7 @@ import tyro
 from matplotlib.figure import Figure
 from torch import nn
 
-from ewc_dqn.ewc import EWCConsolidator
+from ewc_dqn.ewc import EWCConfig, EWCConsolidator
 from ewc_dqn.fisher import fisher_diagonal, fisher_overlap
 from ewc_dqn.threads import torch_threads
 from ewc_dqn.transition import Transition
@@ -218,7 +218,7 @@ def train_sequence(
     model = MLP(data.x_train.shape[1], cfg.hidden, 10)
     optimiser = torch.optim.SGD(model.parameters(), lr=cfg.lr)
     lam = {"sgd": 0.0, "l2": cfg.l2_lam, "ewc": cfg.ewc_lam}[method]
-    ewc = EWCConsolidator(model, lam=lam)
+    ewc = EWCConsolidator(model, EWCConfig(lam=lam))
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     tests = [(data.x_test[:, p], data.y_test) for p in perms]
     final: list[list[float]] = []
@@ -270,7 +270,7 @@ def _fishers_after_two_tasks(
     torch.manual_seed(cfg.seed)
     model = MLP(data.x_train.shape[1], cfg.hidden, 10)
     optimiser = torch.optim.SGD(model.parameters(), lr=cfg.lr)
-    ewc = EWCConsolidator(model, lam=cfg.ewc_lam)
+    ewc = EWCConsolidator(model, EWCConfig(lam=cfg.ewc_lam))
     gen = torch.Generator().manual_seed(cfg.seed + 3)
     for task, perm in enumerate(perms):
         x, y = data.x_train[:, perm], data.y_train
