@@ -18,10 +18,10 @@ from typing import Literal
 import tyro
 
 from envs.games import parse_game_list
-from ewc_dqn.checkpoint import CheckpointError
+from ewc_dqn.checkpoint import does_not_fit
 from ewc_dqn.cli_errors import exit_on_user_errors
 from ewc_dqn.errors import EXIT_BAD_INPUT, EXIT_FINISHED, UserError
-from ewc_dqn.evaluation import evaluate_game, format_scores, paper_mean, paper_total, protocol_text
+from ewc_dqn.evaluation import evaluate_games, format_scores, paper_mean, paper_total, protocol_text
 from ewc_dqn.fmn import ForgetMeNot
 from ewc_dqn.labels import InferredLabels, TrueLabels
 from ewc_dqn.run import load_trained_policy, resolve_device
@@ -93,27 +93,21 @@ def evaluate_checkpoint(args: EvalArgs) -> dict:
         else:
             labeler = TrueLabels()
     except (KeyError, RuntimeError, ValueError) as e:
-        raise CheckpointError(
-            f"checkpoint {ckpt} does not fit its run's config: {' '.join(str(e).split())[:300]}"
-        ) from None
+        raise does_not_fit(ckpt, e) from None
     episodes = args.episodes or config.eval.episodes
     frames = args.frames or (10**12 if args.episodes else config.eval.frames)
-    scores = []
-    for g in games:
-        true_task = schedule.games.index(g.name) if g.name in schedule.games else -1
-        scores.append(
-            evaluate_game(
-                net,
-                g,
-                env_cfg,
-                lambda f, t=true_task: labeler.eval_label(f, t),
-                episodes=episodes,
-                frames=frames,
-                epsilon=args.epsilon,
-                seed=args.seed * 1_000_003 + max(true_task, 0),
-                device=device,
-            )
-        )
+    scores = evaluate_games(
+        net,
+        games,
+        [schedule.games.index(g.name) if g.name in schedule.games else -1 for g in games],
+        env_cfg,
+        labeler.eval_label,
+        episodes=episodes,
+        frames=frames,
+        epsilon=args.epsilon,
+        seed_of=lambda true_task: args.seed * 1_000_003 + max(true_task, 0),
+        device=device,
+    )
     total = paper_total(scores)
     protocol = protocol_text(env_cfg, args.epsilon, episodes, frames)
     print(f"checkpoint {ckpt} (step {step:,}), task labels: {labels}")

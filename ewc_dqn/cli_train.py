@@ -129,13 +129,11 @@ def _train(args: TrainArgs, argv: list[str], prog: str) -> int:
             if args.games is not None:
                 config = with_games(config, args.games)
             schedule = make_schedule(config)
-        config.validate()  # before the schedule is printed or anything is written
-        config.check_schedule(schedule)
-        if not args.quiet:
-            print(schedule.describe())
         trainer = start_run(
             config, schedule, args.run_dir, args.device, show_progress=not args.quiet
         )
+        if not args.quiet:
+            print(schedule.describe())
         run_dir = args.run_dir
     set_torch_threads(trainer.config.torch_threads)  # for this process, before any update
     try:

@@ -29,6 +29,7 @@ from ewc_dqn.cli_errors import exit_on_user_errors
 from ewc_dqn.compare_report import format_summary, jsonable, summary_dict, write_report
 from ewc_dqn.errors import EXIT_BAD_INPUT, UserError
 from ewc_dqn.provenance import compare_warnings
+from ewc_dqn.rand_index import partition_ari
 from ewc_dqn.run_files import SCHEDULE_FILE, RunRecord, load_run, write_json_atomic
 
 CLIP = st.CLIP
@@ -524,7 +525,7 @@ def _eval_label_ari(games: list[str], task_ids: Any) -> float:
     ids = np.asarray(task_ids, dtype=float)
     if np.isnan(ids).any():
         return float("nan")
-    return st.partition_ari(games, ids.astype(int).tolist())
+    return partition_ari(games, ids.astype(int).tolist())
 
 
 def _point_low_high(

@@ -18,7 +18,7 @@ import typing
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from envs.games import resolve_game
+from envs.games import Suite, resolve_game
 from envs.schedule import MINATAR_POOL, Schedule, ScheduleConfig
 from envs.vector import EnvConfig
 from ewc_dqn.agent import AgentConfig
@@ -26,8 +26,6 @@ from ewc_dqn.errors import UserError
 from ewc_dqn.ewc import EWCConfig
 from ewc_dqn.fmn import FMNConfig
 from ewc_dqn.networks import NetworkConfig
-
-Suite = Literal["atari", "minatar"]
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ in which copies finish:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -35,7 +35,7 @@ import torch
 
 from envs.games import GameSpec
 from envs.make import EnvCache, make_env
-from envs.scores import ReferenceNotMeasuredError, normalised_score
+from envs.scores import ReferenceNotMeasuredError, clipped_total, normalised_score
 from envs.vector import EnvConfig
 
 QFunction = Callable[[torch.Tensor, int], torch.Tensor]
@@ -152,6 +152,40 @@ def evaluate_game(
     )
 
 
+def evaluate_games(
+    network: QFunction,
+    games: Sequence[GameSpec],
+    true_tasks: Sequence[int],
+    env_config: EnvConfig,
+    eval_label: Callable[[np.ndarray, int], int],
+    *,
+    episodes: int,
+    frames: int,
+    epsilon: float,
+    seed_of: Callable[[int], int],
+    device: torch.device,
+    envs: EnvCache | None = None,
+) -> list[GameScore]:
+    """``evaluate_game`` on each game in turn: ``true_tasks`` its task in the run's schedule (-1
+    for a game the run never trained), ``eval_label(frame, true task)`` the task id the network
+    plays with, ``seed_of(true task)`` the seed of that game's evaluation."""
+    return [
+        evaluate_game(
+            network,
+            game,
+            env_config,
+            lambda frame, t=true_task: eval_label(frame, t),
+            episodes=episodes,
+            frames=frames,
+            epsilon=epsilon,
+            seed=seed_of(true_task),
+            device=device,
+            envs=envs,
+        )
+        for game, true_task in zip(games, true_tasks, strict=True)
+    ]
+
+
 def _normalised(game: GameSpec, raw: float) -> float:
     """The normalised score, or NaN where the game has no measured reference (yet)."""
     try:
@@ -166,10 +200,7 @@ def paper_total(scores: list[GameScore]) -> float:
     Games without a usable reference score (NaN) are left out of the sum; ``format_scores`` says
     how many games it covers. NaN only when no game has a reference.
     """
-    values = np.array([s.normalised for s in scores], dtype=np.float64)
-    if not np.isfinite(values).any():
-        return float("nan")
-    return float(np.nansum(np.minimum(values, 1.0)))
+    return float(clipped_total([s.normalised for s in scores]))
 
 
 def paper_mean(scores: list[GameScore]) -> float:

@@ -28,6 +28,7 @@ from envs.schedule import Schedule, Visit, build_schedule
 from ewc_dqn.agent import DQNAgent, nonfinite_tensors
 from ewc_dqn.checkpoint import (
     CheckpointError,
+    does_not_fit,
     load_checkpoint,
     load_newest_checkpoint,
     resolve_checkpoint,
@@ -188,9 +189,7 @@ def load_trained_policy(path: Path, device: torch.device) -> TrainedPolicy:
     try:
         network.load_state_dict(state["agent"]["online"])
     except (KeyError, TypeError, RuntimeError) as e:
-        raise CheckpointError(
-            f"checkpoint {ckpt} does not fit its run's config: {' '.join(str(e).split())[:300]}"
-        ) from None
+        raise does_not_fit(ckpt, e) from None
     bad = nonfinite_tensors(network.state_dict())
     if bad:
         raise CheckpointError(
@@ -224,8 +223,8 @@ def build_trainer(
     resume_step: int | None = None,
     show_progress: bool = True,
 ) -> Trainer:
-    """Every part of a run, built explicitly, wired into a Trainer."""
-    config.validate()
+    """Every part of a run, built explicitly, wired into a Trainer (``start_run`` has checked
+    ``config`` against ``schedule``)."""
     frame_shape, _ = frame_spec(config.suite)
     stack = config.env.frame_stack
     network = build_suite_network(config, init_seed=config.seed)
@@ -276,15 +275,21 @@ def start_run(
             raise RunError(f"{run_dir} holds a run with another configuration; not resuming it")
         if schedule is not None and schedule.to_json() != saved_schedule.to_json():
             raise RunError(f"{run_dir} holds a run with another schedule; not resuming it")
-        saved.validate()
-        saved.check_schedule(saved_schedule)
+        config, schedule = saved, saved_schedule
+    if config is None or schedule is None:
+        raise TypeError("start_run needs a config and a schedule for a new run")
+    # The one check of a run's settings, before anything is written or locked: bad input leaves
+    # the disk untouched.
+    config.validate()
+    config.check_schedule(schedule)
+    if resume:
         lock = RunLock.acquire(run_dir)
         trainer = None
         try:
             found = load_newest_checkpoint(run_dir, dev, check=_unusable_for_resume)
             trainer = build_trainer(
-                saved,
-                saved_schedule,
+                config,
+                schedule,
                 run_dir,
                 dev,
                 resume_step=found[1] if found else 0,
@@ -301,9 +306,6 @@ def start_run(
             raise
         trainer.run_lock = lock
         return trainer
-    assert config is not None and schedule is not None
-    config.validate()  # before anything is written: bad input leaves the disk untouched
-    config.check_schedule(schedule)
     lock = prepare_run_dir(run_dir, config, schedule)
     try:
         write_provenance(run_dir, schedule.games, dev, config.torch_threads)

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from envs.scores import ReferenceNotMeasuredError, normalised_score
+from envs.scores import ReferenceNotMeasuredError, clipped_total, normalised_score
 from ewc_dqn.config import config_from_dict, config_to_dict
 
 CONFIG_FILE = "config.json"
@@ -243,9 +243,8 @@ def _fill_normalised(ev: pd.DataFrame, summ: pd.DataFrame) -> tuple[pd.DataFrame
         filled.add(int(ev.at[i, "eval_index"]))
     if not filled:
         return ev, summ
-    # The same sum as ewc_dqn.evaluation.paper_total: games without a reference left out.
     by_eval = ev.groupby("eval_index")["normalised"]
-    totals = by_eval.apply(lambda x: x.clip(upper=1.0).sum(min_count=1))
+    totals = by_eval.apply(lambda x: clipped_total(x.to_numpy()))
     means = by_eval.mean()
     summ = summ.copy()
     todo = summ["eval_index"].isin(filled)

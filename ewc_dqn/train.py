@@ -40,15 +40,16 @@ from envs.make import EnvCache
 from envs.schedule import Schedule, Visit
 from envs.vector import EnvConfig
 from ewc_dqn.agent import DQNAgent
-from ewc_dqn.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from ewc_dqn.checkpoint import does_not_fit, latest_checkpoint, load_checkpoint, save_checkpoint
 from ewc_dqn.config import TrainConfig
 from ewc_dqn.dqn import linear_epsilon
 from ewc_dqn.errors import UserError
-from ewc_dqn.evaluation import GameScore, evaluate_game, format_scores, paper_mean, paper_total
+from ewc_dqn.evaluation import GameScore, evaluate_games, format_scores, paper_mean, paper_total
 from ewc_dqn.ewc import EWCConsolidator
 from ewc_dqn.faults import FaultPoint
-from ewc_dqn.labels import TaskLabeler, adjusted_rand_from_counts
+from ewc_dqn.labels import TaskLabeler
 from ewc_dqn.metrics import MetricsLogger
+from ewc_dqn.rand_index import adjusted_rand_from_counts
 from ewc_dqn.replay import FrameReplay
 from ewc_dqn.run_files import (
     EVAL_COLUMNS,
@@ -380,24 +381,20 @@ class Trainer:
     def evaluate(self, visit: Visit) -> list[GameScore]:
         """Score every game of the schedule with learning off; log and return the scores."""
         ev = self.config.eval
-        eval_env = _eval_env_config(self.config)
-        scores = []
-        net = self.agent.online
-        for spec, true_task in zip(self.games, range(len(self.games)), strict=True):
-            scores.append(
-                evaluate_game(
-                    net,
-                    spec,
-                    eval_env,
-                    lambda frame, t=true_task: self.labeler.eval_label(frame, t),
-                    episodes=ev.episodes,
-                    frames=ev.frames,
-                    epsilon=ev.epsilon,
-                    seed=10_000_019 * (self.config.seed + 1) + 7919 * self.eval_index + true_task,
-                    device=self.device,
-                    envs=self._envs,
-                )
-            )
+        seed = 10_000_019 * (self.config.seed + 1) + 7919 * self.eval_index
+        scores = evaluate_games(
+            self.agent.online,
+            self.games,
+            range(len(self.games)),
+            _eval_env_config(self.config),
+            self.labeler.eval_label,
+            episodes=ev.episodes,
+            frames=ev.frames,
+            epsilon=ev.epsilon,
+            seed_of=lambda true_task: seed + true_task,
+            device=self.device,
+            envs=self._envs,
+        )
         total = paper_total(scores)
         mean = paper_mean(scores)
         ari = adjusted_rand_from_counts(self.label_counts)
@@ -605,11 +602,9 @@ class Trainer:
         try:
             self.load_state_dict(state)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
-            reason = " ".join(str(e).split())[:300] or type(e).__name__
-            raise CheckpointError(
-                f"checkpoint {path} does not fit this run ({self.config.variant}, "
-                f"{self.config.suite}, network {self.config.network.arch}): {reason}"
-            ) from None
+            cfg = self.config
+            run = f"this run ({cfg.variant}, {cfg.suite}, network {cfg.network.arch})"
+            raise does_not_fit(path, e, run) from None
 
     def close(self) -> None:
         """Close the logs and let the run folder's lock go."""

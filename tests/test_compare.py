@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ewc_dqn import compare_stats as st
+from ewc_dqn import rand_index as ri
 from ewc_dqn.compare import (
     CompareArgs,
     CompareError,
@@ -475,15 +476,25 @@ def _no_nan(name: str) -> None:
 
 
 def test_adjusted_rand_index() -> None:
-    assert st.adjusted_rand_index(["a", "b", "c"], [5, 6, 7]) == 1.0  # relabelled, same partition
-    assert st.adjusted_rand_index(["a", "a", "b", "b"], [1, 1, 2, 2]) == 1.0
-    assert st.adjusted_rand_index(["a", "b", "c", "d"], [0, 0, 0, 0]) == 0.0
+    assert ri.adjusted_rand_index(["a", "b", "c"], [5, 6, 7]) == 1.0  # relabelled, same partition
+    assert ri.adjusted_rand_index(["a", "a", "b", "b"], [1, 1, 2, 2]) == 1.0
+    assert ri.adjusted_rand_index(["a", "b", "c", "d"], [0, 0, 0, 0]) == 0.0
     # Contingency [[1, 1, 0], [0, 2, 0], [1, 0, 2]]: 2 agreeing pairs, 5 pairs in each labeling,
     # 21 pairs in all: (2 - 5 * 5 / 21) / (5 - 5 * 5 / 21) = 17 / 80 (scikit-learn agrees).
     a, b = [0, 0, 1, 1, 2, 2, 2], [0, 1, 1, 1, 2, 2, 0]
-    assert st.adjusted_rand_index(a, b) == pytest.approx(17 / 80)
-    assert st.adjusted_rand_index([0, 0, 1, 1], [0, 0, 0, 1]) == pytest.approx(0.0)
-    assert st.adjusted_rand_index(["a"], [3]) == 1.0
+    assert ri.adjusted_rand_index(a, b) == pytest.approx(17 / 80)
+    assert ri.adjusted_rand_index([0, 0, 1, 1], [0, 0, 0, 1]) == pytest.approx(0.0)
+    assert ri.adjusted_rand_index(["a"], [3]) == 1.0
+
+
+def test_adjusted_rand_index_is_scikit_learns() -> None:
+    from sklearn.metrics import adjusted_rand_score
+
+    rng = np.random.default_rng(0)
+    for n, k in [(2, 2), (10, 3), (200, 4), (1000, 12)]:
+        a, b = rng.integers(0, k, n).tolist(), rng.integers(0, k, n).tolist()
+        assert ri.adjusted_rand_index(a, b) == pytest.approx(adjusted_rand_score(a, b), abs=1e-12)
+        assert ri.adjusted_rand_index(a, a) == adjusted_rand_score(a, a) == 1.0
 
 
 @pytest.mark.parametrize(
@@ -494,16 +505,16 @@ def test_partition_ari_is_the_ari_of_equally_weighted_games(ids) -> None:
     # One item per game: the plain ARI is 0 for any shared id; replicating every game's item
     # m times approaches the partition ARI as m grows.
     m = 4000
-    replicated = st.adjusted_rand_index(np.repeat(games, m).tolist(), np.repeat(ids, m).tolist())
-    assert st.partition_ari(games, ids) == pytest.approx(replicated, abs=1e-3)
-    assert st.partition_ari(games, [9 - i for i in ids]) == st.partition_ari(games, ids)
+    replicated = ri.adjusted_rand_index(np.repeat(games, m).tolist(), np.repeat(ids, m).tolist())
+    assert ri.partition_ari(games, ids) == pytest.approx(replicated, abs=1e-3)
+    assert ri.partition_ari(games, [9 - i for i in ids]) == ri.partition_ari(games, ids)
 
 
 def test_partition_ari_values() -> None:
-    assert st.partition_ari(["A", "B", "C"], [0, 1, 1]) == pytest.approx(4 / 7)
-    assert st.partition_ari(["A", "B", "C"], [0, 1, 2]) == 1.0
-    assert st.partition_ari(["A", "B", "C"], [7, 7, 7]) == 0.0
-    assert st.adjusted_rand_index(["A", "B", "C"], [0, 1, 1]) == 0.0  # the degenerate plain ARI
+    assert ri.partition_ari(["A", "B", "C"], [0, 1, 1]) == pytest.approx(4 / 7)
+    assert ri.partition_ari(["A", "B", "C"], [0, 1, 2]) == 1.0
+    assert ri.partition_ari(["A", "B", "C"], [7, 7, 7]) == 0.0
+    assert ri.adjusted_rand_index(["A", "B", "C"], [0, 1, 1]) == 0.0  # the degenerate plain ARI
 
 
 def test_a_config_from_before_a_field_existed_groups_with_current_ones(tmp_path: Path) -> None:

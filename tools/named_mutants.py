@@ -78,9 +78,9 @@ MUTANTS = (
     NamedMutant(
         "total-not-clipped",
         "the paper's total sums the normalised scores without clipping each at 1",
-        "ewc_dqn/evaluation.py",
-        "np.nansum(np.minimum(values, 1.0))",
-        "np.nansum(values)",
+        "envs/scores.py",
+        "np.nansum(np.minimum(values, 1.0), axis=axis)",
+        "np.nansum(values, axis=axis)",
         ("tests/test_paper_total.py",),
     ),
     NamedMutant(
