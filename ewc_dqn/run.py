@@ -34,6 +34,7 @@ from ewc_dqn.checkpoint import (
     resolve_checkpoint,
 )
 from ewc_dqn.config import TrainConfig, config_from_dict, config_to_dict
+from ewc_dqn.consolidation import ConsolidationPolicy
 from ewc_dqn.errors import UserError
 from ewc_dqn.ewc import EWCConsolidator
 from ewc_dqn.fmn import ForgetMeNot
@@ -248,6 +249,7 @@ def build_trainer(
         agent=agent,
         labeler=labeler,
         ewc=ewc,
+        consolidation=ConsolidationPolicy(config.consolidation_min_steps),
         make_replay=make_replay,
         rng=np.random.default_rng(config.seed),
         logger=MetricsLogger(run_dir, resume_step=resume_step),

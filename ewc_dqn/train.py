@@ -22,11 +22,9 @@ gradient or weight stops the run with a ``DivergenceError`` before any checkpoin
 from __future__ import annotations
 
 import math
-import signal
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +40,7 @@ from envs.vector import EnvConfig
 from ewc_dqn.agent import DQNAgent
 from ewc_dqn.checkpoint import does_not_fit, latest_checkpoint, load_checkpoint, save_checkpoint
 from ewc_dqn.config import TrainConfig
+from ewc_dqn.consolidation import ConsolidationPolicy
 from ewc_dqn.dqn import linear_epsilon
 from ewc_dqn.errors import UserError
 from ewc_dqn.evaluation import GameScore, evaluate_games, format_scores, paper_mean, paper_total
@@ -64,6 +63,7 @@ from ewc_dqn.run_files import (
     write_json_atomic,
 )
 from ewc_dqn.run_lock import RunLock
+from ewc_dqn.stop_signals import StopSignals
 
 ReplayFactory = Callable[[np.random.Generator], FrameReplay]
 
@@ -105,6 +105,7 @@ class Trainer:
         agent: DQNAgent,
         labeler: TaskLabeler,
         ewc: EWCConsolidator | None,
+        consolidation: ConsolidationPolicy,
         make_replay: ReplayFactory,
         rng: np.random.Generator,
         logger: MetricsLogger,
@@ -117,6 +118,7 @@ class Trainer:
         self.agent = agent
         self.labeler = labeler
         self.ewc = ewc
+        self.consolidation = consolidation  # when a task left is consolidated (with self.ewc)
         self.make_replay = make_replay
         self.rng = rng
         self.logger = logger
@@ -130,7 +132,6 @@ class Trainer:
         self.replays: dict[int, FrameReplay] = {}
         self.replay_born: dict[int, int] = {}  # task -> its agent steps when its replay was made
         self.counters = TaskCounters({}, {})
-        self.consolidated_at: dict[int, int] = {}  # task -> its agent steps at last consolidation
         self.current_task: int | None = None
         self.eval_index = 0
         self.pending_eval: int | None = None  # visit whose end-of-visit evaluation is due
@@ -141,7 +142,7 @@ class Trainer:
         self.run_lock: RunLock | None = None  # the run folder's lock, released by close()
         self._fault = FaultPoint.from_env()
         self._finite_at = 0  # agent steps at the last check that found everything finite
-        self._stop_signal: int | None = None
+        self._stop = StopSignals()
         self._envs = EnvCache()  # training and evaluation environments, reset with a seed
         self._acc: dict[str, list[float]] = defaultdict(list)
         self._eval_log = CsvLog(self.run_dir / EVAL_CSV, EVAL_COLUMNS)
@@ -161,13 +162,13 @@ class Trainer:
             disable=not self.show_progress,
             dynamic_ncols=True,
         )
-        with _stop_on_signals(self):
+        with self._stop:
             self._evaluate_pending()  # a visit ended just before the last checkpoint
-            while self.frames < total and self._stop_signal is None:
+            while self.frames < total and not self._stop.requested:
                 visit, _ = self.schedule.visit_at(self.frames)
                 ckpt_frames = self._next_checkpoint_step() * self.frames_per_step
                 self._play_segment(visit, min(visit.end_frame, ckpt_frames), bar)
-                if self._stop_signal is not None:
+                if self._stop.requested:
                     break
                 if self.frames >= visit.end_frame:
                     self.pending_eval = visit.index
@@ -179,7 +180,7 @@ class Trainer:
                 if stop_after_steps is not None and self.step >= stop_after_steps:
                     break
         bar.close()
-        if self._stop_signal is not None:
+        if self._stop.requested:
             self.save()
         # A stop that came while the last visit's checkpoint was written leaves its evaluation
         # pending: the run is then unfinished, and resuming runs that evaluation first.
@@ -190,7 +191,7 @@ class Trainer:
         return finished
 
     def _evaluate_pending(self) -> None:
-        if self.pending_eval is not None and self._stop_signal is None:
+        if self.pending_eval is not None and not self._stop.requested:
             self.evaluate(self.schedule.visits[self.pending_eval])
             self._fault.at("evaluated", self.step)
             self.pending_eval = None
@@ -210,7 +211,7 @@ class Trainer:
         obs = env.reset(seed=self._segment_seed())
         need_first = True  # obs must open a stream in the acting task's replay
         t0, s0 = time.perf_counter(), self.step
-        while self.frames < end_frame and self._stop_signal is None:
+        while self.frames < end_frame and not self._stop.requested:
             task = self.labeler.train_label(obs[0, -c:], visit.task)
             self.label_counts[(visit.task, task)] += n
             if task != self.current_task:
@@ -286,10 +287,10 @@ class Trainer:
         """The acting task changes: consolidate the task just left, open the new one."""
         left = self.current_task
         if left is not None and self.ewc is not None:
-            trained = self.counters.steps.get(left, 0) - self.consolidated_at.get(left, 0)
-            if left not in self.consolidated_at or trained >= self.config.consolidation_min_steps:
+            left_steps = self.counters.steps.get(left, 0)
+            if self.consolidation.due(left, left_steps):
                 self.consolidate(left)
-                self.consolidated_at[left] = self.counters.steps.get(left, 0)
+                self.consolidation.consolidated(left, left_steps)
         if task not in self.replays:
             self.replays[task] = self.make_replay(self.rng)
             self.replay_born[task] = self.counters.steps.get(task, 0)
@@ -488,7 +489,7 @@ class Trainer:
                 "label_counts": [[t, u, c] for (t, u), c in sorted(self.label_counts.items())],
             },
             "counters": self.counters.state_dict(),
-            "consolidated_at": {str(k): v for k, v in self.consolidated_at.items()},
+            "consolidated_at": self.consolidation.state_dict(),
             "replay_born": {str(k): v for k, v in self.replay_born.items()},
             "agent": self.agent.state_dict(),
             "labeler": self.labeler.state_dict(),
@@ -535,7 +536,7 @@ class Trainer:
         self.update_debt = float(loop["update_debt"])
         self.label_counts = defaultdict(int, {(t, u): c for t, u, c in loop["label_counts"]})
         self.counters.load_state_dict(state["counters"])
-        self.consolidated_at = {int(k): int(v) for k, v in state["consolidated_at"].items()}
+        self.consolidation.load_state_dict(state["consolidated_at"])
         self.agent.load_state_dict(state["agent"])
         self.labeler.load_state_dict(state["labeler"])
         self.rng.bit_generator.state = state["rng"]
@@ -655,25 +656,3 @@ def _is_a(value: Any, kind: type | None) -> bool:
 
 def _eval_env_config(config: TrainConfig) -> EnvConfig:
     return replace(config.env, num_envs=config.eval.num_envs)
-
-
-@contextmanager
-def _stop_on_signals(trainer: Trainer):
-    """Ctrl-C or SIGTERM asks the loop to stop after the current step (then it checkpoints)."""
-
-    def handler(signum, _frame):
-        if trainer._stop_signal is not None:  # a second Ctrl-C: give up at once
-            raise KeyboardInterrupt
-        trainer._stop_signal = signum
-        tqdm.write(f"received {signal.Signals(signum).name}: saving a checkpoint and stopping")
-
-    try:
-        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread (e.g. inside a Ray worker thread)
-        yield
-        return
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
