@@ -41,7 +41,6 @@ from ewc_dqn.agent import DQNAgent
 from ewc_dqn.checkpoint import does_not_fit, latest_checkpoint, load_checkpoint, save_checkpoint
 from ewc_dqn.config import TrainConfig
 from ewc_dqn.consolidation import ConsolidationPolicy
-from ewc_dqn.dqn import linear_epsilon
 from ewc_dqn.errors import UserError
 from ewc_dqn.evaluation import GameScore, evaluate_games, format_scores, paper_mean, paper_total
 from ewc_dqn.ewc import EWCConsolidator
@@ -136,7 +135,6 @@ class Trainer:
         self.eval_index = 0
         self.pending_eval: int | None = None  # visit whose end-of-visit evaluation is due
         self.next_eval_frames = config.eval.every_frames or math.inf
-        self.update_debt = 0.0
         self.label_counts: dict[tuple[int, int], int] = defaultdict(int)  # (true, used) -> steps
         # Transient.
         self.run_lock: RunLock | None = None  # the run folder's lock, released by close()
@@ -205,7 +203,6 @@ class Trainer:
     def _play_segment(self, visit: Visit, end_frame: int, bar: tqdm) -> None:
         """Play ``visit``'s game from a fresh reset until ``end_frame`` frames in all."""
         env = self._envs.get(self.games[visit.task], self.config.env)
-        cfg = self.config.agent
         n = env.num_envs
         c = env.frame_shape[0]
         obs = env.reset(seed=self._segment_seed())
@@ -225,20 +222,13 @@ class Trainer:
                 false = np.zeros(n, dtype=bool)
                 replay.add(obs[:, -c:], zeros, zeros, false, false, np.ones(n, dtype=bool))
                 need_first = False
-            eps = linear_epsilon(
-                self.counters.steps.get(task, 0),
-                cfg.eps_start,
-                cfg.eps_end,
-                cfg.eps_decay_start,
-                cfg.eps_decay_end,
-            )
+            eps = self.agent.epsilon(self.counters.steps.get(task, 0))
             actions = self.agent.act(obs, task, eps, self.rng)
             step = env.step(actions)
-            reward = np.clip(step.reward, -1, 1) if cfg.clip_rewards else step.reward
             replay.add(
                 step.obs[:, -c:],
                 actions,
-                reward,
+                self.agent.learning_reward(step.reward),
                 step.terminated,
                 step.truncated,
                 step.is_first,
@@ -250,8 +240,6 @@ class Trainer:
             if self.ewc is not None:
                 self.ewc.add_frames(task, n * env.frames_per_step)
             self._learn(task, replay, n)
-            if self.step // cfg.target_update > prev_step // cfg.target_update:
-                self.agent.sync_target()
             self._record_episodes(visit, step)
             obs = step.obs
             bar.update(n)
@@ -267,21 +255,18 @@ class Trainer:
         return (self.config.seed * 1_000_003 + self.frames) % (2**31 - 1)
 
     def _learn(self, task: int, replay: FrameReplay, new_steps: int) -> None:
-        cfg = self.config.agent
-        self.update_debt += new_steps / cfg.train_every
-        # The start counts the task's own agent steps since its replay was made (its epsilon
-        # timer's clock), not what the replay can sample now: a full buffer holds a few entries
-        # less than its capacity (episode first frames), so a start equal to the capacity would
-        # never be reached.
-        if self.counters.steps[task] - self.replay_born[task] < cfg.learning_starts:
-            self.update_debt = 0.0
-            return
+        """Hand the agent the steps just played; it updates and syncs as its rules say."""
         penalty = self.ewc.penalty if self.ewc is not None else None
-        while self.update_debt >= 1.0:
-            batch = replay.sample(cfg.batch_size).to(self.device)
-            for k, v in self.agent.update(batch, task, penalty).items():
+        for stats in self.agent.learn(
+            task,
+            replay.sample,
+            new_steps,
+            replay_steps=self.counters.steps[task] - self.replay_born[task],
+            run_steps=self.step,
+            penalty=penalty,
+        ):
+            for k, v in stats.items():
                 self._acc[k].append(v)
-            self.update_debt -= 1.0
 
     def _switch_task(self, task: int) -> None:
         """The acting task changes: consolidate the task just left, open the new one."""
@@ -485,7 +470,8 @@ class Trainer:
                 "next_eval_frames": None
                 if math.isinf(self.next_eval_frames)
                 else self.next_eval_frames,
-                "update_debt": self.update_debt,
+                # The agent's (in the loop's fields, where checkpoints have always kept it).
+                "update_debt": self.agent.update_debt,
                 "label_counts": [[t, u, c] for (t, u), c in sorted(self.label_counts.items())],
             },
             "counters": self.counters.state_dict(),
@@ -533,11 +519,11 @@ class Trainer:
         self.pending_eval = loop["pending_eval"]
         nxt = loop["next_eval_frames"]
         self.next_eval_frames = math.inf if nxt is None else nxt
-        self.update_debt = float(loop["update_debt"])
         self.label_counts = defaultdict(int, {(t, u): c for t, u, c in loop["label_counts"]})
         self.counters.load_state_dict(state["counters"])
         self.consolidation.load_state_dict(state["consolidated_at"])
         self.agent.load_state_dict(state["agent"])
+        self.agent.update_debt = float(loop["update_debt"])
         self.labeler.load_state_dict(state["labeler"])
         self.rng.bit_generator.state = state["rng"]
         if self.ewc is not None:
