@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal, NamedTuple
@@ -212,7 +213,8 @@ def plan_runs(args: SweepArgs) -> list[RunSpec]:
 
 def train_run(spec: RunSpec) -> RunOutcome:
     """Train one run to its end: a new run, or the run already in its folder resumed (its config
-    must equal ``spec.config``). Every error becomes a failed outcome with a one-line reason."""
+    must equal ``spec.config``). Every error becomes a failed outcome with a one-line reason;
+    a bug (not a UserError) prints its traceback as well."""
     try:
         resume = (spec.run_dir / CONFIG_FILE).exists()
         trainer = start_run(
@@ -232,7 +234,10 @@ def train_run(spec: RunSpec) -> RunOutcome:
             return RunOutcome(spec.name, spec.run_dir, "stopped", "stopped before its end")
         write_run_plots(spec.run_dir)
         return RunOutcome(spec.name, spec.run_dir, "finished", "resumed" if resume else "new")
-    except Exception as err:  # a sweep reports a broken run and goes on with the others
+    except UserError as err:  # a sweep reports a run it cannot train and goes on with the others
+        return RunOutcome(spec.name, spec.run_dir, "failed", one_line(err))
+    except Exception as err:  # a bug: its traceback too, then on with the other runs
+        traceback.print_exc()
         return RunOutcome(spec.name, spec.run_dir, "failed", one_line(err))
 
 
