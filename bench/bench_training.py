@@ -2,10 +2,10 @@
 
 What is timed, for each network (``--which``):
 
-- **ours**: ``ewc_dqn.run.start_run`` with the network's preset (``atari`` for the paper network
-  on Pong, ``minatar-single`` for the MinAtar network on MinAtar/Breakout) and a single-game
+- **ours**: ``ewc_dqn.run_builder.start_run`` with the network's preset (``atari`` for the paper
+  network on Pong, ``minatar-single`` for the MinAtar network on MinAtar/Breakout) and a single-game
   schedule of ``learning_starts + steps`` agent steps, ``show_progress=False``, in a temporary
-  run folder. ``Trainer.run()`` is the whole loop (acting, environment, replay, updates, target
+  run folder. ``Trainer.train()`` is the whole loop (acting, environment, replay, updates, target
   copies, logging). The clock reads come from the loop's own log calls: ``log_every`` is set so
   that one falls on agent step ``learning_starts`` and one on the last step, and the figures are
   the agent steps and ``agent.updates`` between those two reads over the wall time between them.
@@ -85,7 +85,7 @@ from envs.minatar_env import NUM_CHANNELS
 from envs.schedule import Schedule
 from ewc_dqn.config import EvalConfig, TrainConfig, preset
 from ewc_dqn.networks import build_q_network
-from ewc_dqn.run import make_schedule, single_game_schedule, start_run
+from ewc_dqn.run_builder import make_schedule, single_game_schedule, start_run
 
 CONV_LAYERS: dict[str, tuple[list[tuple[int, int, int]], int]] = {
     "paper": ([(32, 8, 4), (64, 4, 2), (128, 3, 1)], 1024),
@@ -263,7 +263,7 @@ def run_ours(
         try:
             if profiler is not None:
                 profiler.enable()
-            trainer.run()
+            trainer.train()
         finally:
             if profiler is not None:
                 profiler.disable()

@@ -52,8 +52,8 @@ from ewc_dqn.errors import UserError
 from ewc_dqn.fisher import fisher_diagonal, fisher_overlap, layer_of
 from ewc_dqn.networks import build_q_network
 from ewc_dqn.replay import FrameReplay
-from ewc_dqn.run import load_run_config
-from ewc_dqn.run_files import CONFIG_FILE, FINAL_FILE
+from ewc_dqn.run_builder import load_run_config
+from ewc_dqn.run_folder import CONFIG_FILE, FINAL_FILE
 from ewc_dqn.transition import Transition
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ewc_dqn.dqn import linear_epsilon
-from ewc_dqn.run_files import EVAL_CSV, FINAL_FILE, TRAIN_CSV, load_run, read_json
+from ewc_dqn.run_folder import EVAL_CSV, FINAL_FILE, TRAIN_CSV, load_run, read_json
 
 CHECKS = ("learning_start", "epsilon", "ewc_active", "consolidation", "target_sync", "evaluation")
 

@@ -24,8 +24,8 @@ from ewc_dqn.errors import EXIT_BAD_INPUT, EXIT_FINISHED, UserError
 from ewc_dqn.evaluation import evaluate_games, format_scores, paper_mean, paper_total, protocol_text
 from ewc_dqn.fmn import ForgetMeNot
 from ewc_dqn.labels import InferredLabels, TrueLabels
-from ewc_dqn.run import load_trained_policy, resolve_device
-from ewc_dqn.run_files import write_json_atomic
+from ewc_dqn.run_builder import load_trained_policy, resolve_device
+from ewc_dqn.run_folder import write_json_atomic
 from ewc_dqn.writable import check_writable_file
 
 

@@ -30,8 +30,8 @@ from ewc_dqn.cli_config import default_config, with_games
 from ewc_dqn.cli_errors import exit_on_user_errors
 from ewc_dqn.config import TrainConfig
 from ewc_dqn.errors import EXIT_BAD_INPUT, EXIT_FINISHED, EXIT_STOPPED
-from ewc_dqn.run import RunError, make_schedule, single_game_schedule, start_run
-from ewc_dqn.run_report import write_run_plots
+from ewc_dqn.run_builder import RunError, make_schedule, single_game_schedule, start_run
+from ewc_dqn.run_plots import write_run_plots
 from ewc_dqn.threads import set_torch_threads
 
 
@@ -137,7 +137,7 @@ def _train(args: TrainArgs, argv: list[str], prog: str) -> int:
         run_dir = args.run_dir
     set_torch_threads(trainer.config.torch_threads)  # for this process, before any update
     try:
-        finished = trainer.run(stop_after_steps=args.stop_after_steps)
+        finished = trainer.train(stop_after_steps=args.stop_after_steps)
     finally:
         trainer.close()
     if finished:

@@ -1,6 +1,6 @@
 """Compare finished (or running) training runs: ``evaluate.py compare RUN_DIR... [--out DIR]``.
 
-``compare_runs`` reads run folders (see ewc_dqn.run_files), groups them by variant and by any other
+``compare_runs`` reads run folders (see ewc_dqn.run_folder), groups them by variant and by any other
 configuration difference, and writes PNG plots, ``report.md`` and ``summary.json`` into the output
 folder; ``format_summary`` gives the short terminal table. Statistics live in
 ewc_dqn.compare_stats, figures in ewc_dqn.compare_plots, the Markdown in ewc_dqn.compare_report.
@@ -30,7 +30,7 @@ from ewc_dqn.compare_report import format_summary, jsonable, summary_dict, write
 from ewc_dqn.errors import EXIT_BAD_INPUT, UserError
 from ewc_dqn.provenance import compare_warnings
 from ewc_dqn.rand_index import partition_ari
-from ewc_dqn.run_files import SCHEDULE_FILE, RunRecord, load_run, write_json_atomic
+from ewc_dqn.run_folder import SCHEDULE_FILE, RunRecord, load_run, write_json_atomic
 
 CLIP = st.CLIP
 

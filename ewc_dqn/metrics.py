@@ -11,7 +11,7 @@ from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
-from ewc_dqn.run_files import TRAIN_COLUMNS, TRAIN_CSV, CsvLog, truncate_csv_after, truncate_file
+from ewc_dqn.run_folder import TRAIN_COLUMNS, TRAIN_CSV, CsvLog, truncate_csv_after, truncate_file
 
 
 class MetricsLogger:

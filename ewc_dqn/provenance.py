@@ -36,7 +36,7 @@ from ale_py import roms
 
 from envs.games import resolve_game
 from ewc_dqn.errors import UserError
-from ewc_dqn.run_files import read_json, write_json_atomic
+from ewc_dqn.run_folder import read_json, write_json_atomic
 
 PROVENANCE_FILE = "provenance.json"
 PACKAGES = ("torch", "numpy", "ale-py", "gymnasium", "minatar", "ewc-dqn")

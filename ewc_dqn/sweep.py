@@ -39,9 +39,9 @@ from ewc_dqn.cli_errors import exit_on_user_errors
 from ewc_dqn.compare import CompareError, compare_runs, format_summary
 from ewc_dqn.config import TrainConfig
 from ewc_dqn.errors import EXIT_STOPPED, UserError
-from ewc_dqn.run import make_schedule, start_run
-from ewc_dqn.run_files import CONFIG_FILE, FINAL_FILE, load_run
-from ewc_dqn.run_report import write_run_plots
+from ewc_dqn.run_builder import make_schedule, start_run
+from ewc_dqn.run_folder import CONFIG_FILE, FINAL_FILE, load_run
+from ewc_dqn.run_plots import write_run_plots
 from ewc_dqn.threads import torch_threads
 
 
@@ -227,7 +227,7 @@ def train_run(spec: RunSpec) -> RunOutcome:
         )
         try:
             with torch_threads(spec.config.torch_threads):  # restored for the next run
-                finished = trainer.run()
+                finished = trainer.train()
         finally:
             trainer.close()
         if not finished:

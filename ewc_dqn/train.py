@@ -49,7 +49,7 @@ from ewc_dqn.labels import TaskLabeler
 from ewc_dqn.metrics import MetricsLogger
 from ewc_dqn.rand_index import adjusted_rand_from_counts
 from ewc_dqn.replay import FrameReplay
-from ewc_dqn.run_files import (
+from ewc_dqn.run_folder import (
     EVAL_COLUMNS,
     EVAL_CSV,
     FINAL_FILE,
@@ -148,7 +148,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ the loop
 
-    def run(self, stop_after_steps: int | None = None) -> bool:
+    def train(self, stop_after_steps: int | None = None) -> bool:
         """Train until the schedule's end, a stop signal, or the first checkpoint at or after
         ``stop_after_steps`` agent steps (for time-sliced jobs); True when the schedule
         finished."""

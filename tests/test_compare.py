@@ -19,7 +19,7 @@ from ewc_dqn.compare import (
     is_ignored,
     main,
 )
-from ewc_dqn.run_files import (
+from ewc_dqn.run_folder import (
     CONFIG_FILE,
     EVAL_COLUMNS,
     EVAL_CSV,
@@ -519,8 +519,8 @@ def test_partition_ari_values() -> None:
 
 def test_a_config_from_before_a_field_existed_groups_with_current_ones(tmp_path: Path) -> None:
     from ewc_dqn.config import PRESETS
-    from ewc_dqn.run import run_config_dict
-    from ewc_dqn.run_files import load_run
+    from ewc_dqn.run_builder import run_config_dict
+    from ewc_dqn.run_folder import load_run
 
     current = run_config_dict(PRESETS["minatar"]["minatar"])
     older = json.loads(json.dumps(current))

@@ -47,7 +47,12 @@ from ewc_dqn.errors import UserError
 from ewc_dqn.evaluation import evaluate_game
 from ewc_dqn.ewc import EWCConsolidator
 from ewc_dqn.replay import FrameReplay
-from ewc_dqn.run import TrainedPolicy, build_suite_network, load_trained_policy, resolve_device
+from ewc_dqn.run_builder import (
+    TrainedPolicy,
+    build_suite_network,
+    load_trained_policy,
+    resolve_device,
+)
 from ewc_dqn.threads import torch_threads
 
 Shape = Literal["isotropic", "inverse_fisher", "null_space"]

@@ -43,7 +43,7 @@ from ewc_dqn.metrics import MetricsLogger
 from ewc_dqn.networks import QNetwork, build_q_network
 from ewc_dqn.provenance import check_roms, write_provenance
 from ewc_dqn.replay import FrameReplay
-from ewc_dqn.run_files import CONFIG_FILE, SCHEDULE_FILE, read_json, write_json_atomic
+from ewc_dqn.run_folder import CONFIG_FILE, SCHEDULE_FILE, read_json, write_json_atomic
 from ewc_dqn.run_lock import LOCK_FILE, RunInUseError, RunLock
 from ewc_dqn.train import Trainer
 from ewc_dqn.writable import check_creatable_folder, make_folder

@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib
 from matplotlib.figure import Figure
 
-from ewc_dqn.run_files import load_run
+from ewc_dqn.run_folder import load_run
 
 
 def write_run_plots(run_dir: Path) -> list[Path]:
