@@ -9,20 +9,20 @@
 schedule (or ``--games``) with learning off and prints raw and human-normalised scores
 (``ewc_dqn.cli_evaluate``). ``compare`` groups runs by variant and seed and writes plots,
 aggregate statistics with bootstrap confidence intervals and a Markdown report
-(``ewc_dqn.compare``).
+(``ewc_dqn.cli_compare``).
 """
 
 from __future__ import annotations
 
 import sys
 
-from ewc_dqn import cli_evaluate, compare
+from ewc_dqn import cli_compare, cli_evaluate
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "compare":
-        return compare.cli_main(argv[1:], prog="evaluate.py compare")
+        return cli_compare.cli_main(argv[1:], prog="evaluate.py compare")
     if argv and argv[0] == "checkpoint":
         argv = argv[1:]
     return cli_evaluate.main(argv, prog="evaluate.py [checkpoint]")

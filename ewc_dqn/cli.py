@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from ewc_dqn import audit, cli_evaluate, cli_train, compare, sweep
+from ewc_dqn import audit, cli_compare, cli_evaluate, cli_train, sweep
 from ewc_dqn.errors import EXIT_BAD_INPUT, EXIT_FINISHED
 
 Command = Callable[[list[str]], int]
@@ -23,7 +23,7 @@ Command = Callable[[list[str]], int]
 COMMANDS: dict[str, tuple[Command, str]] = {
     "train": (cli_train.main, "train on one game or continually along a schedule of games"),
     "evaluate": (cli_evaluate.main, "score a checkpoint or a run's newest one, learning off"),
-    "compare": (compare.cli_main, "group runs by variant and seed: plots, statistics, report"),
+    "compare": (cli_compare.cli_main, "group runs by variant and seed: plots, statistics, report"),
     "sweep": (sweep.sweep_main, "train every (variant, seed) of a preset, then compare them"),
     "audit": (audit.main, "check a run folder against the protocol (the frames of each stage)"),
 }

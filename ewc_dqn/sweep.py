@@ -36,7 +36,9 @@ from tqdm import tqdm
 from envs.schedule import Schedule
 from ewc_dqn.cli_config import default_config, with_games
 from ewc_dqn.cli_errors import exit_on_user_errors
-from ewc_dqn.compare import CompareError, compare_runs, format_summary
+from ewc_dqn.compare import compare_runs
+from ewc_dqn.compare_data import CompareError
+from ewc_dqn.compare_report import format_summary
 from ewc_dqn.config import TrainConfig
 from ewc_dqn.errors import EXIT_STOPPED, UserError
 from ewc_dqn.run_builder import make_schedule, start_run

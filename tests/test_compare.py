@@ -10,15 +10,10 @@ import pytest
 
 from ewc_dqn import compare_stats as st
 from ewc_dqn import rand_index as ri
-from ewc_dqn.compare import (
-    CompareArgs,
-    CompareError,
-    compare_runs,
-    format_summary,
-    group_labels,
-    is_ignored,
-    main,
-)
+from ewc_dqn.cli_compare import CompareArgs, main
+from ewc_dqn.compare import compare_runs
+from ewc_dqn.compare_data import CompareError, group_labels, is_ignored
+from ewc_dqn.compare_report import format_summary
 from ewc_dqn.run_folder import (
     CONFIG_FILE,
     EVAL_COLUMNS,
@@ -54,7 +49,7 @@ def make_run(
     scores_eg = np.asarray(scores_eg, dtype=float)
     visit_e = list(range(len(visits))) if visit_e is None else visit_e
     assert len(visit_e) == len(scores_eg)
-    cfg = {"variant": variant, "seed": seed, "run": {"run_dir": str(path), "device": "cpu"}}
+    cfg = {"variant": variant, "seed": seed, "torch_threads": 1, "env": {"num_threads": 2}}
     cfg.update(config or {"ewc": {"lam": 400.0}, "agent": {"lr": 0.00025}})
     write_json_atomic(path / CONFIG_FILE, cfg)
     schedule = [
@@ -440,15 +435,15 @@ def test_bootstrap_mean_over_runs_and_curves() -> None:
 
 
 def test_config_grouping_ignores_bookkeeping() -> None:
-    assert is_ignored("seed") and is_ignored("schedule.seed") and is_ignored("run.run_dir")
-    assert is_ignored("run.device") and not is_ignored("ewc.lam")
-    assert not is_ignored("agent.target_update_every")
+    assert is_ignored("seed") and is_ignored("schedule.seed") and is_ignored("torch_threads")
+    assert is_ignored("env.num_threads") and is_ignored("log_every") and not is_ignored("ewc.lam")
+    assert not is_ignored("agent.target_update") and not is_ignored("save_replay")
     configs = [
-        {"variant": "ewc-true", "seed": 0, "run": {"run_dir": "a"}, "ewc": {"lam": 400}},
-        {"variant": "ewc-true", "seed": 1, "run": {"run_dir": "b"}, "ewc": {"lam": 400}},
-        {"variant": "ewc-true", "seed": 0, "run": {"run_dir": "c"}, "ewc": {"lam": 100}},
-        {"variant": "dqn", "seed": 0, "run": {"run_dir": "d"}, "ewc": {"lam": 1}},
-        {"variant": "dqn", "seed": 1, "run": {"run_dir": "e"}, "ewc": {"lam": 1}, "x": [1, 2]},
+        {"variant": "ewc-true", "seed": 0, "env": {"num_threads": 1}, "ewc": {"lam": 400}},
+        {"variant": "ewc-true", "seed": 1, "env": {"num_threads": 2}, "ewc": {"lam": 400}},
+        {"variant": "ewc-true", "seed": 0, "env": {"num_threads": 3}, "ewc": {"lam": 100}},
+        {"variant": "dqn", "seed": 0, "env": {"num_threads": 4}, "ewc": {"lam": 1}},
+        {"variant": "dqn", "seed": 1, "env": {"num_threads": 5}, "ewc": {"lam": 1}, "x": [1, 2]},
     ]
     labels = [label for label, _ in group_labels(configs)]
     assert labels == [

@@ -3,8 +3,8 @@
     python tools/import_graph.py            # cycles (exit status 1 when there is one), sizes
     python tools/import_graph.py --edges    # also every module's imports of the project
 
-Counts every import of ``ewc_dqn`` and ``envs`` modules, at the top of a module or inside a
-function, except those under ``if TYPE_CHECKING:`` (they do not run).
+Counts every import of ``ewc_dqn`` and ``envs`` modules: at the top of a module, inside a
+function or under ``if TYPE_CHECKING:`` (a cycle of type names is a cycle for a reader too).
 """
 
 from __future__ import annotations
@@ -25,26 +25,10 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _type_checking_only(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
 def imports_of(path: Path, modules: set[str]) -> set[str]:
     """The project modules ``path`` imports."""
     found: set[str] = set()
-    tree = ast.parse(path.read_text())
-    skip = {
-        id(n)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.If) and _type_checking_only(node)
-        for n in ast.walk(node)
-    }
-    for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
+    for node in ast.walk(ast.parse(path.read_text())):
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
