@@ -24,7 +24,7 @@ from __future__ import annotations
 import gzip
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -214,8 +214,7 @@ def train_sequence(
     ``final[t][j]``: test accuracy of task j after training task t; ``curve[j]``: test accuracy
     of task j after every epoch of the whole run (Fig. 3A).
     """
-    torch.manual_seed(cfg.seed)  # the same initial weights for every method
-    model = MLP(data.x_train.shape[1], cfg.hidden, 10)
+    model = _initial_model(cfg, data)  # the same initial weights for every method
     optimiser = torch.optim.SGD(model.parameters(), lr=cfg.lr)
     lam = {"sgd": 0.0, "l2": cfg.l2_lam, "ewc": cfg.ewc_lam}[method]
     ewc = EWCConsolidator(model, EWCConfig(lam=lam))
@@ -226,15 +225,8 @@ def train_sequence(
     for task, perm in enumerate(perms):
         x, y = data.x_train[:, perm], data.y_train
         for _ in range(cfg.epochs):
-            order = torch.randperm(len(x), generator=gen)
-            for lo in range(0, len(x), cfg.batch_size):
-                i = order[lo : lo + cfg.batch_size]
-                loss = F.cross_entropy(model(x[i]), y[i])
-                if method != "sgd":
-                    loss = loss + ewc.penalty()
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
+            penalty = None if method == "sgd" else ewc.penalty
+            _train_epoch(model, optimiser, x, y, cfg.batch_size, gen, penalty)
             for j, (xt, yt) in enumerate(tests):
                 curve[j].append(accuracy(model, xt, yt) if j <= task else float("nan"))
         final.append([accuracy(model, xt, yt) for xt, yt in tests[: task + 1]])
@@ -243,6 +235,35 @@ def train_sequence(
         elif method == "l2":
             ewc.consolidate(task, {n: torch.ones_like(p) for n, p in model.named_parameters()})
     return {"final": final, "curve": curve}
+
+
+def _initial_model(cfg: Config, data: Dataset) -> MLP:
+    """The MLP with initial weights drawn from a generator seeded with ``cfg.seed`` (torch's
+    initialisers draw from the default one: a fork of it, so the process's stays untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return MLP(data.x_train.shape[1], cfg.hidden, 10)
+
+
+def _train_epoch(
+    model: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    gen: torch.Generator,
+    penalty: Callable[[], torch.Tensor] | None,
+) -> None:
+    """One pass over (x, y) in minibatches drawn with ``gen``: cross-entropy plus ``penalty()``."""
+    order = torch.randperm(len(x), generator=gen)
+    for lo in range(0, len(x), batch_size):
+        i = order[lo : lo + batch_size]
+        loss = F.cross_entropy(model(x[i]), y[i])
+        if penalty is not None:
+            loss = loss + penalty()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
 
 
 def overlap_experiment(cfg: Config, data: Dataset) -> dict[str, dict[str, float]]:
@@ -267,21 +288,14 @@ def overlap_experiment(cfg: Config, data: Dataset) -> dict[str, dict[str, float]
 def _fishers_after_two_tasks(
     cfg: Config, data: Dataset, perms: Sequence[np.ndarray]
 ) -> list[dict[str, torch.Tensor]]:
-    torch.manual_seed(cfg.seed)
-    model = MLP(data.x_train.shape[1], cfg.hidden, 10)
+    model = _initial_model(cfg, data)
     optimiser = torch.optim.SGD(model.parameters(), lr=cfg.lr)
     ewc = EWCConsolidator(model, EWCConfig(lam=cfg.ewc_lam))
     gen = torch.Generator().manual_seed(cfg.seed + 3)
     for task, perm in enumerate(perms):
         x, y = data.x_train[:, perm], data.y_train
         for _ in range(cfg.epochs):
-            order = torch.randperm(len(x), generator=gen)
-            for lo in range(0, len(x), cfg.batch_size):
-                i = order[lo : lo + cfg.batch_size]
-                loss = F.cross_entropy(model(x[i]), y[i]) + ewc.penalty()
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
+            _train_epoch(model, optimiser, x, y, cfg.batch_size, gen, ewc.penalty)
         ewc.consolidate(task, classifier_fisher(model, x, cfg.fisher_samples, gen))
     return [classifier_fisher(model, data.x_train[:, p], cfg.fisher_samples, gen) for p in perms]
 
