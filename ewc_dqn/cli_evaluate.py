@@ -23,7 +23,7 @@ from ewc_dqn.cli_errors import exit_on_user_errors
 from ewc_dqn.errors import EXIT_BAD_INPUT, EXIT_FINISHED, UserError
 from ewc_dqn.evaluation import evaluate_games, format_scores, paper_mean, paper_total, protocol_text
 from ewc_dqn.fmn import ForgetMeNot
-from ewc_dqn.labels import InferredLabels, TrueLabels
+from ewc_dqn.labels import InferredLabels, TaskLabeler, TrueLabels
 from ewc_dqn.run_builder import load_trained_policy, resolve_device
 from ewc_dqn.run_folder import write_json_atomic
 from ewc_dqn.writable import check_writable_file
@@ -88,8 +88,9 @@ def evaluate_checkpoint(args: EvalArgs) -> dict:
     env_cfg.validate()
     try:
         if labels == "inferred":
-            labeler = InferredLabels(ForgetMeNot(config.fmn))
-            labeler.load_state_dict(state["labeler"])
+            inferred = InferredLabels(ForgetMeNot(config.fmn))
+            inferred.load_state_dict(state["labeler"])
+            labeler: TaskLabeler = inferred
         else:
             labeler = TrueLabels()
     except (KeyError, RuntimeError, ValueError) as e:

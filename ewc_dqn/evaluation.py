@@ -26,6 +26,7 @@ in which copies finish:
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -174,7 +175,7 @@ def evaluate_games(
             network,
             game,
             env_config,
-            lambda frame, t=true_task: eval_label(frame, t),
+            functools.partial(_label_as, eval_label, true_task=true_task),
             episodes=episodes,
             frames=frames,
             epsilon=epsilon,
@@ -184,6 +185,12 @@ def evaluate_games(
         )
         for game, true_task in zip(games, true_tasks, strict=True)
     ]
+
+
+def _label_as(
+    eval_label: Callable[[np.ndarray, int], int], frame: np.ndarray, true_task: int
+) -> int:
+    return eval_label(frame, true_task)
 
 
 def _normalised(game: GameSpec, raw: float) -> float:

@@ -9,7 +9,8 @@ The tests check it against ``sklearn.metrics.adjusted_rand_score``.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,7 @@ def _pairs(x: np.ndarray) -> np.ndarray:
 
 
 def adjusted_rand_from_counts(
-    counts: Mapping[tuple[Hashable, Hashable], float], pairs: PairCount = _pairs
+    counts: Mapping[tuple[Any, Any], float], pairs: PairCount = _pairs
 ) -> float:
     """Adjusted Rand index of two labelings given as a contingency table {(label a, label b): n}.
 
