@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 import tyro
 from matplotlib.figure import Figure
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 from torch import nn
 
 from ewc_dqn.ewc import EWCConfig, EWCConsolidator
@@ -117,9 +119,6 @@ class Dataset:
 def load_digits_dataset(test_fraction: float, seed: int, canvas: int = 8) -> Dataset:
     """scikit-learn's 8x8 digits, scaled to [0, 1] and centred on a blank ``canvas`` x
     ``canvas`` image, with a stratified train/test split."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
     if canvas < 8:
         raise ValueError(f"canvas must be >= 8 pixels, got {canvas}")
     digits = load_digits()
