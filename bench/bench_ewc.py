@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,7 +22,8 @@ import torch
 import tyro
 
 from ewc_dqn.dqn import double_dqn_targets, td_loss
-from ewc_dqn.ewc import EWCConsolidator, ewc_penalty_naive, quadratic_penalty
+from ewc_dqn.ewc import EWCConfig, EWCConsolidator
+from ewc_dqn.ewc_maths import Tensors, ewc_penalty, quadratic_penalty
 from ewc_dqn.networks import NetworkConfig, QNetwork
 
 
@@ -43,6 +44,16 @@ class Args:
     threads: int = 0
     """torch CPU threads (0: torch's default). On a busy CPU, 1 keeps the update from being
     slowed by threads spinning against other processes, which would flatter the ratios."""
+
+
+def ewc_penalty_naive(
+    params: Tensors, terms: Sequence[tuple[Tensors, Tensors]], lam: float
+) -> torch.Tensor:
+    """The penalty summed term by term: K passes over the parameters, what merging saves."""
+    total = ewc_penalty(params, *terms[0], lam=lam)
+    for fisher, anchor in terms[1:]:
+        total = total + ewc_penalty(params, fisher, anchor, lam=lam)
+    return total
 
 
 def _sync(device: torch.device) -> None:
@@ -88,7 +99,7 @@ def main(args: Args) -> dict[str, float]:
 
     consolidators = {}
     for k in (1, 10):
-        ewc = EWCConsolidator(net, lam=400.0)
+        ewc = EWCConsolidator(net, EWCConfig(lam=400.0))
         for task in range(k):
             params = dict(net.named_parameters())
             fisher = {n: random_like(params[n], 1e-3) for n in ewc.param_names}

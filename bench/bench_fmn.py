@@ -43,7 +43,7 @@ from envs.vector import EnvConfig
 from ewc_dqn.config import DEFAULT_PRESET, preset
 from ewc_dqn.fmn import FMNConfig, ForgetMeNot
 from ewc_dqn.labels import fmn_frame
-from ewc_dqn.run import TrainedPolicy, load_trained_policy
+from ewc_dqn.run_builder import TrainedPolicy, load_trained_policy
 
 STABLE_GAMES = (
     "Pong,Breakout,SpaceInvaders,Seaquest,Boxing,Freeway,Asterix,RoadRunner,Atlantis,Kangaroo"

@@ -2,10 +2,10 @@
 
 What is timed, for each network (``--which``):
 
-- **ours**: ``ewc_dqn.run.start_run`` with the network's preset (``atari`` for the paper network
-  on Pong, ``minatar-single`` for the MinAtar network on MinAtar/Breakout) and a single-game
+- **ours**: ``ewc_dqn.run_builder.start_run`` with the network's preset (``atari`` for the paper
+  network on Pong, ``minatar-single`` for the MinAtar network on MinAtar/Breakout) and a single-game
   schedule of ``learning_starts + steps`` agent steps, ``show_progress=False``, in a temporary
-  run folder. ``Trainer.run()`` is the whole loop (acting, environment, replay, updates, target
+  run folder. ``Trainer.train()`` is the whole loop (acting, environment, replay, updates, target
   copies, logging). The clock reads come from the loop's own log calls: ``log_every`` is set so
   that one falls on agent step ``learning_starts`` and one on the last step, and the figures are
   the agent steps and ``agent.updates`` between those two reads over the wall time between them.
@@ -66,10 +66,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
+import ale_py
 import gymnasium as gym
 import numpy as np
 import torch
 import tyro
+from minatar.gym import register_envs
 from stable_baselines3 import DQN
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.env_util import make_atari_env, make_vec_env
@@ -78,10 +80,12 @@ from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 from torch import nn
 
 from envs.games import resolve_game
+from envs.make import make_env
 from envs.minatar_env import NUM_CHANNELS
 from envs.schedule import Schedule
 from ewc_dqn.config import EvalConfig, TrainConfig, preset
-from ewc_dqn.run import make_schedule, single_game_schedule, start_run
+from ewc_dqn.networks import build_q_network
+from ewc_dqn.run_builder import make_schedule, single_game_schedule, start_run
 
 CONV_LAYERS: dict[str, tuple[list[tuple[int, int, int]], int]] = {
     "paper": ([(32, 8, 4), (64, 4, 2), (128, 3, 1)], 1024),
@@ -259,7 +263,7 @@ def run_ours(
         try:
             if profiler is not None:
                 profiler.enable()
-            trainer.run()
+            trainer.train()
         finally:
             if profiler is not None:
                 profiler.disable()
@@ -327,8 +331,6 @@ def sb3_env(config: TrainConfig, game: str, seed: int) -> VecEnv:
     spec = resolve_game(game)
     env_cfg = config.env
     if config.suite == "atari":
-        import ale_py
-
         gym.register_envs(ale_py)
         env = make_atari_env(
             f"ALE/{spec.name}-v5",
@@ -348,8 +350,6 @@ def sb3_env(config: TrainConfig, game: str, seed: int) -> VecEnv:
             ),
         )
         return VecFrameStack(env, n_stack=env_cfg.frame_stack)
-    from minatar.gym import register_envs
-
     if "MinAtar/Breakout-v0" not in gym.registry:
         register_envs()
     game_id = spec.name.split("/")[1]
@@ -477,9 +477,6 @@ def machine_line(threads: int, device: str) -> str:
 
 def ours_shared_params(config: TrainConfig, game: str) -> int:
     """Parameter count of our network's shared layers (without per-task gains and biases)."""
-    from envs.make import make_env
-    from ewc_dqn.networks import build_q_network
-
     env = make_env(game, replace(config.env, num_envs=1), seed=0)
     c, h, w = env.frame_shape
     num_actions = env.num_actions

@@ -23,7 +23,7 @@ Caveat built into the metrics: the q_value Fisher is the curvature of Q(s, a) it
 favoured by |Delta Q(s, a)|, and the softmax Fisher is the curvature of a policy over Q, so it is
 favoured by the greedy-action change; read both.
 
-    python bench/compare_fisher.py --run /tmp/ref/runs/MinAtar-Breakout
+    python bench/compare_fisher.py --run runs/minatar-breakout
 
 It waits for the run's final.json (polling every 30 s, up to 40 minutes by default;
 ``--no-wait`` uses the newest checkpoint at once). Prints Markdown tables.
@@ -52,8 +52,8 @@ from ewc_dqn.errors import UserError
 from ewc_dqn.fisher import fisher_diagonal, fisher_overlap, layer_of
 from ewc_dqn.networks import build_q_network
 from ewc_dqn.replay import FrameReplay
-from ewc_dqn.run import load_run_config
-from ewc_dqn.run_files import CONFIG_FILE, FINAL_FILE
+from ewc_dqn.run_builder import load_run_config
+from ewc_dqn.run_folder import CONFIG_FILE, FINAL_FILE
 from ewc_dqn.transition import Transition
 
 
@@ -61,7 +61,7 @@ from ewc_dqn.transition import Transition
 class Args:
     """Fisher-estimator comparison settings."""
 
-    run: Path = Path("/tmp/ref/runs/MinAtar-Breakout")
+    run: Path
     """Run folder (its newest complete checkpoint must hold the replay: save_replay=true)."""
     task: int = 0
     """Task id whose replay and head are used."""

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from minatar import Environment
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from a checkout: `envs` is at the root
@@ -98,8 +99,6 @@ def random_policy_returns(
     Returns (returns, episode_steps, truncated), one entry per finished episode; `truncated` marks
     episodes cut at `max_episode_steps` rather than ended by the game.
     """
-    from minatar import Environment  # imported here so `--help` works without minatar
-
     env = Environment(game.env_id, sticky_action_prob=STICKY_ACTION_PROB)
     rng = np.random.default_rng(seed)
     env.seed(int(rng.integers(2**31 - 1)))  # the env's own RandomState: sticky actions, spawns

@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import os
 
+import ale_py
 import cv2
 import gymnasium as gym
 import numpy as np
+from ale_py.vector_env import AtariVectorEnv
+from gymnasium.wrappers import AtariPreprocessing
 
 from envs.games import GameSpec
 from envs.vector import EnvConfig, EnvStep, FrameStacker
@@ -97,8 +100,6 @@ class AtariEnv:
 def _make_source(game: GameSpec, config: EnvConfig, seed: int, native_resize: bool):
     """The raw max-pooled greyscale frame source, with next-step autoreset."""
     if config.backend == "vector":
-        from ale_py.vector_env import AtariVectorEnv
-
         h, w = (OBS_SIZE, OBS_SIZE) if native_resize else RAW_SHAPE
         return AtariVectorEnv(
             game=game.env_id,
@@ -129,9 +130,6 @@ def _make_source(game: GameSpec, config: EnvConfig, seed: int, native_resize: bo
 
 
 def _gymnasium_env(game: GameSpec, config: EnvConfig) -> gym.Env:
-    import ale_py
-    from gymnasium.wrappers import AtariPreprocessing
-
     gym.register_envs(ale_py)
     env = gym.make(
         f"ALE/{game.name}-v5",

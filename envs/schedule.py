@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import bisect
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
@@ -116,7 +116,7 @@ class ScheduleConfig:
     """Training budget of the whole run (emulator frames). 0: games x visits_per_game x
     visit_frames. Above 0 it sets the visit length instead, budget_frames / (games x
     visits_per_game), which must come out whole."""
-    seed: int = 0
+    seed: int = field(default=0, metadata={"not_a_variant": True})
     """Seed of the game draw and the visit order (same seed, same schedule)."""
 
     def __post_init__(self) -> None:

@@ -236,10 +236,25 @@ def normalised_score(
     return float(norm) if norm.ndim == 0 else norm
 
 
+def clipped_total(normalised: npt.ArrayLike, axis: int | None = None) -> float | np.ndarray:
+    """The paper's metric from normalised scores: min(score, 1) summed over the games (along
+    ``axis``; None: all of them).
+
+    A game whose score is NaN (no reference score, or no finished episode) is left out of the
+    sum; the total is NaN only where no game has a score. The one place of this formula: the
+    evaluations, the run files and the comparison all total through it.
+    """
+    values = np.asarray(normalised, dtype=np.float64)
+    total = np.nansum(np.minimum(values, 1.0), axis=axis)
+    total = np.where(np.isfinite(values).any(axis=axis), total, np.nan)
+    return float(total) if np.ndim(total) == 0 else total
+
+
 def total_clipped_score(
     scores_by_game: Mapping[GameSpec | str, float | npt.ArrayLike],
 ) -> float | np.ndarray:
-    """The paper's metric: sum over games of min(normalised score, 1).
+    """The paper's metric from raw scores: sum over games of min(normalised score, 1)
+    (``clipped_total``).
 
     Values may be numbers (returns a float) or equally shaped arrays, e.g. one entry per seed or
     per evaluation point (returns the element-wise total).
@@ -252,6 +267,5 @@ def total_clipped_score(
     names = [_spec(game).name for game in scores_by_game]
     if len(set(names)) != len(names):
         raise ValueError(f"a game appears twice in the scores: {sorted(names)}")
-    terms = [normalised_score(game, raw, clip=True) for game, raw in scores_by_game.items()]
-    total = np.sum(np.broadcast_arrays(*map(np.asarray, terms)), axis=0)
-    return float(total) if np.ndim(total) == 0 else total
+    terms = [normalised_score(game, raw) for game, raw in scores_by_game.items()]
+    return clipped_total(np.broadcast_arrays(*map(np.asarray, terms)), axis=0)

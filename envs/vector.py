@@ -12,7 +12,7 @@ gets reported is always the unclipped one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
@@ -43,7 +43,7 @@ class EnvConfig:
     backend: Literal["vector", "gymnasium"] = "vector"
     """Atari: ale-py's multi-threaded C++ AtariVectorEnv, or gymnasium's ALE env in a Python
     SyncVectorEnv (for platforms or features the vector env lacks)."""
-    num_threads: int = 0
+    num_threads: int = field(default=0, metadata={"not_a_variant": True})
     """Threads of ale-py's vector env (0: one per copy, capped by the CPU count)."""
     fire_reset: bool = False
     """Press FIRE after reset (SB3's FireResetEnv). Off: the paper uses no-op starts only."""

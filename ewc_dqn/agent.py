@@ -1,7 +1,12 @@
-"""The Double DQN learner: online and target networks, the optimiser, acting and one update.
+"""The Double DQN learner: online and target networks, the optimiser, acting, and the rules of
+learning (Mnih et al. 2015; van Hasselt et al. 2016; DeepMind's dqn_zoo agent).
 
-The agent owns the networks and the optimiser and nothing else: which task is current, each
-task's epsilon and replay belong to the training loop, and the EWC penalty comes in as a callable
+The agent owns the networks, the optimiser and every rule of its config: each task's epsilon from
+that task's own agent steps, the reward clipping of what replay stores, when a task's updates
+begin (``learning_starts``), how often it updates (``train_every``) and when the target network
+is synced (``target_update``); ``learn`` applies them to the agent steps the loop reports, and
+``update`` is one gradient step. The training loop keeps the schedule, which task acts, each
+task's replay and counters, evaluations and checkpoints. The EWC penalty comes in as a callable
 so the agent is the same object with and without consolidation.
 
 Divergence is watched on the device: every update ands "loss and gradient norm finite" into a
@@ -21,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ewc_dqn.dqn import double_dqn_targets, dqn_targets, td_loss
+from ewc_dqn.dqn import double_dqn_targets, dqn_targets, linear_epsilon, td_loss
 from ewc_dqn.errors import UserError
 from ewc_dqn.transition import Transition
 
@@ -100,6 +105,7 @@ class DQNAgent:
         self.optimizer = make_optimizer(self.online.parameters(), config)
         self.updates = 0
         self.target_syncs = 0
+        self.update_debt = 0.0  # updates owed: agent steps / train_every, not yet made
         # Divergence watch, on the device (transient: a checkpoint is only written when finite).
         self._first_bad_update = torch.full((), -1, dtype=torch.int64, device=device)
         self._bad_at_first = torch.zeros(2, dtype=torch.bool, device=device)  # loss, gradient
@@ -117,6 +123,49 @@ class DQNAgent:
         q = self.online(torch.as_tensor(obs, device=self.device), task_id)
         greedy = q.argmax(dim=1).cpu().numpy()
         return np.where(explore, random_actions, greedy).astype(np.int64)
+
+    def epsilon(self, task_steps: int) -> float:
+        """The exploration rate of a task that has acted ``task_steps`` agent steps."""
+        cfg = self.config
+        return linear_epsilon(
+            task_steps, cfg.eps_start, cfg.eps_end, cfg.eps_decay_start, cfg.eps_decay_end
+        )
+
+    def learning_reward(self, reward: np.ndarray) -> np.ndarray:
+        """The reward replay stores for learning (scores are always reported raw)."""
+        cfg = self.config
+        return np.clip(reward, -1, 1) if cfg.clip_rewards else reward
+
+    def learn(
+        self,
+        task_id: int,
+        sample: Callable[[int], Transition],
+        new_steps: int,
+        replay_steps: int,
+        run_steps: int,
+        penalty: PenaltyFn | None = None,
+    ) -> list[dict[str, float]]:
+        """Learn from ``new_steps`` more agent steps of ``task_id``: one update per
+        ``train_every`` agent steps on minibatches ``sample(batch_size)`` of its replay, once the
+        task has acted ``learning_starts`` steps since its replay was made (``replay_steps``);
+        then the target sync when the run's agent steps (``run_steps``, these included) crossed
+        a multiple of ``target_update``. Returns each update's statistics."""
+        cfg = self.config
+        stats = []
+        self.update_debt += new_steps / cfg.train_every
+        # The start counts the task's own agent steps since its replay was made (its epsilon
+        # timer's clock), not what the replay can sample now: a full buffer holds a few entries
+        # less than its capacity (episode first frames), so a start equal to the capacity would
+        # never be reached.
+        if replay_steps < cfg.learning_starts:
+            self.update_debt = 0.0
+        while self.update_debt >= 1.0:
+            batch = sample(cfg.batch_size).to(self.device)
+            stats.append(self.update(batch, task_id, penalty))
+            self.update_debt -= 1.0
+        if run_steps // cfg.target_update > (run_steps - new_steps) // cfg.target_update:
+            self.sync_target()
+        return stats
 
     def update(
         self, batch: Transition, task_id: int, penalty: PenaltyFn | None = None

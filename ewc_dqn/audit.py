@@ -1,6 +1,6 @@
 """Check, from a run's own files, that every rule of the protocol fired when it should.
 
-    python -m ewc_dqn.audit RUN_DIR
+    ewc-dqn audit RUN_DIR        (or python -m ewc_dqn.audit RUN_DIR)
 
 The rules (docs/atari-protocol.md), each checked against ``config.json``, ``schedule.json``,
 ``train.csv``, ``eval.csv`` and ``final.json`` alone, so the audit sees what the run did rather
@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ewc_dqn.dqn import linear_epsilon
-from ewc_dqn.run_files import EVAL_CSV, FINAL_FILE, TRAIN_CSV, load_run, read_json
+from ewc_dqn.run_folder import EVAL_CSV, FINAL_FILE, TRAIN_CSV, load_run, read_json
 
 CHECKS = ("learning_start", "epsilon", "ewc_active", "consolidation", "target_sync", "evaluation")
 
@@ -240,10 +240,14 @@ def _check_evaluation(path: Path, visits: list[dict], report: AuditReport) -> No
             )
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "ewc-dqn audit") -> int:
+    """Audit the one run folder in ``argv``; 0 when every rule held, 1 when one did not."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv in (["-h"], ["--help"]):
+        print(f"usage: {prog} RUN_DIR\n\n{__doc__}")
+        return 0
     if len(argv) != 1:
-        print("usage: python -m ewc_dqn.audit RUN_DIR", file=sys.stderr)
+        print(f"usage: {prog} RUN_DIR", file=sys.stderr)
         return 2
     report = audit_run(Path(argv[0]))
     print(report.describe())
@@ -251,4 +255,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m ewc_dqn.audit"))

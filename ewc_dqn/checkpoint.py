@@ -54,6 +54,15 @@ class CheckpointError(UserError):
     """A checkpoint is missing, incomplete, corrupt, does not fit the run or cannot be written."""
 
 
+def does_not_fit(
+    path: Path, error: BaseException, run: str = "its run's config"
+) -> CheckpointError:
+    """The error for a checkpoint whose state does not load into the run's objects (another
+    suite, network or variant; a field of the wrong type): ``error`` is what loading raised."""
+    reason = " ".join(str(error).split())[:300] or type(error).__name__
+    return CheckpointError(f"checkpoint {path} does not fit {run}: {reason}")
+
+
 def checkpoint_name(step: int) -> str:
     return f"step_{step:012d}"
 

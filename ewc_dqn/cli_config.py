@@ -13,8 +13,8 @@ import argparse
 from collections.abc import Sequence
 from dataclasses import replace
 
-from envs.games import parse_game_list, resolve_game
-from ewc_dqn.config import DEFAULT_PRESET, PRESETS, Suite, TrainConfig, preset, scaled
+from envs.games import Suite, parse_game_list, resolve_game
+from ewc_dqn.config import DEFAULT_PRESET, PRESETS, TrainConfig, preset, scaled
 from ewc_dqn.errors import UserError
 
 

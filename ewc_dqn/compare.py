@@ -1,9 +1,10 @@
-"""Compare finished (or running) training runs: ``evaluate.py compare RUN_DIR... [--out DIR]``.
+"""Compare finished (or running) training runs: ``ewc-dqn compare RUN_DIR... [--out DIR]``.
 
-``compare_runs`` reads run folders (see ewc_dqn.run_files), groups them by variant and by any other
-configuration difference, and writes PNG plots, ``report.md`` and ``summary.json`` into the output
-folder; ``format_summary`` gives the short terminal table. Statistics live in
-ewc_dqn.compare_stats, figures in ewc_dqn.compare_plots, the Markdown in ewc_dqn.compare_report.
+``compare_runs`` reads run folders and groups them (ewc_dqn.compare_data), computes each group's
+statistics (here, with ewc_dqn.compare_stats), and writes PNG plots (ewc_dqn.compare_plots),
+``report.md`` and ``summary.json`` (ewc_dqn.compare_report) into the output folder;
+``compare_report.format_summary`` gives the short terminal table. The command line is
+ewc_dqn.cli_compare.
 
 Scores are human-normalised, (score - random) / (human - random). Final scores, aggregates,
 forgetting and transfer clip each game's score at 1, as the paper's total does; per-game curves
@@ -12,248 +13,28 @@ show unclipped scores.
 
 from __future__ import annotations
 
-import fnmatch
-import json
-import sys
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-import tyro
 
-from ewc_dqn import compare_plots
 from ewc_dqn import compare_stats as st
-from ewc_dqn.compare_report import format_summary, jsonable, summary_dict, write_report
-from ewc_dqn.errors import UserError
+from ewc_dqn.compare_data import (
+    CompareError,
+    CompareResult,
+    GroupResult,
+    RunData,
+    group_labels,
+    load_baselines,
+    load_run_data,
+)
+from ewc_dqn.compare_plots import draw_comparison
+from ewc_dqn.compare_report import jsonable, summary_dict, write_report
 from ewc_dqn.provenance import compare_warnings
-from ewc_dqn.run_files import SCHEDULE_FILE, RunRecord, load_run, write_json_atomic
+from ewc_dqn.run_folder import write_json_atomic
 
 CLIP = st.CLIP
-
-# Config fields that never make two runs different experiments: seeds (any field whose name
-# contains "seed"), paths, devices and logging. Matched against the last part of a dotted name.
-IGNORED_CONFIG_KEYS = (
-    "*seed*",
-    "variant",
-    "run_dir",
-    "out_dir",
-    "output_dir",
-    "log_dir",
-    "checkpoint_dir",
-    "device",
-    "run_name",
-    "exp_name",
-    "resume",
-    "num_threads",
-    "torch_threads",
-    "checkpoint_every*",
-    "keep_checkpoints",
-    "log_every*",
-    "tensorboard",
-    "progress",
-    "verbose",
-    "git_commit",
-    "hostname",
-    "created_at",
-    "track",
-    "wandb*",
-)
-
-
-class CompareError(UserError):
-    """The given folders cannot be compared (not runs, different games, no evaluations...)."""
-
-
-@dataclass
-class CompareArgs:
-    """Compare training runs: score curves, final aggregates, forgetting, transfer, task labels."""
-
-    runs: Annotated[tuple[Path, ...], tyro.conf.Positional]
-    """Run folders (each made by train_agent.py), any mix of variants and seeds."""
-    out: Path | None = None
-    """Folder for the PNGs, report.md and summary.json; None: <first run's parent>/comparison."""
-    baselines: tuple[Path, ...] = ()
-    """Single-game run folders; their final normalised scores are drawn as per-game baselines."""
-    reps: int = 2000
-    """Bootstrap replicates for every confidence interval except the probability of improvement."""
-    poi_reps: int = 1000
-    """Bootstrap replicates for the probability of improvement (rliable computes each one with a
-    Mann-Whitney test per game: about reps x games ms per pair of groups)."""
-    seed: int = 0
-    """Seed of the bootstrap resampling."""
-
-
-@dataclass
-class RunData:
-    """One run's evaluations as arrays, in evaluation order."""
-
-    record: RunRecord
-    games: tuple[str, ...]
-    frames_e: np.ndarray  # (E,) frames trained at each evaluation
-    visit_e: np.ndarray  # (E,) schedule visit at each evaluation
-    scores_eg: np.ndarray  # (E, G) normalised scores, unclipped
-    total_frames: np.ndarray  # (S,) eval_summary frames
-    total_clipped: np.ndarray  # (S,) eval_summary total clipped score
-    visit_game: list[str]  # game trained in each schedule visit
-    label_ari: np.ndarray  # (S,) eval_summary label ARI
-    num_tasks: float  # tasks created by the last evaluation
-    eval_label_ari: float  # ARI between games and the task ids used for them at the last evaluation
-
-
-@dataclass
-class GroupResult:
-    """The numbers for one group of runs (one variant and configuration, several seeds)."""
-
-    label: str
-    variant: str
-    config: dict[str, Any]  # the fields that set this group apart from others of its variant
-    runs: list[str]
-    seeds: list[int]
-    finished: list[bool]
-    final_frames: list[float]
-    final_scores: np.ndarray  # (R, G) final normalised scores, unclipped
-    final_total: tuple[float, float, float]  # total clipped score: mean, CI low, CI high
-    aggregates: dict[str, tuple[float, float, float]]  # rliable aggregates of clipped scores
-    forgetting: np.ndarray  # (R, G) mean forgetting over later evaluations
-    forgetting_final: np.ndarray  # (R, G) forgetting at the last evaluation
-    transfer: np.ndarray  # (R, G) mean zero-shot score before the first visit
-    transfer_last: np.ndarray  # (R, G) zero-shot score just before the first visit
-    forgetting_total: tuple[float, float, float]  # per-run mean over games, then over runs
-    transfer_total: tuple[float, float, float]
-    label_ari_final: tuple[float, float, float]
-    label_ari_mean: float  # over runs of the mean over evaluations
-    eval_label_ari: float
-    num_tasks: float
-    total_band: st.Band
-    game_bands: dict[str, st.Band]
-
-
-@dataclass
-class CompareResult:
-    """Everything ``compare_runs`` computed and where it wrote it."""
-
-    out_dir: Path
-    games: tuple[str, ...]
-    groups: list[GroupResult]
-    improvement: list[tuple[str, str, float, float, float]]  # (x, y, P(x > y), low, high)
-    baselines: dict[str, float]  # game -> mean final normalised score of single-task runs
-    train_spans: dict[str, list[tuple[float, float]]] | None
-    reps: int
-    seed: int
-    notes: list[str] = field(default_factory=list)
-    poi_reps: int = 1000
-    figures: dict[str, str] = field(default_factory=dict)  # name -> file name inside out_dir
-
-    @property
-    def report_path(self) -> Path:
-        return self.out_dir / "report.md"
-
-    @property
-    def summary_path(self) -> Path:
-        return self.out_dir / "summary.json"
-
-
-def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts to dotted names: {"ewc": {"lam": 400}} -> {"ewc.lam": 400}."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten_config(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def is_ignored(name: str) -> bool:
-    """True for config fields that do not tell experiments apart (see IGNORED_CONFIG_KEYS)."""
-    leaf = name.rsplit(".", 1)[-1]
-    return any(fnmatch.fnmatchcase(leaf, pattern) for pattern in IGNORED_CONFIG_KEYS)
-
-
-def group_labels(configs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    """Give each config its group: ``(label, distinguishing fields)``, one per config.
-
-    Runs are grouped by ``variant`` and by every non-ignored field whose value differs among
-    runs of that variant; such fields appear in the label: ``ewc-true [ewc.lam=100]``.
-    """
-    flats = [{k: v for k, v in flatten_config(c).items() if not is_ignored(k)} for c in configs]
-    variants = [str(c.get("variant", "unknown")) for c in configs]
-    out: list[tuple[str, dict[str, Any]]] = []
-    for variant, flat in zip(variants, flats, strict=True):
-        peers = [f for f, v in zip(flats, variants, strict=True) if v == variant]
-        names = sorted({k for f in peers for k in f})
-        differing = [k for k in names if len({_key(f.get(k, "<unset>")) for f in peers}) > 1]
-        diff = {k: flat.get(k, "<unset>") for k in differing}
-        text = ", ".join(f"{k}={_short(v)}" for k, v in diff.items())
-        out.append((f"{variant} [{text}]" if text else variant, diff))
-    return out
-
-
-def load_run_data(path: Path) -> RunData:
-    """Read a run folder into arrays; CompareError when it is not a run or holds no evaluations."""
-    try:
-        record = load_run(Path(path))
-    except FileNotFoundError as err:
-        raise CompareError(str(err)) from None
-    ev, summ = record.eval, record.summary
-    if len(ev) == 0 or len(summ) == 0:
-        raise CompareError(f"{path} has no evaluations yet (empty eval.csv or eval_summary.csv)")
-    if record.schedule:
-        visit_game = [v["game"] for v in sorted(record.schedule, key=lambda v: v["index"])]
-    else:
-        by_visit = summ.groupby("visit")["game"].first()
-        visit_game = [str(by_visit.get(v, "")) for v in range(int(by_visit.index.max()) + 1)]
-    games = tuple(sorted({g for g in visit_game if g}))
-    # dropna=False keeps a game whose normalised scores are all NaN (no reference score yet).
-    table = ev.pivot_table(
-        index="eval_index", columns="game", values="normalised", aggfunc="mean", dropna=False
-    )
-    missing = [g for g in games if g not in table.columns]
-    if missing:
-        raise CompareError(f"{path}: eval.csv never scores scheduled game(s) {', '.join(missing)}")
-    if int(ev["visit"].max()) >= len(visit_game):
-        raise CompareError(f"{path}: eval.csv names visits beyond those in {SCHEDULE_FILE}")
-    scores = table[list(games)].to_numpy(dtype=float)
-    scored_last = set(ev.loc[ev["eval_index"] == table.index[-1], "game"])
-    if not set(games) <= scored_last:
-        raise CompareError(f"{path}: the last evaluation does not score every game")
-    per_eval = ev.groupby("eval_index")[["frames", "visit"]].first().loc[table.index]
-    summ = summ.sort_values("eval_index")
-    last = ev[ev["eval_index"] == table.index[-1]].set_index("game")
-    return RunData(
-        record=record,
-        games=games,
-        frames_e=per_eval["frames"].to_numpy(dtype=float),
-        visit_e=per_eval["visit"].to_numpy(dtype=int),
-        scores_eg=scores,
-        total_frames=summ["frames"].to_numpy(dtype=float),
-        total_clipped=summ["total_clipped"].to_numpy(dtype=float),
-        visit_game=visit_game,
-        label_ari=summ["label_ari"].to_numpy(dtype=float),
-        num_tasks=float(summ["num_tasks"].iloc[-1]),
-        eval_label_ari=_eval_label_ari(list(games), last["task_id"].reindex(list(games))),
-    )
-
-
-def load_baselines(paths: tuple[Path, ...], games: tuple[str, ...]) -> tuple[dict, list[str]]:
-    """Mean final normalised score per game of single-game runs, and notes on what was skipped."""
-    scores: dict[str, list[float]] = {}
-    notes = []
-    for path in paths:
-        run = load_run_data(path)
-        if len(run.games) != 1:
-            raise CompareError(
-                f"baseline {path} trains {len(run.games)} games; a baseline trains one"
-            )
-        game = run.games[0]
-        if game not in games:
-            notes.append(f"baseline {path} is for {game}, which these runs do not play: ignored")
-            continue
-        scores.setdefault(game, []).append(float(run.scores_eg[-1, 0]))
-    return {g: float(np.mean(v)) for g, v in sorted(scores.items())}, notes
 
 
 def compare_runs(
@@ -325,23 +106,10 @@ def compare_runs(
         notes,
         poi_reps=poi_reps,
     )
-    _draw(result)
+    draw_comparison(result)
     write_report(result)
     write_json_atomic(result.summary_path, jsonable(summary_dict(result)))
     return result
-
-
-def main(args: CompareArgs) -> int:
-    """The ``evaluate.py compare`` command: run, print the summary; on bad input, one line, 2."""
-    try:
-        result = compare_runs(
-            args.runs, args.out, args.baselines, args.reps, args.seed, args.poi_reps
-        )
-    except CompareError as err:
-        print(f"compare: error: {err}", file=sys.stderr)
-        return 2
-    print(format_summary(result))
-    return 0
 
 
 def _group_result(
@@ -458,47 +226,6 @@ def _train_spans(runs: list[RunData]) -> dict[str, list[tuple[float, float]]] | 
     return spans
 
 
-def _draw(result: CompareResult) -> None:
-    out, groups = result.out_dir, result.groups
-    result.figures = {
-        "total": "total_score.png",
-        "per_game": "per_game_scores.png",
-        "aggregates": "final_aggregates.png",
-        "forgetting_transfer": "forgetting_transfer.png",
-    }
-    baseline_total = None
-    if set(result.baselines) == set(result.games):
-        baseline_total = float(sum(min(v, CLIP) for v in result.baselines.values()))
-    compare_plots.plot_total_curves(
-        out / result.figures["total"],
-        {g.label: g.total_band for g in groups},
-        len(result.games),
-        baseline_total,
-    )
-    compare_plots.plot_per_game(
-        out / result.figures["per_game"],
-        result.games,
-        {g.label: g.game_bands for g in groups},
-        result.train_spans,
-        result.baselines,
-    )
-    compare_plots.plot_aggregates(
-        out / result.figures["aggregates"],
-        {g.label: _point_low_high(g.aggregates) for g in groups},
-    )
-    compare_plots.plot_forgetting_transfer(
-        out / result.figures["forgetting_transfer"],
-        result.games,
-        {g.label: st.mean_over_runs(g.forgetting) for g in groups},
-        {g.label: st.mean_over_runs(g.transfer) for g in groups},
-    )
-    if result.improvement:
-        result.figures["improvement"] = "probability_of_improvement.png"
-        compare_plots.plot_probability_of_improvement(
-            out / result.figures["improvement"], result.improvement
-        )
-
-
 def _ci(values: Any, reps: int, seed: int, *keys: str) -> tuple[float, float, float]:
     mean, low, high = st.bootstrap_mean_over_runs(
         np.asarray(values, dtype=float), reps, _rng(seed, *keys)
@@ -509,38 +236,3 @@ def _ci(values: Any, reps: int, seed: int, *keys: str) -> tuple[float, float, fl
 def _rng(seed: int, *keys: str) -> np.random.Generator:
     """A generator per (seed, statistic, group): results do not depend on computation order."""
     return np.random.default_rng([seed, *(zlib.crc32(k.encode()) for k in keys)])
-
-
-def _eval_label_ari(games: list[str], task_ids: Any) -> float:
-    ids = np.asarray(task_ids, dtype=float)
-    if np.isnan(ids).any():
-        return float("nan")
-    return st.partition_ari(games, ids.astype(int).tolist())
-
-
-def _point_low_high(
-    aggregates: dict[str, tuple[float, float, float]],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """{name: (point, low, high)} -> (points, lows, highs), each in AGGREGATE_NAMES order."""
-    table = np.array([aggregates[name] for name in st.AGGREGATE_NAMES])
-    return table[:, 0], table[:, 1], table[:, 2]
-
-
-def _key(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else _key(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-__all__ = [
-    "CompareArgs",
-    "CompareError",
-    "CompareResult",
-    "compare_runs",
-    "format_summary",
-    "main",
-    "summary_dict",
-]

@@ -18,7 +18,9 @@ from matplotlib import ticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ewc_dqn.compare_stats import AGGREGATE_NAMES, Band
+from ewc_dqn import compare_stats as st
+from ewc_dqn.compare_data import CompareResult
+from ewc_dqn.compare_stats import AGGREGATE_NAMES, CLIP, Band
 
 
 def _colours(labels: Sequence[str]) -> dict[str, object]:
@@ -183,3 +185,51 @@ def plot_forgetting_transfer(
     fig.supylabel("normalised score (clipped at 1)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def draw_comparison(result: CompareResult) -> None:
+    """Write every figure of ``result`` into its folder and record their names in it."""
+    out, groups = result.out_dir, result.groups
+    result.figures = {
+        "total": "total_score.png",
+        "per_game": "per_game_scores.png",
+        "aggregates": "final_aggregates.png",
+        "forgetting_transfer": "forgetting_transfer.png",
+    }
+    baseline_total = None
+    if set(result.baselines) == set(result.games):
+        baseline_total = float(sum(min(v, CLIP) for v in result.baselines.values()))
+    plot_total_curves(
+        out / result.figures["total"],
+        {g.label: g.total_band for g in groups},
+        len(result.games),
+        baseline_total,
+    )
+    plot_per_game(
+        out / result.figures["per_game"],
+        result.games,
+        {g.label: g.game_bands for g in groups},
+        result.train_spans,
+        result.baselines,
+    )
+    plot_aggregates(
+        out / result.figures["aggregates"],
+        {g.label: _point_low_high(g.aggregates) for g in groups},
+    )
+    plot_forgetting_transfer(
+        out / result.figures["forgetting_transfer"],
+        result.games,
+        {g.label: st.mean_over_runs(g.forgetting) for g in groups},
+        {g.label: st.mean_over_runs(g.transfer) for g in groups},
+    )
+    if result.improvement:
+        result.figures["improvement"] = "probability_of_improvement.png"
+        plot_probability_of_improvement(out / result.figures["improvement"], result.improvement)
+
+
+def _point_low_high(
+    aggregates: dict[str, tuple[float, float, float]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """{name: (point, low, high)} -> (points, lows, highs), each in AGGREGATE_NAMES order."""
+    table = np.array([aggregates[name] for name in st.AGGREGATE_NAMES])
+    return table[:, 0], table[:, 1], table[:, 2]

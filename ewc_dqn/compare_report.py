@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ewc_dqn import compare_stats as st
+from ewc_dqn.compare_data import CompareResult
 from ewc_dqn.compare_stats import CLIP
-
-if TYPE_CHECKING:
-    from ewc_dqn.compare import CompareResult
 
 FORGETTING_DEFINITION = """\
 **Forgetting** (after CORA, Powers et al. 2022, extended to games that recur). Let s_g(e) be

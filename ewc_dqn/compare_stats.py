@@ -282,54 +282,6 @@ def forward_transfer(
     return mean, last
 
 
-def adjusted_rand_index(labels_a: Sequence[object], labels_b: Sequence[object]) -> float:
-    """Adjusted Rand index of two labelings of the same items (1 = same partition, ~0 = chance).
-
-    Hubert & Arabie (1985). Two partitions with no pairs to compare (every item alone in both,
-    or a single item) count as identical: 1.0, as scikit-learn does.
-    """
-    return _ari(_contingency(labels_a, labels_b), lambda n: n * (n - 1) / 2)
-
-
-def partition_ari(labels_a: Sequence[object], labels_b: Sequence[object]) -> float:
-    """Adjusted Rand index of two partitions of a few items, each item standing for an equal,
-    large mass (the limit of ``adjusted_rand_index`` with every item repeated m times, m -> inf).
-
-    For labels with one item per class, such as the task id each game used at an evaluation,
-    the plain ARI is degenerate: no two items share a game, so it is 0 for any merge at all
-    (and 1 only when every id differs). Here a game is a block of equally weighted frames:
-    games [A, B, C] with ids [0, 1, 1] score 4/7, with ids [0, 1, 2] score 1.
-    """
-    # Pair counts of m-fold copies are m^2 n^2 / 2 up to O(m) terms; the m^2 cancels in the ARI.
-    return _ari(_contingency(labels_a, labels_b), lambda n: n * n / 2)
-
-
-def _contingency(labels_a: Sequence[object], labels_b: Sequence[object]) -> np.ndarray:
-    """(classes of a, classes of b) table of item counts."""
-    if len(labels_a) != len(labels_b):
-        raise ValueError(f"{len(labels_a)} labels vs {len(labels_b)}")
-    _, a = np.unique(np.asarray(labels_a, dtype=str), return_inverse=True)
-    _, b = np.unique(np.asarray(labels_b, dtype=str), return_inverse=True)
-    table = np.zeros((a.max(initial=-1) + 1, b.max(initial=-1) + 1))
-    np.add.at(table, (a, b), 1)
-    return table
-
-
-def _ari(table: np.ndarray, pairs: Callable[[np.ndarray], np.ndarray]) -> float:
-    """ARI from a contingency table, with ``pairs`` mapping item counts to pair counts."""
-
-    def total(n: np.ndarray) -> float:
-        return float(pairs(n).sum())
-
-    joint, rows, cols = total(table), total(table.sum(1)), total(table.sum(0))
-    every = total(np.array([table.sum()]))
-    expected = rows * cols / every if every else 0.0
-    best = (rows + cols) / 2
-    if best == expected:
-        return 1.0
-    return (joint - expected) / (best - expected)
-
-
 def _check_2d(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a, dtype=float)
     if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:

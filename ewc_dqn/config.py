@@ -18,6 +18,7 @@ import typing
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from envs.games import Suite, resolve_game
 from envs.schedule import MINATAR_POOL, Schedule, ScheduleConfig
 from envs.vector import EnvConfig
 from ewc_dqn.agent import AgentConfig
@@ -25,8 +26,6 @@ from ewc_dqn.errors import UserError
 from ewc_dqn.ewc import EWCConfig
 from ewc_dqn.fmn import FMNConfig
 from ewc_dqn.networks import NetworkConfig
-
-Suite = Literal["atari", "minatar"]
 
 
 @dataclass(frozen=True)
@@ -75,26 +74,24 @@ class TrainConfig:
     inferred labels that flicker between tasks for a few steps."""
     task_labels: Literal["true", "inferred"] = "true"
     """Task identity from the schedule ('true') or from forget-me-not on the frames ('inferred')."""
-    seed: int = 0
+    seed: int = field(default=0, metadata={"not_a_variant": True})
     """Seed of the agent, the environments and the replay (the schedule has its own)."""
-    checkpoint_every: int = 1_000_000
+    checkpoint_every: int = field(default=1_000_000, metadata={"not_a_variant": True})
     """Agent steps between checkpoints (also at every visit's end and at the end of the run)."""
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = field(default=2, metadata={"not_a_variant": True})
     """Complete checkpoints kept on disk (older ones are deleted)."""
     save_replay: bool = True
     """Replay buffers go into checkpoints (on by default). `--no-save-replay` leaves them out:
     smaller checkpoints, but a resumed run restarts with empty buffers, so resume is only
     approximate."""
-    log_every: int = 10_000
+    log_every: int = field(default=10_000, metadata={"not_a_variant": True})
     """Agent steps between training-scalar log lines."""
-    torch_threads: int = 0
+    torch_threads: int = field(default=0, metadata={"not_a_variant": True})
     """CPU threads for torch (0: torch's default)."""
 
     @property
     def suite(self) -> Suite:
         """The suite of the schedule's games (or of its pool when the games are drawn)."""
-        from envs.games import resolve_game
-
         names = self.schedule.games or self.schedule.pool
         return resolve_game(names[0]).suite
 
@@ -478,6 +475,26 @@ def preset(name: str, suite: Suite | None = None) -> TrainConfig:
 
 
 # --- (de)serialisation --------------------------------------------------------------------
+
+
+NOT_A_VARIANT = "not_a_variant"
+"""Metadata key of the config fields whose value never makes two runs different experiments: a
+seed (runs that differ in seeds alone are replicates), a thread count, the checkpoint and log
+cadence. The comparison of runs groups them by every other field."""
+
+
+def not_a_variant_fields(config: Any = None, prefix: str = "") -> frozenset[str]:
+    """Dotted names of the fields of ``config`` (default: ``TrainConfig()``), nested configs
+    included, marked ``metadata={"not_a_variant": True}``."""
+    config = TrainConfig() if config is None else config
+    names: set[str] = set()
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.metadata.get(NOT_A_VARIANT):
+            names.add(prefix + f.name)
+        elif dataclasses.is_dataclass(value):
+            names |= not_a_variant_fields(value, f"{prefix}{f.name}.")
+    return frozenset(names)
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:

@@ -26,8 +26,9 @@ in which copies finish:
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -35,7 +36,7 @@ import torch
 
 from envs.games import GameSpec
 from envs.make import EnvCache, make_env
-from envs.scores import ReferenceNotMeasuredError, normalised_score
+from envs.scores import ReferenceNotMeasuredError, clipped_total, normalised_score
 from envs.vector import EnvConfig
 
 QFunction = Callable[[torch.Tensor, int], torch.Tensor]
@@ -153,6 +154,46 @@ def evaluate_game(
     )
 
 
+def evaluate_games(
+    network: QFunction,
+    games: Sequence[GameSpec],
+    true_tasks: Sequence[int],
+    env_config: EnvConfig,
+    eval_label: Callable[[np.ndarray, int], int],
+    *,
+    episodes: int,
+    frames: int,
+    epsilon: float,
+    seed_of: Callable[[int], int],
+    device: torch.device,
+    envs: EnvCache | None = None,
+) -> list[GameScore]:
+    """``evaluate_game`` on each game in turn: ``true_tasks`` its task in the run's schedule (-1
+    for a game the run never trained), ``eval_label(frame, true task)`` the task id the network
+    plays with, ``seed_of(true task)`` the seed of that game's evaluation."""
+    return [
+        evaluate_game(
+            network,
+            game,
+            env_config,
+            functools.partial(_label_as, eval_label, true_task=true_task),
+            episodes=episodes,
+            frames=frames,
+            epsilon=epsilon,
+            seed=seed_of(true_task),
+            device=device,
+            envs=envs,
+        )
+        for game, true_task in zip(games, true_tasks, strict=True)
+    ]
+
+
+def _label_as(
+    eval_label: Callable[[np.ndarray, int], int], frame: np.ndarray, true_task: int
+) -> int:
+    return eval_label(frame, true_task)
+
+
 def _normalised(game: GameSpec, raw: float) -> float:
     """The normalised score, or NaN where the game has no measured reference (yet)."""
     try:
@@ -167,13 +208,31 @@ def paper_total(scores: list[GameScore]) -> float:
     Games without a usable reference score (NaN) are left out of the sum; ``format_scores`` says
     how many games it covers. NaN only when no game has a reference.
     """
-    values = np.array([s.normalised for s in scores], dtype=np.float64)
-    if not np.isfinite(values).any():
-        return float("nan")
-    return float(np.nansum(np.minimum(values, 1.0)))
+    return float(clipped_total([s.normalised for s in scores]))
 
 
 def paper_mean(scores: list[GameScore]) -> float:
     """Unclipped mean normalised score over the games with a usable reference (NaN if none)."""
     values = np.array([s.normalised for s in scores], dtype=np.float64)
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def format_scores(scores: list[GameScore], total: float, header: str = "") -> str:
+    """A terminal table of per-game scores and the paper's total."""
+    lines = [header] if header else []
+    lines.append(f"  {'game':<24}{'episodes':>9}{'raw score':>14}{'normalised':>12}{'task':>6}")
+    for s in scores:
+        norm = f"{s.normalised:.3f}" if np.isfinite(s.normalised) else "n/a"
+        raw = f"{s.raw_mean:>14.1f}" if np.isfinite(s.raw_mean) else f"{'no episode':>14}"
+        flag = "" if s.complete else "  incomplete: an episode was cut"
+        lines.append(f"  {s.game:<24}{s.episodes:>9}{raw}{norm:>12}{s.task_id:>6}{flag}")
+    counted = sum(1 for s in scores if np.isfinite(s.normalised))
+    scope = (
+        ""
+        if counted == len(scores)
+        else f", over the {counted} games with a reference score and a finished episode"
+    )
+    lines.append(
+        f"  total normalised score (clipped at 1 per game{scope}, max {counted}): {total:.3f}"
+    )
+    return "\n".join(lines)

@@ -2,7 +2,7 @@
 2017, SI; Milan et al. 2016).
 
 Each task owns a factored per-pixel categorical model of one frame with a Dirichlet prior over
-quantised levels (maths in ``ewc_dqn.dirichlet``). Time is cut into windows of ``window`` model
+quantised levels (maths in ``ewc_dqn.fmn_maths``). Time is cut into windows of ``window`` model
 observations, one every ``update_period`` agent steps. Within a window every model, plus one
 untrained *hold-out* model, is tentatively updated with each frame, and each frame is scored by
 every model's predictive after the earlier frames of the window, so a window's score is each
@@ -32,14 +32,14 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from ewc_dqn.dirichlet import (
+from ewc_dqn.errors import UserError
+from ewc_dqn.fmn_maths import (
     best_two_segments,
     dirichlet_log_likelihood,
     filter_step,
     frame_log_likelihood,
     switch_rate,
 )
-from ewc_dqn.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -88,31 +88,3 @@ def fmn_frame(frame: np.ndarray) -> np.ndarray:
     """The environment's newest frame (C, H, W) in the layout FMN takes: Atari (84, 84)
     greyscale; MinAtar (10, 10, 10) planes, channels first (FMNConfig.channel_axis = 0)."""
     return frame[0] if frame.shape[0] == 1 else frame
-
-
-def adjusted_rand_from_counts(counts: dict[tuple[int, int], int]) -> float:
-    """Adjusted Rand index of two labelings given as a contingency table {(true, used): n}.
-
-    Same value as ``sklearn.metrics.adjusted_rand_score`` on the expanded label arrays, computed
-    from the counts so the training loop never keeps a per-step history. 1.0 for identical
-    partitions (and for a single cluster on both sides), about 0 for unrelated ones.
-    """
-    if not counts:
-        return 1.0
-    n_ij = np.array(list(counts.values()), dtype=np.float64)
-    trues = sorted({t for t, _ in counts})
-    useds = sorted({u for _, u in counts})
-    a = np.array([sum(c for (t, _), c in counts.items() if t == k) for k in trues], np.float64)
-    b = np.array([sum(c for (_, u), c in counts.items() if u == k) for k in useds], np.float64)
-    n = n_ij.sum()
-
-    def pairs(x: np.ndarray) -> float:
-        return float((x * (x - 1) / 2).sum())
-
-    index, sum_a, sum_b = pairs(n_ij), pairs(a), pairs(b)
-    total = n * (n - 1) / 2
-    expected = sum_a * sum_b / total if total > 0 else 0.0
-    max_index = (sum_a + sum_b) / 2
-    if max_index == expected:  # both partitions trivial in the same way
-        return 1.0
-    return float((index - expected) / (max_index - expected))

@@ -9,7 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ewc_dqn.run_files import TRAIN_COLUMNS, TRAIN_CSV, CsvLog, truncate_csv_after, truncate_file
+from torch.utils.tensorboard import SummaryWriter
+
+from ewc_dqn.run_folder import TRAIN_COLUMNS, TRAIN_CSV, CsvLog, truncate_csv_after, truncate_file
 
 
 class MetricsLogger:
@@ -33,8 +35,6 @@ class MetricsLogger:
         )
         if self._tb_dir is not None:
             if self._tb is None:
-                from torch.utils.tensorboard import SummaryWriter
-
                 # purge_step drops TensorBoard events past the checkpoint we resumed from.
                 self._tb = SummaryWriter(str(self._tb_dir), purge_step=self._resume_step)
             for tag, v in scalars.items():

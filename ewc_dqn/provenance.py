@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ale_py import roms
 
 from envs.games import resolve_game
 from ewc_dqn.errors import UserError
-from ewc_dqn.run_files import read_json, write_json_atomic
+from ewc_dqn.run_folder import read_json, write_json_atomic
 
 PROVENANCE_FILE = "provenance.json"
 PACKAGES = ("torch", "numpy", "ale-py", "gymnasium", "minatar", "ewc-dqn")
@@ -82,10 +83,8 @@ def rom_md5(rom_id: str) -> str | None:
     """MD5 of the ROM file ale-py loads for ``rom_id`` (``pong``); None if it has none, or the
     file is not the one ale-py expects."""
     try:
-        from ale_py import roms
-
         path = roms.get_rom_path(rom_id)
-    except (ImportError, OSError):
+    except OSError:
         return None
     return None if path is None else hashlib.md5(Path(path).read_bytes()).hexdigest()
 

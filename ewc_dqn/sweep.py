@@ -1,6 +1,6 @@
 """Train every (variant, seed) combination of a preset, then compare them.
 
-    python train_agent.py sweep --preset minatar --variants no-ewc,ewc-true,ewc-inferred \\
+    ewc-dqn sweep --preset minatar --variants no-ewc,ewc-true,ewc-inferred \\
         --seeds 0-4 --out runs/sweep [--address ray://head:10001] [--agent.lr 1e-4 ...]
 
 Each combination is one run in its own folder, ``<out>/<variant>/seed<k>``, trained as one Ray
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal, NamedTuple
@@ -35,9 +36,15 @@ from tqdm import tqdm
 from envs.schedule import Schedule
 from ewc_dqn.cli_config import default_config, with_games
 from ewc_dqn.cli_errors import exit_on_user_errors
+from ewc_dqn.compare import compare_runs
+from ewc_dqn.compare_data import CompareError
+from ewc_dqn.compare_report import format_summary
 from ewc_dqn.config import TrainConfig
 from ewc_dqn.errors import EXIT_STOPPED, UserError
-from ewc_dqn.run_files import CONFIG_FILE, FINAL_FILE, load_run
+from ewc_dqn.run_builder import make_schedule, start_run
+from ewc_dqn.run_folder import CONFIG_FILE, FINAL_FILE, load_run
+from ewc_dqn.run_plots import write_run_plots
+from ewc_dqn.threads import torch_threads
 
 
 class Variant(NamedTuple):
@@ -122,8 +129,9 @@ class RunOutcome:
     message: str
 
 
-def sweep_main(argv: list[str]) -> int:
-    """``train_agent.py sweep ...``: parse, plan, train, compare; returns the exit status."""
+def sweep_main(argv: list[str] | None = None, prog: str = "ewc-dqn sweep") -> int:
+    """``ewc-dqn sweep ...``: parse, plan, train, compare; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
     with exit_on_user_errors():
         fixed = sorted({a.split("=")[0] for a in argv} & set(SET_BY_SWEEP))
         if fixed:
@@ -135,7 +143,7 @@ def sweep_main(argv: list[str]) -> int:
             SweepArgs,
             default=default,
             args=argv,
-            prog="train_agent.py sweep",
+            prog=prog,
             config=(tyro.conf.FlagCreatePairsOff,),
         )
         specs = plan_runs(args)
@@ -189,8 +197,6 @@ def variant_config(base: TrainConfig, variant: str) -> TrainConfig:
 
 def plan_runs(args: SweepArgs) -> list[RunSpec]:
     """Every (variant, seed) run of the sweep, sharing one schedule; UserError on bad input."""
-    from ewc_dqn.run import make_schedule
-
     variants, seeds = parse_variants(args.variants), parse_seeds(args.seeds)
     if args.cpus_per_run <= 0 or (args.gpus_per_run or 0) < 0 or args.runs_per_gpu < 1:
         raise UserError("cpus_per_run must be > 0, gpus_per_run >= 0 and runs_per_gpu >= 1")
@@ -209,10 +215,8 @@ def plan_runs(args: SweepArgs) -> list[RunSpec]:
 
 def train_run(spec: RunSpec) -> RunOutcome:
     """Train one run to its end: a new run, or the run already in its folder resumed (its config
-    must equal ``spec.config``). Every error becomes a failed outcome with a one-line reason."""
-    from ewc_dqn.run import start_run
-    from ewc_dqn.run_report import write_run_plots
-
+    must equal ``spec.config``). Every error becomes a failed outcome with a one-line reason;
+    a bug (not a UserError) prints its traceback as well."""
     try:
         resume = (spec.run_dir / CONFIG_FILE).exists()
         trainer = start_run(
@@ -224,14 +228,18 @@ def train_run(spec: RunSpec) -> RunOutcome:
             show_progress=False,
         )
         try:
-            finished = trainer.run()
+            with torch_threads(spec.config.torch_threads):  # restored for the next run
+                finished = trainer.train()
         finally:
             trainer.close()
         if not finished:
             return RunOutcome(spec.name, spec.run_dir, "stopped", "stopped before its end")
         write_run_plots(spec.run_dir)
         return RunOutcome(spec.name, spec.run_dir, "finished", "resumed" if resume else "new")
-    except Exception as err:  # a sweep reports a broken run and goes on with the others
+    except UserError as err:  # a sweep reports a run it cannot train and goes on with the others
+        return RunOutcome(spec.name, spec.run_dir, "failed", one_line(err))
+    except Exception as err:  # a bug: its traceback too, then on with the other runs
+        traceback.print_exc()
         return RunOutcome(spec.name, spec.run_dir, "failed", one_line(err))
 
 
@@ -332,8 +340,6 @@ def _report(outcome: RunOutcome, bar: tqdm) -> None:
 
 def _compare(args: SweepArgs, specs: list[RunSpec]) -> bool:
     """Compare every run with evaluations into <out>/comparison; False when that failed."""
-    from ewc_dqn.compare import CompareError, compare_runs, format_summary
-
     dirs = [s.run_dir for s in specs if _has_evaluations(s.run_dir)]
     if not dirs:
         print("no run has evaluations yet: nothing to compare")

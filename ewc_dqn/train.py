@@ -22,11 +22,9 @@ gradient or weight stops the run with a ``DivergenceError`` before any checkpoin
 from __future__ import annotations
 
 import math
-import signal
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -40,17 +38,18 @@ from envs.make import EnvCache
 from envs.schedule import Schedule, Visit
 from envs.vector import EnvConfig
 from ewc_dqn.agent import DQNAgent
-from ewc_dqn.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from ewc_dqn.checkpoint import does_not_fit, latest_checkpoint, load_checkpoint, save_checkpoint
 from ewc_dqn.config import TrainConfig
-from ewc_dqn.dqn import linear_epsilon
+from ewc_dqn.consolidation import ConsolidationPolicy
 from ewc_dqn.errors import UserError
-from ewc_dqn.evaluation import GameScore, evaluate_game, paper_mean, paper_total
+from ewc_dqn.evaluation import GameScore, evaluate_games, format_scores, paper_mean, paper_total
 from ewc_dqn.ewc import EWCConsolidator
 from ewc_dqn.faults import FaultPoint
-from ewc_dqn.labels import TaskLabeler, adjusted_rand_from_counts
+from ewc_dqn.labels import TaskLabeler
 from ewc_dqn.metrics import MetricsLogger
+from ewc_dqn.rand_index import adjusted_rand_from_counts
 from ewc_dqn.replay import FrameReplay
-from ewc_dqn.run_files import (
+from ewc_dqn.run_folder import (
     EVAL_COLUMNS,
     EVAL_CSV,
     FINAL_FILE,
@@ -63,6 +62,7 @@ from ewc_dqn.run_files import (
     write_json_atomic,
 )
 from ewc_dqn.run_lock import RunLock
+from ewc_dqn.stop_signals import StopSignals
 
 ReplayFactory = Callable[[np.random.Generator], FrameReplay]
 
@@ -104,6 +104,7 @@ class Trainer:
         agent: DQNAgent,
         labeler: TaskLabeler,
         ewc: EWCConsolidator | None,
+        consolidation: ConsolidationPolicy,
         make_replay: ReplayFactory,
         rng: np.random.Generator,
         logger: MetricsLogger,
@@ -116,6 +117,7 @@ class Trainer:
         self.agent = agent
         self.labeler = labeler
         self.ewc = ewc
+        self.consolidation = consolidation  # when a task left is consolidated (with self.ewc)
         self.make_replay = make_replay
         self.rng = rng
         self.logger = logger
@@ -129,18 +131,16 @@ class Trainer:
         self.replays: dict[int, FrameReplay] = {}
         self.replay_born: dict[int, int] = {}  # task -> its agent steps when its replay was made
         self.counters = TaskCounters({}, {})
-        self.consolidated_at: dict[int, int] = {}  # task -> its agent steps at last consolidation
         self.current_task: int | None = None
         self.eval_index = 0
         self.pending_eval: int | None = None  # visit whose end-of-visit evaluation is due
         self.next_eval_frames = config.eval.every_frames or math.inf
-        self.update_debt = 0.0
         self.label_counts: dict[tuple[int, int], int] = defaultdict(int)  # (true, used) -> steps
         # Transient.
         self.run_lock: RunLock | None = None  # the run folder's lock, released by close()
         self._fault = FaultPoint.from_env()
         self._finite_at = 0  # agent steps at the last check that found everything finite
-        self._stop_signal: int | None = None
+        self._stop = StopSignals()
         self._envs = EnvCache()  # training and evaluation environments, reset with a seed
         self._acc: dict[str, list[float]] = defaultdict(list)
         self._eval_log = CsvLog(self.run_dir / EVAL_CSV, EVAL_COLUMNS)
@@ -148,7 +148,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ the loop
 
-    def run(self, stop_after_steps: int | None = None) -> bool:
+    def train(self, stop_after_steps: int | None = None) -> bool:
         """Train until the schedule's end, a stop signal, or the first checkpoint at or after
         ``stop_after_steps`` agent steps (for time-sliced jobs); True when the schedule
         finished."""
@@ -160,13 +160,13 @@ class Trainer:
             disable=not self.show_progress,
             dynamic_ncols=True,
         )
-        with _stop_on_signals(self):
+        with self._stop:
             self._evaluate_pending()  # a visit ended just before the last checkpoint
-            while self.frames < total and self._stop_signal is None:
+            while self.frames < total and not self._stop.requested:
                 visit, _ = self.schedule.visit_at(self.frames)
                 ckpt_frames = self._next_checkpoint_step() * self.frames_per_step
                 self._play_segment(visit, min(visit.end_frame, ckpt_frames), bar)
-                if self._stop_signal is not None:
+                if self._stop.requested:
                     break
                 if self.frames >= visit.end_frame:
                     self.pending_eval = visit.index
@@ -178,7 +178,7 @@ class Trainer:
                 if stop_after_steps is not None and self.step >= stop_after_steps:
                     break
         bar.close()
-        if self._stop_signal is not None:
+        if self._stop.requested:
             self.save()
         # A stop that came while the last visit's checkpoint was written leaves its evaluation
         # pending: the run is then unfinished, and resuming runs that evaluation first.
@@ -189,7 +189,7 @@ class Trainer:
         return finished
 
     def _evaluate_pending(self) -> None:
-        if self.pending_eval is not None and self._stop_signal is None:
+        if self.pending_eval is not None and not self._stop.requested:
             self.evaluate(self.schedule.visits[self.pending_eval])
             self._fault.at("evaluated", self.step)
             self.pending_eval = None
@@ -203,13 +203,12 @@ class Trainer:
     def _play_segment(self, visit: Visit, end_frame: int, bar: tqdm) -> None:
         """Play ``visit``'s game from a fresh reset until ``end_frame`` frames in all."""
         env = self._envs.get(self.games[visit.task], self.config.env)
-        cfg = self.config.agent
         n = env.num_envs
         c = env.frame_shape[0]
         obs = env.reset(seed=self._segment_seed())
         need_first = True  # obs must open a stream in the acting task's replay
         t0, s0 = time.perf_counter(), self.step
-        while self.frames < end_frame and self._stop_signal is None:
+        while self.frames < end_frame and not self._stop.requested:
             task = self.labeler.train_label(obs[0, -c:], visit.task)
             self.label_counts[(visit.task, task)] += n
             if task != self.current_task:
@@ -223,20 +222,13 @@ class Trainer:
                 false = np.zeros(n, dtype=bool)
                 replay.add(obs[:, -c:], zeros, zeros, false, false, np.ones(n, dtype=bool))
                 need_first = False
-            eps = linear_epsilon(
-                self.counters.steps.get(task, 0),
-                cfg.eps_start,
-                cfg.eps_end,
-                cfg.eps_decay_start,
-                cfg.eps_decay_end,
-            )
+            eps = self.agent.epsilon(self.counters.steps.get(task, 0))
             actions = self.agent.act(obs, task, eps, self.rng)
             step = env.step(actions)
-            reward = np.clip(step.reward, -1, 1) if cfg.clip_rewards else step.reward
             replay.add(
                 step.obs[:, -c:],
                 actions,
-                reward,
+                self.agent.learning_reward(step.reward),
                 step.terminated,
                 step.truncated,
                 step.is_first,
@@ -248,8 +240,6 @@ class Trainer:
             if self.ewc is not None:
                 self.ewc.add_frames(task, n * env.frames_per_step)
             self._learn(task, replay, n)
-            if self.step // cfg.target_update > prev_step // cfg.target_update:
-                self.agent.sync_target()
             self._record_episodes(visit, step)
             obs = step.obs
             bar.update(n)
@@ -265,30 +255,27 @@ class Trainer:
         return (self.config.seed * 1_000_003 + self.frames) % (2**31 - 1)
 
     def _learn(self, task: int, replay: FrameReplay, new_steps: int) -> None:
-        cfg = self.config.agent
-        self.update_debt += new_steps / cfg.train_every
-        # The start counts the task's own agent steps since its replay was made (its epsilon
-        # timer's clock), not what the replay can sample now: a full buffer holds a few entries
-        # less than its capacity (episode first frames), so a start equal to the capacity would
-        # never be reached.
-        if self.counters.steps[task] - self.replay_born[task] < cfg.learning_starts:
-            self.update_debt = 0.0
-            return
+        """Hand the agent the steps just played; it updates and syncs as its rules say."""
         penalty = self.ewc.penalty if self.ewc is not None else None
-        while self.update_debt >= 1.0:
-            batch = replay.sample(cfg.batch_size).to(self.device)
-            for k, v in self.agent.update(batch, task, penalty).items():
+        for stats in self.agent.learn(
+            task,
+            replay.sample,
+            new_steps,
+            replay_steps=self.counters.steps[task] - self.replay_born[task],
+            run_steps=self.step,
+            penalty=penalty,
+        ):
+            for k, v in stats.items():
                 self._acc[k].append(v)
-            self.update_debt -= 1.0
 
     def _switch_task(self, task: int) -> None:
         """The acting task changes: consolidate the task just left, open the new one."""
         left = self.current_task
         if left is not None and self.ewc is not None:
-            trained = self.counters.steps.get(left, 0) - self.consolidated_at.get(left, 0)
-            if left not in self.consolidated_at or trained >= self.config.consolidation_min_steps:
+            left_steps = self.counters.steps.get(left, 0)
+            if self.consolidation.due(left, left_steps):
                 self.consolidate(left)
-                self.consolidated_at[left] = self.counters.steps.get(left, 0)
+                self.consolidation.consolidated(left, left_steps)
         if task not in self.replays:
             self.replays[task] = self.make_replay(self.rng)
             self.replay_born[task] = self.counters.steps.get(task, 0)
@@ -380,24 +367,20 @@ class Trainer:
     def evaluate(self, visit: Visit) -> list[GameScore]:
         """Score every game of the schedule with learning off; log and return the scores."""
         ev = self.config.eval
-        eval_env = _eval_env_config(self.config)
-        scores = []
-        net = self.agent.online
-        for spec, true_task in zip(self.games, range(len(self.games)), strict=True):
-            scores.append(
-                evaluate_game(
-                    net,
-                    spec,
-                    eval_env,
-                    lambda frame, t=true_task: self.labeler.eval_label(frame, t),
-                    episodes=ev.episodes,
-                    frames=ev.frames,
-                    epsilon=ev.epsilon,
-                    seed=10_000_019 * (self.config.seed + 1) + 7919 * self.eval_index + true_task,
-                    device=self.device,
-                    envs=self._envs,
-                )
-            )
+        seed = 10_000_019 * (self.config.seed + 1) + 7919 * self.eval_index
+        scores = evaluate_games(
+            self.agent.online,
+            self.games,
+            range(len(self.games)),
+            _eval_env_config(self.config),
+            self.labeler.eval_label,
+            episodes=ev.episodes,
+            frames=ev.frames,
+            epsilon=ev.epsilon,
+            seed_of=lambda true_task: seed + true_task,
+            device=self.device,
+            envs=self._envs,
+        )
         total = paper_total(scores)
         mean = paper_mean(scores)
         ari = adjusted_rand_from_counts(self.label_counts)
@@ -487,15 +470,17 @@ class Trainer:
                 "next_eval_frames": None
                 if math.isinf(self.next_eval_frames)
                 else self.next_eval_frames,
-                "update_debt": self.update_debt,
+                # The agent's (in the loop's fields, where checkpoints have always kept it).
+                "update_debt": self.agent.update_debt,
                 "label_counts": [[t, u, c] for (t, u), c in sorted(self.label_counts.items())],
             },
             "counters": self.counters.state_dict(),
-            "consolidated_at": {str(k): v for k, v in self.consolidated_at.items()},
+            "consolidated_at": self.consolidation.state_dict(),
             "replay_born": {str(k): v for k, v in self.replay_born.items()},
             "agent": self.agent.state_dict(),
             "labeler": self.labeler.state_dict(),
             "rng": self.rng.bit_generator.state,
+            # Kept for the checkpoint format; nothing in training draws from torch's generator.
             "torch_rng": torch.get_rng_state(),
             "replay_tasks": sorted(self.replays),
             # The logs as they stand at this checkpoint; resuming cuts them back to these sizes.
@@ -534,14 +519,13 @@ class Trainer:
         self.pending_eval = loop["pending_eval"]
         nxt = loop["next_eval_frames"]
         self.next_eval_frames = math.inf if nxt is None else nxt
-        self.update_debt = float(loop["update_debt"])
         self.label_counts = defaultdict(int, {(t, u): c for t, u, c in loop["label_counts"]})
         self.counters.load_state_dict(state["counters"])
-        self.consolidated_at = {int(k): int(v) for k, v in state["consolidated_at"].items()}
+        self.consolidation.load_state_dict(state["consolidated_at"])
         self.agent.load_state_dict(state["agent"])
+        self.agent.update_debt = float(loop["update_debt"])
         self.labeler.load_state_dict(state["labeler"])
         self.rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
         if self.ewc is not None:
             self.ewc.load_state_dict(state["ewc"])
         self.replays = {}
@@ -605,11 +589,9 @@ class Trainer:
         try:
             self.load_state_dict(state)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
-            reason = " ".join(str(e).split())[:300] or type(e).__name__
-            raise CheckpointError(
-                f"checkpoint {path} does not fit this run ({self.config.variant}, "
-                f"{self.config.suite}, network {self.config.network.arch}): {reason}"
-            ) from None
+            cfg = self.config
+            run = f"this run ({cfg.variant}, {cfg.suite}, network {cfg.network.arch})"
+            raise does_not_fit(path, e, run) from None
 
     def close(self) -> None:
         """Close the logs and let the run folder's lock go."""
@@ -660,46 +642,3 @@ def _is_a(value: Any, kind: type | None) -> bool:
 
 def _eval_env_config(config: TrainConfig) -> EnvConfig:
     return replace(config.env, num_envs=config.eval.num_envs)
-
-
-def format_scores(scores: list[GameScore], total: float, header: str = "") -> str:
-    """A terminal table of per-game scores and the paper's total."""
-    lines = [header] if header else []
-    lines.append(f"  {'game':<24}{'episodes':>9}{'raw score':>14}{'normalised':>12}{'task':>6}")
-    for s in scores:
-        norm = f"{s.normalised:.3f}" if np.isfinite(s.normalised) else "n/a"
-        raw = f"{s.raw_mean:>14.1f}" if np.isfinite(s.raw_mean) else f"{'no episode':>14}"
-        flag = "" if s.complete else "  incomplete: an episode was cut"
-        lines.append(f"  {s.game:<24}{s.episodes:>9}{raw}{norm:>12}{s.task_id:>6}{flag}")
-    counted = sum(1 for s in scores if np.isfinite(s.normalised))
-    scope = (
-        ""
-        if counted == len(scores)
-        else f", over the {counted} games with a reference score and a finished episode"
-    )
-    lines.append(
-        f"  total normalised score (clipped at 1 per game{scope}, max {counted}): {total:.3f}"
-    )
-    return "\n".join(lines)
-
-
-@contextmanager
-def _stop_on_signals(trainer: Trainer):
-    """Ctrl-C or SIGTERM asks the loop to stop after the current step (then it checkpoints)."""
-
-    def handler(signum, _frame):
-        if trainer._stop_signal is not None:  # a second Ctrl-C: give up at once
-            raise KeyboardInterrupt
-        trainer._stop_signal = signum
-        tqdm.write(f"received {signal.Signals(signum).name}: saving a checkpoint and stopping")
-
-    try:
-        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread (e.g. inside a Ray worker thread)
-        yield
-        return
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)

@@ -19,7 +19,7 @@ from ewc_dqn.audit import audit_run
 from ewc_dqn.checkpoint import latest_checkpoint, load_checkpoint
 from ewc_dqn.config import ATARI, ATARI_DRY, PRESETS, TrainConfig, scaled
 from ewc_dqn.replay import FrameReplay
-from ewc_dqn.run import build_trainer, make_schedule, resolve_device, single_game_schedule
+from ewc_dqn.run_builder import build_trainer, make_schedule, resolve_device, single_game_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,7 @@ def test_every_preset_makes_updates_at_its_own_ratios(name, suite, tmp_path):
     trainer = build_trainer(
         small, make_schedule(small), tmp_path, resolve_device("cpu"), show_progress=False
     )
-    trainer.run(stop_after_steps=stop)
+    trainer.train(stop_after_steps=stop)
     trainer.close()
     assert trainer.step == stop and trainer.counters.steps[0] == stop
     # Updates from the first vectorised step at which the task's steps reach the start.

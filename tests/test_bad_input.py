@@ -24,7 +24,7 @@ from ewc_dqn.cli_errors import exit_on_user_errors
 from ewc_dqn.compare import CompareError
 from ewc_dqn.config import TrainConfig, preset
 from ewc_dqn.errors import UserError
-from ewc_dqn.run import RunError, build_trainer, make_schedule, resolve_device
+from ewc_dqn.run_builder import RunError, build_trainer, make_schedule, resolve_device
 from ewc_dqn.run_lock import LOCK_FILE
 from ewc_dqn.sweep import sweep_main
 

@@ -9,16 +9,12 @@ import numpy as np
 import pytest
 
 from ewc_dqn import compare_stats as st
-from ewc_dqn.compare import (
-    CompareArgs,
-    CompareError,
-    compare_runs,
-    format_summary,
-    group_labels,
-    is_ignored,
-    main,
-)
-from ewc_dqn.run_files import (
+from ewc_dqn import rand_index as ri
+from ewc_dqn.cli_compare import CompareArgs, main
+from ewc_dqn.compare import compare_runs
+from ewc_dqn.compare_data import CompareError, group_labels, is_ignored
+from ewc_dqn.compare_report import format_summary
+from ewc_dqn.run_folder import (
     CONFIG_FILE,
     EVAL_COLUMNS,
     EVAL_CSV,
@@ -53,7 +49,7 @@ def make_run(
     scores_eg = np.asarray(scores_eg, dtype=float)
     visit_e = list(range(len(visits))) if visit_e is None else visit_e
     assert len(visit_e) == len(scores_eg)
-    cfg = {"variant": variant, "seed": seed, "run": {"run_dir": str(path), "device": "cpu"}}
+    cfg = {"variant": variant, "seed": seed, "torch_threads": 1, "env": {"num_threads": 2}}
     cfg.update(config or {"ewc": {"lam": 400.0}, "agent": {"lr": 0.00025}})
     write_json_atomic(path / CONFIG_FILE, cfg)
     schedule = [
@@ -439,15 +435,15 @@ def test_bootstrap_mean_over_runs_and_curves() -> None:
 
 
 def test_config_grouping_ignores_bookkeeping() -> None:
-    assert is_ignored("seed") and is_ignored("schedule.seed") and is_ignored("run.run_dir")
-    assert is_ignored("run.device") and not is_ignored("ewc.lam")
-    assert not is_ignored("agent.target_update_every")
+    assert is_ignored("seed") and is_ignored("schedule.seed") and is_ignored("torch_threads")
+    assert is_ignored("env.num_threads") and is_ignored("log_every") and not is_ignored("ewc.lam")
+    assert not is_ignored("agent.target_update") and not is_ignored("save_replay")
     configs = [
-        {"variant": "ewc-true", "seed": 0, "run": {"run_dir": "a"}, "ewc": {"lam": 400}},
-        {"variant": "ewc-true", "seed": 1, "run": {"run_dir": "b"}, "ewc": {"lam": 400}},
-        {"variant": "ewc-true", "seed": 0, "run": {"run_dir": "c"}, "ewc": {"lam": 100}},
-        {"variant": "dqn", "seed": 0, "run": {"run_dir": "d"}, "ewc": {"lam": 1}},
-        {"variant": "dqn", "seed": 1, "run": {"run_dir": "e"}, "ewc": {"lam": 1}, "x": [1, 2]},
+        {"variant": "ewc-true", "seed": 0, "env": {"num_threads": 1}, "ewc": {"lam": 400}},
+        {"variant": "ewc-true", "seed": 1, "env": {"num_threads": 2}, "ewc": {"lam": 400}},
+        {"variant": "ewc-true", "seed": 0, "env": {"num_threads": 3}, "ewc": {"lam": 100}},
+        {"variant": "dqn", "seed": 0, "env": {"num_threads": 4}, "ewc": {"lam": 1}},
+        {"variant": "dqn", "seed": 1, "env": {"num_threads": 5}, "ewc": {"lam": 1}, "x": [1, 2]},
     ]
     labels = [label for label, _ in group_labels(configs)]
     assert labels == [
@@ -475,15 +471,25 @@ def _no_nan(name: str) -> None:
 
 
 def test_adjusted_rand_index() -> None:
-    assert st.adjusted_rand_index(["a", "b", "c"], [5, 6, 7]) == 1.0  # relabelled, same partition
-    assert st.adjusted_rand_index(["a", "a", "b", "b"], [1, 1, 2, 2]) == 1.0
-    assert st.adjusted_rand_index(["a", "b", "c", "d"], [0, 0, 0, 0]) == 0.0
+    assert ri.adjusted_rand_index(["a", "b", "c"], [5, 6, 7]) == 1.0  # relabelled, same partition
+    assert ri.adjusted_rand_index(["a", "a", "b", "b"], [1, 1, 2, 2]) == 1.0
+    assert ri.adjusted_rand_index(["a", "b", "c", "d"], [0, 0, 0, 0]) == 0.0
     # Contingency [[1, 1, 0], [0, 2, 0], [1, 0, 2]]: 2 agreeing pairs, 5 pairs in each labeling,
     # 21 pairs in all: (2 - 5 * 5 / 21) / (5 - 5 * 5 / 21) = 17 / 80 (scikit-learn agrees).
     a, b = [0, 0, 1, 1, 2, 2, 2], [0, 1, 1, 1, 2, 2, 0]
-    assert st.adjusted_rand_index(a, b) == pytest.approx(17 / 80)
-    assert st.adjusted_rand_index([0, 0, 1, 1], [0, 0, 0, 1]) == pytest.approx(0.0)
-    assert st.adjusted_rand_index(["a"], [3]) == 1.0
+    assert ri.adjusted_rand_index(a, b) == pytest.approx(17 / 80)
+    assert ri.adjusted_rand_index([0, 0, 1, 1], [0, 0, 0, 1]) == pytest.approx(0.0)
+    assert ri.adjusted_rand_index(["a"], [3]) == 1.0
+
+
+def test_adjusted_rand_index_is_scikit_learns() -> None:
+    from sklearn.metrics import adjusted_rand_score
+
+    rng = np.random.default_rng(0)
+    for n, k in [(2, 2), (10, 3), (200, 4), (1000, 12)]:
+        a, b = rng.integers(0, k, n).tolist(), rng.integers(0, k, n).tolist()
+        assert ri.adjusted_rand_index(a, b) == pytest.approx(adjusted_rand_score(a, b), abs=1e-12)
+        assert ri.adjusted_rand_index(a, a) == adjusted_rand_score(a, a) == 1.0
 
 
 @pytest.mark.parametrize(
@@ -494,22 +500,22 @@ def test_partition_ari_is_the_ari_of_equally_weighted_games(ids) -> None:
     # One item per game: the plain ARI is 0 for any shared id; replicating every game's item
     # m times approaches the partition ARI as m grows.
     m = 4000
-    replicated = st.adjusted_rand_index(np.repeat(games, m).tolist(), np.repeat(ids, m).tolist())
-    assert st.partition_ari(games, ids) == pytest.approx(replicated, abs=1e-3)
-    assert st.partition_ari(games, [9 - i for i in ids]) == st.partition_ari(games, ids)
+    replicated = ri.adjusted_rand_index(np.repeat(games, m).tolist(), np.repeat(ids, m).tolist())
+    assert ri.partition_ari(games, ids) == pytest.approx(replicated, abs=1e-3)
+    assert ri.partition_ari(games, [9 - i for i in ids]) == ri.partition_ari(games, ids)
 
 
 def test_partition_ari_values() -> None:
-    assert st.partition_ari(["A", "B", "C"], [0, 1, 1]) == pytest.approx(4 / 7)
-    assert st.partition_ari(["A", "B", "C"], [0, 1, 2]) == 1.0
-    assert st.partition_ari(["A", "B", "C"], [7, 7, 7]) == 0.0
-    assert st.adjusted_rand_index(["A", "B", "C"], [0, 1, 1]) == 0.0  # the degenerate plain ARI
+    assert ri.partition_ari(["A", "B", "C"], [0, 1, 1]) == pytest.approx(4 / 7)
+    assert ri.partition_ari(["A", "B", "C"], [0, 1, 2]) == 1.0
+    assert ri.partition_ari(["A", "B", "C"], [7, 7, 7]) == 0.0
+    assert ri.adjusted_rand_index(["A", "B", "C"], [0, 1, 1]) == 0.0  # the degenerate plain ARI
 
 
 def test_a_config_from_before_a_field_existed_groups_with_current_ones(tmp_path: Path) -> None:
     from ewc_dqn.config import PRESETS
-    from ewc_dqn.run import run_config_dict
-    from ewc_dqn.run_files import load_run
+    from ewc_dqn.run_builder import run_config_dict
+    from ewc_dqn.run_folder import load_run
 
     current = run_config_dict(PRESETS["minatar"]["minatar"])
     older = json.loads(json.dumps(current))

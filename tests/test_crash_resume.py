@@ -21,7 +21,7 @@ from ewc_dqn.agent import AgentConfig, DQNAgent
 from ewc_dqn.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from ewc_dqn.config import preset
 from ewc_dqn.networks import NetworkConfig, QNetwork
-from ewc_dqn.run import build_trainer, make_schedule, resolve_device
+from ewc_dqn.run_builder import build_trainer, make_schedule, resolve_device
 from ewc_dqn.train import DivergenceError
 from ewc_dqn.transition import Transition
 

@@ -4,6 +4,7 @@ online mode, state round trips and input checks."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -12,16 +13,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from ewc_dqn.ewc import (
-    EWCConfig,
-    EWCConsolidator,
+from ewc_dqn.ewc import EWCConfig, EWCConsolidator
+from ewc_dqn.ewc_maths import (
+    Tensors,
     ewc_penalty,
-    ewc_penalty_naive,
     merge_quadratics,
     online_fisher_update,
     quadratic_penalty,
 )
 from ewc_dqn.networks import NetworkConfig, QNetwork
+
+
+def ewc_penalty_naive(
+    params: Tensors, terms: Sequence[tuple[Tensors, Tensors]], lam: float
+) -> torch.Tensor:
+    """The reference: the penalty summed term by term over ``terms = [(F_k, anchor_k), ...]``
+    (K passes over the parameters), which the merged quadratic must equal."""
+    total = ewc_penalty(params, *terms[0], lam=lam)
+    for fisher, anchor in terms[1:]:
+        total = total + ewc_penalty(params, fisher, anchor, lam=lam)
+    return total
 
 
 def small_net(seed: int = 0) -> nn.Module:
@@ -54,7 +65,7 @@ def naive64(model: nn.Module, terms, lam: float):
 def test_penalty_and_gradient_match_float64_naive_sum_with_replacements(num_tasks):
     model = small_net()
     gen = torch.Generator().manual_seed(num_tasks)
-    ewc = EWCConsolidator(model, lam=400.0)
+    ewc = EWCConsolidator(model, EWCConfig(lam=400.0))
     terms = {}
     for k in range(num_tasks):
         terms[k] = random_term(model, gen)
@@ -81,7 +92,7 @@ def test_penalty_is_stable_when_parameters_sit_on_the_anchors():
     # larger than the float32 resolution of the true (small) value.
     model = small_net()
     gen = torch.Generator().manual_seed(3)
-    ewc = EWCConsolidator(model, lam=1.0)
+    ewc = EWCConsolidator(model, EWCConfig(lam=1.0))
     fisher, _ = random_term(model, gen)
     ewc.consolidate(0, fisher)  # anchored at the current parameters
     value = ewc.penalty()
@@ -92,12 +103,12 @@ def test_replacing_an_entry_removes_exactly_its_old_contribution():
     model = small_net()
     gen = torch.Generator().manual_seed(1)
     a, b, b_new = (random_term(model, gen) for _ in range(3))
-    replaced = EWCConsolidator(model, lam=2.0)
+    replaced = EWCConsolidator(model, EWCConfig(lam=2.0))
     replaced.consolidate(0, *a)
     replaced.consolidate(1, *b)
     replaced.penalty()
     replaced.consolidate(1, *b_new)
-    fresh = EWCConsolidator(model, lam=2.0)
+    fresh = EWCConsolidator(model, EWCConfig(lam=2.0))
     fresh.consolidate(0, *a)
     fresh.consolidate(1, *b_new)
     assert replaced.penalty().item() == pytest.approx(fresh.penalty().item(), rel=1e-6)
@@ -190,7 +201,7 @@ def test_backward_twice_through_one_penalty_is_refused():
 def test_activation_clock_runs_from_each_tasks_first_frame():
     model = small_net()
     gen = torch.Generator().manual_seed(2)
-    ewc = EWCConsolidator(model, config=EWCConfig(lam=1.0, start_frames=100))
+    ewc = EWCConsolidator(model, EWCConfig(lam=1.0, start_frames=100))
     a, b = random_term(model, gen), random_term(model, gen)
     ewc.add_frames(0, 90)
     ewc.add_frames(1, 5)  # task 1 first appears at frame 90; task 0 keeps its clock
@@ -219,7 +230,7 @@ def test_inference_delay_cannot_hold_a_term_back():
     model = small_net()
     gen = torch.Generator().manual_seed(3)
     visit, delay = 1_000, 12
-    ewc = EWCConsolidator(model, config=EWCConfig(lam=1.0, start_frames=visit))
+    ewc = EWCConsolidator(model, EWCConfig(lam=1.0, start_frames=visit))
     ewc.add_frames(0, visit + delay)  # game A's visit and the first frames of game B
     ewc.add_frames(1, visit - delay)  # game B's visit, short by the delay
     term = random_term(model, gen)
@@ -234,7 +245,7 @@ def test_current_task_can_be_left_out():
     model = small_net()
     gen = torch.Generator().manual_seed(4)
     a, b = random_term(model, gen), random_term(model, gen)
-    ewc = EWCConsolidator(model, config=EWCConfig(lam=1.0, include_current_task=False))
+    ewc = EWCConsolidator(model, EWCConfig(lam=1.0, include_current_task=False))
     ewc.consolidate(0, *a)
     ewc.consolidate(1, *b)
     assert ewc.penalty(current_task=0).item() == pytest.approx(
@@ -244,7 +255,7 @@ def test_current_task_can_be_left_out():
         naive64(model, [a], 1.0)[0], rel=1e-6
     )
     assert ewc.penalty().item() == pytest.approx(naive64(model, [a, b], 1.0)[0], rel=1e-6)
-    included = EWCConsolidator(model, lam=1.0)
+    included = EWCConsolidator(model, EWCConfig(lam=1.0))
     included.consolidate(0, *a)
     included.consolidate(1, *b)
     assert included.penalty(current_task=0).item() == pytest.approx(
@@ -256,7 +267,7 @@ def test_online_mode_keeps_one_decayed_fisher_and_the_latest_anchor():
     model = small_net()
     gen = torch.Generator().manual_seed(6)
     gamma = 0.5
-    ewc = EWCConsolidator(model, config=EWCConfig(lam=1.0, mode="online", online_gamma=gamma))
+    ewc = EWCConsolidator(model, EWCConfig(lam=1.0, mode="online", online_gamma=gamma))
     terms = [random_term(model, gen) for _ in range(3)]
     for k, term in enumerate(terms):
         ewc.consolidate(k % 2, *term)  # task 0 recurs: online mode folds it in again
@@ -276,7 +287,7 @@ def test_online_mode_keeps_one_decayed_fisher_and_the_latest_anchor():
 def test_online_mode_holds_back_a_term_until_its_task_is_active():
     model = small_net()
     gen = torch.Generator().manual_seed(7)
-    ewc = EWCConsolidator(model, config=EWCConfig(lam=1.0, mode="online", start_frames=10))
+    ewc = EWCConsolidator(model, EWCConfig(lam=1.0, mode="online", start_frames=10))
     ewc.add_frames(0, 4)
     early, late = random_term(model, gen), random_term(model, gen)
     ewc.consolidate(0, *early)
@@ -291,7 +302,7 @@ def test_online_mode_without_the_current_task_is_rejected():
     with pytest.raises(ValueError, match="online"):
         EWCConfig(mode="online", include_current_task=False).validate()
     with pytest.raises(ValueError, match="online"):
-        EWCConsolidator(small_net(), config=EWCConfig(mode="online", include_current_task=False))
+        EWCConsolidator(small_net(), EWCConfig(mode="online", include_current_task=False))
 
 
 @pytest.mark.parametrize("mode", ["separate", "online"])
@@ -301,7 +312,7 @@ def test_state_dict_round_trip_is_exact_and_json_safe(mode, tmp_path):
     model = small_net()
     gen = torch.Generator().manual_seed(8)
     cfg = EWCConfig(lam=7.0, mode=mode, start_frames=5)
-    ewc = EWCConsolidator(model, config=cfg)
+    ewc = EWCConsolidator(model, cfg)
     for k in (2, 0, 1, 0):
         ewc.add_frames(k, 3)
         ewc.consolidate(k, *random_term(model, gen))
@@ -311,7 +322,7 @@ def test_state_dict_round_trip_is_exact_and_json_safe(mode, tmp_path):
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp_path / "ewc.safetensors"))
     (tmp_path / "ewc.json").write_text(json.dumps(state))
 
-    restored = EWCConsolidator(model, config=cfg)
+    restored = EWCConsolidator(model, cfg)
     loaded = json.loads((tmp_path / "ewc.json").read_text())
     loaded["tensors"] = load_file(str(tmp_path / "ewc.safetensors"))
     restored.load_state_dict(loaded)
@@ -334,9 +345,9 @@ def test_load_state_dict_rejects_mismatches():
     with pytest.raises(ValueError, match="unexpected tensor"):
         EWCConsolidator(model).load_state_dict(bad)
     with pytest.raises(ValueError, match="mode"):
-        EWCConsolidator(model, config=EWCConfig(mode="online")).load_state_dict(state)
+        EWCConsolidator(model, EWCConfig(mode="online")).load_state_dict(state)
     with pytest.raises(ValueError, match="other parameters"):
-        EWCConsolidator(small_net(), config=EWCConfig(exclude=r"bias")).load_state_dict(state)
+        EWCConsolidator(small_net(), EWCConfig(exclude=r"bias")).load_state_dict(state)
 
 
 def test_bad_fisher_input_gets_a_clear_error():
@@ -367,14 +378,14 @@ def test_per_task_parameters_are_excluded_by_default():
     full = {n: torch.ones_like(p) for n, p in net.named_parameters()}
     ewc.consolidate(0, full)
     assert set(ewc.task_terms()[0][0]) == set(net.shared_parameter_names())
-    everything = EWCConsolidator(net, config=EWCConfig(exclude=r"^$"))
+    everything = EWCConsolidator(net, EWCConfig(exclude=r"^$"))
     assert len(everything.param_names) == len(list(net.parameters()))
 
 
 def test_penalty_drives_parameters_back_to_the_anchor():
     model = small_net()
     anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
-    ewc = EWCConsolidator(model, lam=1.0)
+    ewc = EWCConsolidator(model, EWCConfig(lam=1.0))
     ewc.consolidate(0, {n: torch.ones_like(p) for n, p in model.named_parameters()})
     with torch.no_grad():
         for p in model.parameters():
@@ -391,7 +402,7 @@ def test_penalty_drives_parameters_back_to_the_anchor():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_consolidator_follows_the_model_to_cuda():
     model = small_net()
-    ewc = EWCConsolidator(model, lam=1.0)
+    ewc = EWCConsolidator(model, EWCConfig(lam=1.0))
     ewc.consolidate(0, {n: torch.rand_like(p) for n, p in model.named_parameters()})
     with torch.no_grad():
         for p in model.parameters():
@@ -423,7 +434,7 @@ def test_consolidate_from_replay_uses_the_config_and_protects_shared_weights():
         )
 
     cfg = EWCConfig(fisher_batches=3, fisher_batch_size=4, fisher_estimator="td")
-    ewc = EWCConsolidator(net, config=cfg)
+    ewc = EWCConsolidator(net, cfg)
     fisher = ewc.consolidate_from_replay(1, sample, target_model=net)
     assert set(fisher) == set(net.shared_parameter_names())
     gen.manual_seed(0)

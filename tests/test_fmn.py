@@ -13,7 +13,8 @@ from safetensors.numpy import load_file, save_file
 from scipy.special import gammaln
 from sklearn.metrics import adjusted_rand_score
 
-from ewc_dqn.dirichlet import (
+from ewc_dqn.fmn import FMNConfig, ForgetMeNot
+from ewc_dqn.fmn_maths import (
     best_two_segments,
     dirichlet_log_likelihood,
     filter_step,
@@ -21,7 +22,6 @@ from ewc_dqn.dirichlet import (
     log_rising_factorial,
     switch_rate,
 )
-from ewc_dqn.fmn import FMNConfig, ForgetMeNot
 
 # ---------------------------------------------------------------------------------------------
 # the maths

@@ -17,8 +17,8 @@ import torch
 
 from ewc_dqn.config import TrainConfig, preset
 from ewc_dqn.dqn import linear_epsilon
-from ewc_dqn.run import build_trainer, make_schedule, resolve_device
-from ewc_dqn.run_files import TRAIN_CSV
+from ewc_dqn.run_builder import build_trainer, make_schedule, resolve_device
+from ewc_dqn.run_folder import TRAIN_CSV
 
 GAMES = ("MinAtar/Breakout", "MinAtar/Freeway")
 
@@ -55,9 +55,9 @@ def test_the_penalty_holds_the_shared_weights_near_the_consolidated_task(tmp_pat
     moved, anchors = {}, {}
     for name, config in {"ewc": base, "none": replace(base, no_ewc=True)}.items():
         trainer = _trainer(config, tmp_path / name)
-        trainer.run(stop_after_steps=1_500)  # the end of Breakout's visit
+        trainer.train(stop_after_steps=1_500)  # the end of Breakout's visit
         anchors[name] = {k: v.detach().clone() for k, v in trainer.agent.online.named_parameters()}
-        assert trainer.run() is True
+        assert trainer.train() is True
         final = {k: v.detach().clone() for k, v in trainer.agent.online.named_parameters()}
         moved[name] = final
         if name == "ewc":
@@ -86,7 +86,7 @@ def test_a_term_activates_once_its_task_has_its_frames(tmp_path):
     config = _minatar(visits=2)
     config = replace(config, ewc=replace(config.ewc, start_frames=600))
     trainer = _trainer(config, tmp_path)
-    assert trainer.run() is True
+    assert trainer.train() is True
     trainer.close()
     active0 = _scalars(tmp_path, "ewc/task0/active")
     active1 = _scalars(tmp_path, "ewc/task1/active")
@@ -128,7 +128,7 @@ def test_evaluation_changes_no_training_state(tmp_path):
     touches neither the weights nor the replay."""
     config = _minatar(task_labels="inferred")
     trainer = _trainer(config, tmp_path)
-    trainer.run(stop_after_steps=400)
+    trainer.train(stop_after_steps=400)
     before = trainer.state_dict()
     replay = trainer.replays[0].state_dict()
     trainer.evaluate(trainer.schedule.visits[0])
@@ -171,7 +171,7 @@ def test_the_target_network_follows_the_online_one_at_its_period(tmp_path):
     trainer = _trainer(config, tmp_path)
     last_sync = None
     for stop in range(100, 1_100, 100):
-        trainer.run(stop_after_steps=stop)
+        trainer.train(stop_after_steps=stop)
         assert trainer.step == stop
         online = trainer.agent.online.state_dict()
         target = trainer.agent.target.state_dict()
@@ -199,7 +199,7 @@ def test_rewards_are_clipped_for_learning(tmp_path, clip):
         checkpoint_every=600,
     )  # fmt: skip
     trainer = _trainer(config, tmp_path)
-    trainer.run(stop_after_steps=600)
+    trainer.train(stop_after_steps=600)
     replay = trainer.replays[0]
     rewards = replay.sample(4_000).reward.numpy()
     trainer.close()
@@ -217,7 +217,7 @@ def test_each_task_explores_on_its_own_timer(tmp_path):
     at the acting task's step count."""
     config = _minatar(visits=2)
     trainer = _trainer(config, tmp_path)
-    assert trainer.run() is True
+    assert trainer.train() is True
     trainer.close()
     agent = config.agent
     eps = _scalars(tmp_path, "train/epsilon")

@@ -1,6 +1,6 @@
 """The paper's total score, sum over games of min(normalised, 1) with games lacking a reference
 left out, and the copies of that formula that must agree with it (ewc_dqn.evaluation,
-envs.scores, ewc_dqn.run_files)."""
+envs.scores, ewc_dqn.run_folder)."""
 
 import math
 
@@ -9,7 +9,7 @@ import pytest
 
 from envs.scores import ATARI_HUMAN, ATARI_RANDOM, normalised_score, total_clipped_score
 from ewc_dqn.evaluation import GameScore, paper_mean, paper_total
-from ewc_dqn.run_files import (
+from ewc_dqn.run_folder import (
     CONFIG_FILE,
     EVAL_COLUMNS,
     EVAL_CSV,

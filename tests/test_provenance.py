@@ -20,7 +20,7 @@ from ewc_dqn.provenance import (
     git_state,
     read_provenance,
 )
-from ewc_dqn.run import make_schedule, start_run
+from ewc_dqn.run_builder import make_schedule, start_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ewc_dqn.checkpoint import load_checkpoint
-from ewc_dqn.run import load_run_config
+from ewc_dqn.run_builder import load_run_config
 from ewc_dqn.run_lock import LOCK_FILE, RunInUseError, RunLock
 from ewc_dqn.sweep import RunSpec, train_run
 

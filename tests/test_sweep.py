@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ewc_dqn.config import preset
-from ewc_dqn.run_files import CONFIG_FILE, FINAL_FILE, SCHEDULE_FILE
+from ewc_dqn.run_folder import CONFIG_FILE, FINAL_FILE, SCHEDULE_FILE
 from ewc_dqn.sweep import VARIANTS, parse_seeds, parse_variants, sweep_main, variant_config
 
 ROOT = Path(__file__).resolve().parents[1]

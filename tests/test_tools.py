@@ -1,13 +1,11 @@
 """The mutation tools stay aimed at the code: every named mutant's text is still there once."""
 
-import sys
 from pathlib import Path
 
 import pytest
+from named_mutants import MUTANTS
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-from named_mutants import MUTANTS  # noqa: E402
 
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.name)

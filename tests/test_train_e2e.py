@@ -18,7 +18,7 @@ import train_agent
 from envs.schedule import Schedule
 from envs.scores import reference_scores
 from ewc_dqn.checkpoint import latest_checkpoint, load_checkpoint
-from ewc_dqn.run_files import EVAL_CSV, SUMMARY_CSV, load_run
+from ewc_dqn.run_folder import EVAL_CSV, SUMMARY_CSV, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 MINATAR = ["--preset", "smoke", "--games", "MinAtar/Breakout,MinAtar/Freeway", "--quiet"]
@@ -278,7 +278,7 @@ def test_existing_run_and_damaged_checkpoints_are_protected(tmp_path, refused):
 
 
 def test_device_auto_is_cpu_here_and_cuda_is_refused_without_gpu(tmp_path):
-    from ewc_dqn.run import RunError, resolve_device
+    from ewc_dqn.run_builder import RunError, resolve_device
 
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():

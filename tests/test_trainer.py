@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 
 from ewc_dqn.config import preset
-from ewc_dqn.labels import adjusted_rand_from_counts
-from ewc_dqn.run import build_trainer, make_schedule, resolve_device
-from ewc_dqn.run_files import TRAIN_CSV
+from ewc_dqn.rand_index import adjusted_rand_from_counts
+from ewc_dqn.run_builder import build_trainer, make_schedule, resolve_device
+from ewc_dqn.run_folder import TRAIN_CSV
 
 
 def _trainer(tmp_path, **overrides):

@@ -53,9 +53,10 @@ TESTS: dict[str, tuple[str, ...]] = {
     "ewc_dqn/agent.py": ("tests/test_agent.py", "tests/test_networks.py", "tests/test_dqn.py"),
     "ewc_dqn/replay.py": ("tests/test_replay.py",),
     "ewc_dqn/ewc.py": ("tests/test_ewc.py",),
+    "ewc_dqn/ewc_maths.py": ("tests/test_ewc.py",),
     "ewc_dqn/fisher.py": ("tests/test_fisher.py",),
     "ewc_dqn/fmn.py": ("tests/test_fmn.py",),
-    "ewc_dqn/dirichlet.py": ("tests/test_fmn.py",),
+    "ewc_dqn/fmn_maths.py": ("tests/test_fmn.py",),
     "ewc_dqn/evaluation.py": ("tests/test_paper_total.py", "tests/test_evaluation.py"),
     "envs/scores.py": ("tests/test_scores.py", "tests/test_paper_total.py"),
 }

@@ -6,10 +6,11 @@
 
 ``tools/mutants.py`` makes small syntactic mutants of one module at a time and runs that module's
 unit tests. The changes below are the other kind: each breaks the *algorithm* (what the agent
-learns or what the run reports) in the training loop, where a unit test of one module cannot see
-it. Each is an exact text substitution in a scratch copy of the repository (the working tree is
-never touched), and the tests that should notice run against it in a fresh interpreter. The
-report names every failing test, so a mutant that survives says which behaviour has no guard.
+learns or what the run reports) in the training loop and the agent's rules, where a unit test of
+one module cannot see it. Each is an exact text substitution in a scratch copy of the repository
+(the working tree is never touched), and the tests that should notice run against it in a fresh
+interpreter. The report names every failing test, so a mutant that survives says which behaviour
+has no guard.
 """
 
 from __future__ import annotations
@@ -78,17 +79,17 @@ MUTANTS = (
     NamedMutant(
         "total-not-clipped",
         "the paper's total sums the normalised scores without clipping each at 1",
-        "ewc_dqn/evaluation.py",
-        "np.nansum(np.minimum(values, 1.0))",
-        "np.nansum(values)",
+        "envs/scores.py",
+        "np.nansum(np.minimum(values, 1.0), axis=axis)",
+        "np.nansum(values, axis=axis)",
         ("tests/test_paper_total.py",),
     ),
     NamedMutant(
         "target-never-synced",
-        "the training loop never copies the online network into the target network",
-        "ewc_dqn/train.py",
-        "                self.agent.sync_target()\n",
-        "                pass\n",
+        "the agent never copies the online network into the target network",
+        "ewc_dqn/agent.py",
+        "            self.sync_target()\n",
+        "            pass\n",
         (LEARNING,),
     ),
     NamedMutant(
@@ -102,17 +103,17 @@ MUTANTS = (
     NamedMutant(
         "rewards-not-clipped",
         "rewards are stored for learning unclipped",
-        "ewc_dqn/train.py",
-        "reward = np.clip(step.reward, -1, 1) if cfg.clip_rewards else step.reward",
-        "reward = step.reward",
+        "ewc_dqn/agent.py",
+        "return np.clip(reward, -1, 1) if cfg.clip_rewards else reward",
+        "return reward",
         (LEARNING,),
     ),
     NamedMutant(
         "epsilon-on-global-counter",
         "epsilon follows the run's agent steps instead of the acting task's own",
         "ewc_dqn/train.py",
-        "                self.counters.steps.get(task, 0),\n                cfg.eps_start,",
-        "                self.step,\n                cfg.eps_start,",
+        "self.agent.epsilon(self.counters.steps.get(task, 0))",
+        "self.agent.epsilon(self.step)",
         (LEARNING,),
     ),
 )

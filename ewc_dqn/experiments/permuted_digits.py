@@ -24,7 +24,7 @@ from __future__ import annotations
 import gzip
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -33,10 +33,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import tyro
+from matplotlib.figure import Figure
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 from torch import nn
 
-from ewc_dqn.ewc import EWCConsolidator
+from ewc_dqn.ewc import EWCConfig, EWCConsolidator
 from ewc_dqn.fisher import fisher_diagonal, fisher_overlap
+from ewc_dqn.threads import torch_threads
 from ewc_dqn.transition import Transition
 
 Method = Literal["sgd", "l2", "ewc"]
@@ -115,9 +119,6 @@ class Dataset:
 def load_digits_dataset(test_fraction: float, seed: int, canvas: int = 8) -> Dataset:
     """scikit-learn's 8x8 digits, scaled to [0, 1] and centred on a blank ``canvas`` x
     ``canvas`` image, with a stratified train/test split."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
     if canvas < 8:
         raise ValueError(f"canvas must be >= 8 pixels, got {canvas}")
     digits = load_digits()
@@ -212,11 +213,10 @@ def train_sequence(
     ``final[t][j]``: test accuracy of task j after training task t; ``curve[j]``: test accuracy
     of task j after every epoch of the whole run (Fig. 3A).
     """
-    torch.manual_seed(cfg.seed)  # the same initial weights for every method
-    model = MLP(data.x_train.shape[1], cfg.hidden, 10)
+    model = _initial_model(cfg, data)  # the same initial weights for every method
     optimiser = torch.optim.SGD(model.parameters(), lr=cfg.lr)
     lam = {"sgd": 0.0, "l2": cfg.l2_lam, "ewc": cfg.ewc_lam}[method]
-    ewc = EWCConsolidator(model, lam=lam)
+    ewc = EWCConsolidator(model, EWCConfig(lam=lam))
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     tests = [(data.x_test[:, p], data.y_test) for p in perms]
     final: list[list[float]] = []
@@ -224,15 +224,8 @@ def train_sequence(
     for task, perm in enumerate(perms):
         x, y = data.x_train[:, perm], data.y_train
         for _ in range(cfg.epochs):
-            order = torch.randperm(len(x), generator=gen)
-            for lo in range(0, len(x), cfg.batch_size):
-                i = order[lo : lo + cfg.batch_size]
-                loss = F.cross_entropy(model(x[i]), y[i])
-                if method != "sgd":
-                    loss = loss + ewc.penalty()
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
+            penalty = None if method == "sgd" else ewc.penalty
+            _train_epoch(model, optimiser, x, y, cfg.batch_size, gen, penalty)
             for j, (xt, yt) in enumerate(tests):
                 curve[j].append(accuracy(model, xt, yt) if j <= task else float("nan"))
         final.append([accuracy(model, xt, yt) for xt, yt in tests[: task + 1]])
@@ -241,6 +234,35 @@ def train_sequence(
         elif method == "l2":
             ewc.consolidate(task, {n: torch.ones_like(p) for n, p in model.named_parameters()})
     return {"final": final, "curve": curve}
+
+
+def _initial_model(cfg: Config, data: Dataset) -> MLP:
+    """The MLP with initial weights drawn from a generator seeded with ``cfg.seed`` (torch's
+    initialisers draw from the default one: a fork of it, so the process's stays untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return MLP(data.x_train.shape[1], cfg.hidden, 10)
+
+
+def _train_epoch(
+    model: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    gen: torch.Generator,
+    penalty: Callable[[], torch.Tensor] | None,
+) -> None:
+    """One pass over (x, y) in minibatches drawn with ``gen``: cross-entropy plus ``penalty()``."""
+    order = torch.randperm(len(x), generator=gen)
+    for lo in range(0, len(x), batch_size):
+        i = order[lo : lo + batch_size]
+        loss = F.cross_entropy(model(x[i]), y[i])
+        if penalty is not None:
+            loss = loss + penalty()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
 
 
 def overlap_experiment(cfg: Config, data: Dataset) -> dict[str, dict[str, float]]:
@@ -265,36 +287,23 @@ def overlap_experiment(cfg: Config, data: Dataset) -> dict[str, dict[str, float]
 def _fishers_after_two_tasks(
     cfg: Config, data: Dataset, perms: Sequence[np.ndarray]
 ) -> list[dict[str, torch.Tensor]]:
-    torch.manual_seed(cfg.seed)
-    model = MLP(data.x_train.shape[1], cfg.hidden, 10)
+    model = _initial_model(cfg, data)
     optimiser = torch.optim.SGD(model.parameters(), lr=cfg.lr)
-    ewc = EWCConsolidator(model, lam=cfg.ewc_lam)
+    ewc = EWCConsolidator(model, EWCConfig(lam=cfg.ewc_lam))
     gen = torch.Generator().manual_seed(cfg.seed + 3)
     for task, perm in enumerate(perms):
         x, y = data.x_train[:, perm], data.y_train
         for _ in range(cfg.epochs):
-            order = torch.randperm(len(x), generator=gen)
-            for lo in range(0, len(x), cfg.batch_size):
-                i = order[lo : lo + cfg.batch_size]
-                loss = F.cross_entropy(model(x[i]), y[i]) + ewc.penalty()
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
+            _train_epoch(model, optimiser, x, y, cfg.batch_size, gen, ewc.penalty)
         ewc.consolidate(task, classifier_fisher(model, x, cfg.fisher_samples, gen))
     return [classifier_fisher(model, data.x_train[:, p], cfg.fisher_samples, gen) for p in perms]
 
 
 def plot(cfg: Config, results: dict[str, dict[str, object]], overlap: dict, out: Path) -> None:
     """Write fig3a_curves.png, fig3b_mean_accuracy.png and fig3c_overlap.png into ``out``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     methods = list(results)
-    fig, axes = plt.subplots(
-        len(methods), 1, figsize=(8, 2.2 * len(methods)), sharex=True, squeeze=False
-    )
+    fig = Figure(figsize=(8, 2.2 * len(methods)))
+    axes = fig.subplots(len(methods), 1, sharex=True, squeeze=False)
     for ax, method in zip(axes[:, 0], methods, strict=True):
         for j, acc in enumerate(results[method]["curve"]):  # type: ignore[arg-type]
             epochs = np.arange(1, len(acc) + 1)
@@ -311,7 +320,8 @@ def plot(cfg: Config, results: dict[str, dict[str, object]], overlap: dict, out:
         out / "fig3a_curves.png",
     )
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
     for method in methods:
         final = results[method]["final"]
         ax.plot(range(1, cfg.num_tasks + 1), [np.mean(f) for f in final], marker="o", label=method)  # type: ignore[union-attr]
@@ -321,7 +331,8 @@ def plot(cfg: Config, results: dict[str, dict[str, object]], overlap: dict, out:
     ax.legend()
     _save(fig, "cf. Fig. 3B", out / "fig3b_mean_accuracy.png")
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
     for label, per_layer in overlap.items():
         ax.plot(list(per_layer), list(per_layer.values()), marker="o", label=f"{label} permutation")
     ax.set_xlabel("layer (input to output)")
@@ -332,23 +343,15 @@ def plot(cfg: Config, results: dict[str, dict[str, object]], overlap: dict, out:
 
 
 def _save(fig, title: str, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main(cfg: Config) -> dict[str, object]:
     """Run every method on the same task sequence, print the tables, write plots."""
-    threads = torch.get_num_threads()
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         return _run(cfg)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(cfg: Config) -> dict[str, object]:

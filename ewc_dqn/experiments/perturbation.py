@@ -34,6 +34,7 @@ from typing import Literal
 import numpy as np
 import torch
 import tyro
+from matplotlib.figure import Figure
 from scipy import stats  # type: ignore[import-untyped]  # via scikit-learn, rliable
 from torch import nn
 from torch.func import functional_call
@@ -41,11 +42,18 @@ from torch.func import functional_call
 from envs.games import GameSpec, resolve_game
 from envs.scores import ReferenceNotMeasuredError, reference_scores
 from ewc_dqn.checkpoint import CheckpointError
+from ewc_dqn.cli_errors import exit_on_user_errors
 from ewc_dqn.errors import UserError
 from ewc_dqn.evaluation import evaluate_game
 from ewc_dqn.ewc import EWCConsolidator
 from ewc_dqn.replay import FrameReplay
-from ewc_dqn.run import TrainedPolicy, build_suite_network, load_trained_policy, resolve_device
+from ewc_dqn.run_builder import (
+    TrainedPolicy,
+    build_suite_network,
+    load_trained_policy,
+    resolve_device,
+)
+from ewc_dqn.threads import torch_threads
 
 Shape = Literal["isotropic", "inverse_fisher", "null_space"]
 SHAPES: tuple[Shape, ...] = ("isotropic", "inverse_fisher", "null_space")
@@ -236,13 +244,8 @@ def score(
 
 def main(cfg: Config) -> list[Point]:
     """Score every shape and size, print the table, write the figure and the CSV."""
-    threads = torch.get_num_threads()
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         return _run(cfg)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(cfg: Config) -> list[Point]:
@@ -377,12 +380,8 @@ def plot(
     points: list[Point], game: GameSpec, policy: TrainedPolicy, cfg: Config, path: Path
 ) -> None:
     """Mean return with its 95% interval against noise size, one line per shape."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     base = points[0]
     lo, hi = base.interval()
     ax.axhline(base.mean, color="black", lw=1, label="no noise")
@@ -403,11 +402,8 @@ def plot(
     fig.suptitle(f"Weight noise drawn at every step, agent step {policy.step}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 if __name__ == "__main__":
-    from ewc_dqn.cli_errors import exit_on_user_errors
-
     with exit_on_user_errors():
         main(tyro.cli(Config))

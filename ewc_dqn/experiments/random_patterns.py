@@ -43,7 +43,9 @@ from pathlib import Path
 
 import numpy as np
 import tyro
+from matplotlib.figure import Figure
 
+from ewc_dqn.cli_errors import exit_on_user_errors
 from ewc_dqn.errors import UserError
 
 LEARNERS = ("gd_first", "gd_capacity", "ewc")
@@ -302,13 +304,9 @@ def write_csv(path: Path, t: np.ndarray, sim: dict, ana: dict, cfg: Config) -> N
 
 def plot(cfg: Config, t: np.ndarray, sim: dict, ana: dict, floor: float, out: Path) -> None:
     """snr_first_pattern.png (Fig. 2 left) and retained_fraction.png (Fig. 2 right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     n = cfg.synapses
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig = Figure(figsize=(6, 4.2))
+    ax = fig.subplots()
     ax.plot(t, np.sqrt(n / t), color="grey", ls=":", label="power law sqrt(N/t)")
     for name in LEARNERS:
         snr = sim[name]["snr_first"]
@@ -327,7 +325,8 @@ def plot(cfg: Config, t: np.ndarray, sim: dict, ana: dict, floor: float, out: Pa
         out / "snr_first_pattern.png",
     )
 
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig = Figure(figsize=(6, 4.2))
+    ax = fig.subplots()
     for name in LEARNERS:
         ax.plot(t, ana[name]["retained"], color=COLOURS[name], lw=1.2, label=LABELS[name])
         ax.plot(t, sim[name]["retained"], "o", ms=3, color=COLOURS[name])
@@ -341,16 +340,11 @@ def plot(cfg: Config, t: np.ndarray, sim: dict, ana: dict, floor: float, out: Pa
 
 
 def _save(fig, title: str, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 if __name__ == "__main__":
-    from ewc_dqn.cli_errors import exit_on_user_errors
-
     with exit_on_user_errors():
         main(tyro.cli(Config))

@@ -28,11 +28,13 @@ from envs.schedule import Schedule, Visit, build_schedule
 from ewc_dqn.agent import DQNAgent, nonfinite_tensors
 from ewc_dqn.checkpoint import (
     CheckpointError,
+    does_not_fit,
     load_checkpoint,
     load_newest_checkpoint,
     resolve_checkpoint,
 )
 from ewc_dqn.config import TrainConfig, config_from_dict, config_to_dict
+from ewc_dqn.consolidation import ConsolidationPolicy
 from ewc_dqn.errors import UserError
 from ewc_dqn.ewc import EWCConsolidator
 from ewc_dqn.fmn import ForgetMeNot
@@ -41,7 +43,7 @@ from ewc_dqn.metrics import MetricsLogger
 from ewc_dqn.networks import QNetwork, build_q_network
 from ewc_dqn.provenance import check_roms, write_provenance
 from ewc_dqn.replay import FrameReplay
-from ewc_dqn.run_files import CONFIG_FILE, SCHEDULE_FILE, read_json, write_json_atomic
+from ewc_dqn.run_folder import CONFIG_FILE, SCHEDULE_FILE, read_json, write_json_atomic
 from ewc_dqn.run_lock import LOCK_FILE, RunInUseError, RunLock
 from ewc_dqn.train import Trainer
 from ewc_dqn.writable import check_creatable_folder, make_folder
@@ -148,13 +150,21 @@ def load_run_config(run_dir: Path) -> tuple[TrainConfig, Schedule]:
     return config, schedule
 
 
-def build_suite_network(config: TrainConfig) -> QNetwork:
+def build_suite_network(config: TrainConfig, init_seed: int | None = None) -> QNetwork:
     """The Q-network for the config's suite: stacked frames in, the suite's actions out
-    (Atari pixels scaled to [0, 1]; MinAtar's 0/1 planes as they are)."""
+    (Atari pixels scaled to [0, 1]; MinAtar's 0/1 planes as they are). ``init_seed``: initial
+    weights drawn from a generator seeded with it, the process's own torch generator untouched
+    (None: drawn from the process's generator, for a network whose weights are loaded next)."""
     (c, h, w), num_actions = frame_spec(config.suite)
     input_scale = 1.0 / 255.0 if config.suite == "atari" else 1.0
     in_shape = (config.env.frame_stack * c, h, w)
-    return build_q_network(in_shape, num_actions, config.network, input_scale)
+    if init_seed is None:
+        return build_q_network(in_shape, num_actions, config.network, input_scale)
+    # torch's initialisers draw from the default generator: fork it, seed the fork, and the
+    # network is built on the CPU, so the weights are the same on every device.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        return build_q_network(in_shape, num_actions, config.network, input_scale)
 
 
 @dataclass(frozen=True)
@@ -180,9 +190,7 @@ def load_trained_policy(path: Path, device: torch.device) -> TrainedPolicy:
     try:
         network.load_state_dict(state["agent"]["online"])
     except (KeyError, TypeError, RuntimeError) as e:
-        raise CheckpointError(
-            f"checkpoint {ckpt} does not fit its run's config: {' '.join(str(e).split())[:300]}"
-        ) from None
+        raise does_not_fit(ckpt, e) from None
     bad = nonfinite_tensors(network.state_dict())
     if bad:
         raise CheckpointError(
@@ -216,14 +224,11 @@ def build_trainer(
     resume_step: int | None = None,
     show_progress: bool = True,
 ) -> Trainer:
-    """Every part of a run, built explicitly, wired into a Trainer."""
-    config.validate()
-    if config.torch_threads > 0:
-        torch.set_num_threads(config.torch_threads)
-    torch.manual_seed(config.seed)  # network initialisation
+    """Every part of a run, built explicitly, wired into a Trainer (``start_run`` has checked
+    ``config`` against ``schedule``)."""
     frame_shape, _ = frame_spec(config.suite)
     stack = config.env.frame_stack
-    network = build_suite_network(config)
+    network = build_suite_network(config, init_seed=config.seed)
     agent = DQNAgent(network, config.agent, device)
     ewc = None if config.no_ewc else EWCConsolidator(agent.online, config=config.ewc)
     labeler: TaskLabeler = (
@@ -244,6 +249,7 @@ def build_trainer(
         agent=agent,
         labeler=labeler,
         ewc=ewc,
+        consolidation=ConsolidationPolicy(config.consolidation_min_steps),
         make_replay=make_replay,
         rng=np.random.default_rng(config.seed),
         logger=MetricsLogger(run_dir, resume_step=resume_step),
@@ -271,15 +277,21 @@ def start_run(
             raise RunError(f"{run_dir} holds a run with another configuration; not resuming it")
         if schedule is not None and schedule.to_json() != saved_schedule.to_json():
             raise RunError(f"{run_dir} holds a run with another schedule; not resuming it")
-        saved.validate()
-        saved.check_schedule(saved_schedule)
+        config, schedule = saved, saved_schedule
+    if config is None or schedule is None:
+        raise TypeError("start_run needs a config and a schedule for a new run")
+    # The one check of a run's settings, before anything is written or locked: bad input leaves
+    # the disk untouched.
+    config.validate()
+    config.check_schedule(schedule)
+    if resume:
         lock = RunLock.acquire(run_dir)
         trainer = None
         try:
             found = load_newest_checkpoint(run_dir, dev, check=_unusable_for_resume)
             trainer = build_trainer(
-                saved,
-                saved_schedule,
+                config,
+                schedule,
                 run_dir,
                 dev,
                 resume_step=found[1] if found else 0,
@@ -296,9 +308,6 @@ def start_run(
             raise
         trainer.run_lock = lock
         return trainer
-    assert config is not None and schedule is not None
-    config.validate()  # before anything is written: bad input leaves the disk untouched
-    config.check_schedule(schedule)
     lock = prepare_run_dir(run_dir, config, schedule)
     try:
         write_provenance(run_dir, schedule.games, dev, config.torch_threads)

@@ -42,6 +42,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from envs.scores import ReferenceNotMeasuredError, clipped_total, normalised_score
+from ewc_dqn.config import config_from_dict, config_to_dict
+
 CONFIG_FILE = "config.json"
 SCHEDULE_FILE = "schedule.json"
 TRAIN_CSV = "train.csv"
@@ -191,9 +194,6 @@ def with_default_fields(config: dict[str, Any]) -> dict[str, Any]:
     """config.json of a run with every field of this version: fields added after the run was
     written take their defaults, which keep the earlier behaviour, so runs from different
     versions compare field by field. A config this version cannot read is returned as it is."""
-    # Imported here: ewc_dqn.config pulls in torch, which reading a run's files does not need.
-    from ewc_dqn.config import config_from_dict, config_to_dict
-
     try:
         parsed = config_from_dict(config)
     except (ValueError, TypeError):
@@ -231,8 +231,6 @@ def _fill_normalised(ev: pd.DataFrame, summ: pd.DataFrame) -> tuple[pd.DataFrame
     missing = ev["normalised"].isna() if not ev.empty else None
     if missing is None or not missing.any():
         return ev, summ
-    from envs.scores import ReferenceNotMeasuredError, normalised_score
-
     ev = ev.copy()
     filled = set()
     for i in ev.index[missing]:
@@ -245,9 +243,8 @@ def _fill_normalised(ev: pd.DataFrame, summ: pd.DataFrame) -> tuple[pd.DataFrame
         filled.add(int(ev.at[i, "eval_index"]))
     if not filled:
         return ev, summ
-    # The same sum as ewc_dqn.evaluation.paper_total: games without a reference left out.
     by_eval = ev.groupby("eval_index")["normalised"]
-    totals = by_eval.apply(lambda x: x.clip(upper=1.0).sum(min_count=1))
+    totals = by_eval.apply(lambda x: clipped_total(x.to_numpy()))
     means = by_eval.mean()
     summ = summ.copy()
     todo = summ["eval_index"].isin(filled)

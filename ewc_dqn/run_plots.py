@@ -8,11 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-from ewc_dqn.run_files import load_run
+from ewc_dqn.run_folder import load_run
 
 
 def write_run_plots(run_dir: Path) -> list[Path]:
@@ -22,7 +20,8 @@ def write_run_plots(run_dir: Path) -> list[Path]:
         return []
     out = []
     games = list(dict.fromkeys(run.eval["game"]))
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     ax.plot(run.summary["frames"], run.summary["total_clipped"], marker="o", label=run.variant)
     _shade_visits(ax, run.schedule, games)
     ax.set_xlabel("training frames")
@@ -33,11 +32,9 @@ def write_run_plots(run_dir: Path) -> list[Path]:
     fig.tight_layout()
     out.append(Path(run_dir) / "total_score.png")
     fig.savefig(out[-1], dpi=110)
-    plt.close(fig)
 
-    fig, axes = plt.subplots(
-        len(games), 1, figsize=(7, 1.8 * len(games)), sharex=True, squeeze=False
-    )
+    fig = Figure(figsize=(7, 1.8 * len(games)))
+    axes = fig.subplots(len(games), 1, sharex=True, squeeze=False)
     for ax, game in zip(axes[:, 0], games, strict=True):
         rows = run.eval[run.eval["game"] == game]
         ax.plot(rows["frames"], rows["normalised"], marker=".")
@@ -49,12 +46,11 @@ def write_run_plots(run_dir: Path) -> list[Path]:
     fig.tight_layout()
     out.append(Path(run_dir) / "per_game.png")
     fig.savefig(out[-1], dpi=110)
-    plt.close(fig)
     return out
 
 
 def _shade_visits(ax, visits, games, only: str | None = None) -> None:
-    colours = plt.get_cmap("tab10")
+    colours = matplotlib.colormaps["tab10"]
     for v in visits:
         if only is not None and v["game"] != only:
             continue
