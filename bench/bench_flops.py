@@ -38,8 +38,8 @@ from ewc_dqn.agent import DQNAgent
 from ewc_dqn.config import ATARI
 from ewc_dqn.ewc import EWCConsolidator
 from ewc_dqn.networks import NetworkConfig
-from ewc_dqn.replay import Transition
-from ewc_dqn.run import build_suite_network
+from ewc_dqn.run_builder import build_suite_network
+from ewc_dqn.transition import Transition
 
 
 @dataclass(frozen=True)
