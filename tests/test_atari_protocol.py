@@ -60,15 +60,15 @@ def test_every_preset_can_run_its_own_schedule(name, suite):
 
 @pytest.mark.parametrize("name,suite", [(n, s) for n, by in PRESETS.items() for s in by])
 def test_every_preset_makes_updates_at_its_own_ratios(name, suite, tmp_path):
-    """Each preset scaled as a whole until its learning start is a few hundred agent steps: its
+    """Each preset scaled as a whole until its learning start is about 128 agent steps: its
     network (the preset's own), replay, copies and update period make updates from the start
     on, one per ``train_every`` agent steps (within the first visit: ``atari-dry``'s visits are
     already short)."""
     config = PRESETS[name][suite]
-    small = scaled(config, min(1.0, 256 / config.agent.learning_starts))
+    small = scaled(config, min(1.0, 128 / config.agent.learning_starts))
     agent, n = small.agent, small.env.num_envs
     first_visit = small.schedule.visit_frames // small.frames_per_step
-    stop = min(-(-(agent.learning_starts + 40 * agent.train_every) // n) * n, first_visit)
+    stop = min(-(-(agent.learning_starts + 16 * agent.train_every) // n) * n, first_visit)
     small = replace(small, checkpoint_every=stop, save_replay=False, torch_threads=1)
     trainer = build_trainer(
         small, make_schedule(small), tmp_path, resolve_device("cpu"), show_progress=False

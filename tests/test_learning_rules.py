@@ -80,14 +80,23 @@ def test_the_penalty_holds_the_shared_weights_near_the_consolidated_task(tmp_pat
     assert (penalty.loc[1_600:] > 0).all() and len(penalty.loc[1_600:]) >= 10
 
 
-def test_a_term_activates_once_its_task_has_its_frames(tmp_path):
-    """ewc.start_frames of one visit: Breakout's term counts from Freeway's first visit on,
-    Freeway's from Breakout's second visit on, and none before."""
+@pytest.fixture(scope="module")
+def two_rounds(tmp_path_factory):
+    """Breakout, Freeway, Breakout, Freeway (600 frames each) with ewc.start_frames of one
+    visit: the run folder and its config."""
+    run_dir = tmp_path_factory.mktemp("two-rounds")
     config = _minatar(visits=2)
     config = replace(config, ewc=replace(config.ewc, start_frames=600))
-    trainer = _trainer(config, tmp_path)
+    trainer = _trainer(config, run_dir)
     assert trainer.train() is True
     trainer.close()
+    return run_dir, config
+
+
+def test_a_term_activates_once_its_task_has_its_frames(two_rounds):
+    """ewc.start_frames of one visit: Breakout's term counts from Freeway's first visit on,
+    Freeway's from Breakout's second visit on, and none before."""
+    tmp_path, _ = two_rounds
     active0 = _scalars(tmp_path, "ewc/task0/active")
     active1 = _scalars(tmp_path, "ewc/task1/active")
     penalty = _scalars(tmp_path, "losses/ewc_penalty")
@@ -196,6 +205,7 @@ def test_rewards_are_clipped_for_learning(tmp_path, clip):
         schedule=replace(config.schedule, games=("SpaceInvaders", "Pong"), visits_per_game=1,
                          visit_frames=4_800),
         agent=replace(config.agent, clip_rewards=clip),
+        network=replace(config.network, arch="nature"),  # the rule is the loop's; a cheaper net
         checkpoint_every=600,
     )  # fmt: skip
     trainer = _trainer(config, tmp_path)
@@ -211,14 +221,11 @@ def test_rewards_are_clipped_for_learning(tmp_path, clip):
         assert rewards.max() >= 5
 
 
-def test_each_task_explores_on_its_own_timer(tmp_path):
+def test_each_task_explores_on_its_own_timer(two_rounds):
     """Epsilon decays over a task's own first 200 agent steps: Freeway's first visit starts
     from 1 again after Breakout has reached the floor, and each logged epsilon is the schedule
     at the acting task's step count."""
-    config = _minatar(visits=2)
-    trainer = _trainer(config, tmp_path)
-    assert trainer.train() is True
-    trainer.close()
+    tmp_path, config = two_rounds
     agent = config.agent
     eps = _scalars(tmp_path, "train/epsilon")
     task_steps = _scalars(tmp_path, "train/task_steps")
