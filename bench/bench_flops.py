@@ -92,6 +92,7 @@ class _Layer:
 def _layers_of_update(agent: DQNAgent, batch: Transition) -> list[_Layer]:
     """The conv/linear calls of one update with their input shapes, read with forward hooks."""
     calls: list[_Layer] = []
+    handles = []
     for net, differentiated in ((agent.online, True), (agent.target, False)):
         first = True
         for name, module in net.named_modules():
@@ -100,12 +101,11 @@ def _layers_of_update(agent: DQNAgent, batch: Transition) -> list[_Layer]:
                 def hook(mod, inputs, output, name=name, d=differentiated, f=first):
                     calls.append(_Layer(name, mod, tuple(inputs[0].shape), d, d and not f))
 
-                module.register_forward_hook(hook)
+                handles.append(module.register_forward_hook(hook))
                 first = False
     agent.update(batch, 0, None)
-    for net in (agent.online, agent.target):
-        for module in net.modules():
-            module._forward_hooks.clear()
+    for handle in handles:
+        handle.remove()
     # The online network runs once on s and s' together; the target once on s'.
     seen: dict[tuple[str, bool], _Layer] = {}
     for call in calls:

@@ -346,7 +346,7 @@ def make_mutants(module: str, text: str) -> list[Mutant]:
 # ------------------------------------------------------------------------------ running mutants
 
 
-def _scratch_copy() -> Path:
+def scratch_copy() -> Path:
     """A copy of the repository's sources and tests in a temporary folder."""
     scratch = Path(tempfile.mkdtemp(prefix="ewc-dqn-mutants-"))
     ignore = shutil.ignore_patterns(
@@ -402,7 +402,7 @@ def run_module(
         raise SystemExit(f"{module}: mapped test files missing: {missing}")
     text = (ROOT / module).read_text()
     mutants = make_mutants(module, text)
-    scratches = [_scratch_copy() for _ in range(jobs)]
+    scratches = [scratch_copy() for _ in range(jobs)]
     try:
         t0 = time.perf_counter()
         pid = _start(scratches[0], module, ast.unparse(ast.parse(text)), tests, log_dir / "clean")

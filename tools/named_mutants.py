@@ -25,9 +25,9 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from mutants import scratch_copy  # tools/ is on the path as the script's folder (and in pytest)
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-from mutants import _scratch_copy  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def _failures(junit: Path) -> list[str]:
 
 def run(mutant: NamedMutant, suite: bool, log_dir: Path) -> tuple[list[str], int, float]:
     """Apply ``mutant`` to a scratch copy and run its tests; (failing tests, exit code, s)."""
-    scratch = _scratch_copy()
+    scratch = scratch_copy()
     try:
         target = scratch / mutant.path
         text = target.read_text()
