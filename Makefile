@@ -18,20 +18,20 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-# The main job: continual learning on the five MinAtar games (about 15 minutes on 2 idle CPU
-# cores), ending with the score table and the plot of total normalised score vs frames; a second
-# `make train` resumes an unfinished run.
+# The main job: EWC and plain DQN side by side on the same schedule of the five MinAtar games
+# (one core each; about 15 minutes on 2 idle CPU cores), then their comparison: both curves in
+# one plot, forgetting per game and one sentence of what it shows. A second `make train` resumes
+# what is unfinished and compares again.
 RUN ?= runs/minatar-quick
 train: install
-	@if [ -f $(RUN)/final.json ]; then echo "$(RUN) is finished; RUN=other/folder make train for a new run"; \
-	elif [ -f $(RUN)/config.json ]; then $(BIN)/python train_agent.py --resume $(RUN); \
-	else $(BIN)/python train_agent.py --preset minatar-quick --run-dir $(RUN); fi
+	$(BIN)/python train_agent.py sweep --preset minatar-quick --variants no-ewc,ewc-true \
+		--seeds 0 --out $(RUN)
 
 test: install
 	$(BIN)/python -m pytest tests
 
 lint: install
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy ewc_dqn envs
 
 bench: install
 	$(BIN)/python bench/bench_training.py

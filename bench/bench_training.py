@@ -117,6 +117,9 @@ class Args:
     """Preset of the continual measurement (a MinAtar one: minatar, smoke, ...)."""
     visit_steps: int = 1_500
     """Agent steps per visit in the continual measurement (4 visits; the last 2 are timed)."""
+    copies: int = 0
+    """Environment copies for both learners (0: the preset's own; SB3 gets the same number, with
+    its train_freq = train_every / copies vector steps so updates per agent step match)."""
     profile: bool = False
     """Also profile one extra run of our loop per network with cProfile (top functions)."""
     seed: int = 0
@@ -216,9 +219,12 @@ class CallTimer:
         return timed
 
 
-def bench_config(config: TrainConfig, learning_starts: int, lap: int, threads: int) -> TrainConfig:
+def bench_config(
+    config: TrainConfig, learning_starts: int, lap: int, threads: int, total_steps: int
+) -> TrainConfig:
     """``config`` with updates from ``learning_starts``, epsilon at its floor by then, a log
-    call every ``lap`` agent steps, no periodic checkpoints and a one-frame evaluation."""
+    call every ``lap`` agent steps, one checkpoint period as long as the run (``total_steps``
+    agent steps: no periodic checkpoint inside it) and a one-frame evaluation."""
     if lap % config.env.num_envs:
         raise ValueError(f"steps and learning_starts must be multiples of {config.env.num_envs}")
     return replace(
@@ -230,7 +236,7 @@ def bench_config(config: TrainConfig, learning_starts: int, lap: int, threads: i
             eps_decay_end=learning_starts,
         ),
         eval=EvalConfig(episodes=1, frames=1, epsilon=0.05, num_envs=1),
-        checkpoint_every=10**12,
+        checkpoint_every=total_steps,
         save_replay=False,
         log_every=lap,
         torch_threads=threads,
@@ -280,7 +286,7 @@ def run_ours(
 
 def measure_ours(setup: Setup, args: Args, threads: int, profiler=None) -> Measurement:
     ls = args.learning_starts
-    config = bench_config(setup.config, ls, math.gcd(ls, setup.steps), threads)
+    config = bench_config(setup.config, ls, math.gcd(ls, setup.steps), threads, ls + setup.steps)
     frames_per_step = config.env.frame_skip if config.suite == "atari" else 1
     schedule = single_game_schedule(setup.game, (ls + setup.steps) * frames_per_step)
     return run_ours(config, schedule, ls, args.device, profiler)
@@ -486,13 +492,19 @@ def ours_shared_params(config: TrainConfig, game: str) -> int:
     return sum(p.numel() for n, p in net.named_parameters() if n in shared)
 
 
+def with_copies(config: TrainConfig, copies: int) -> TrainConfig:
+    """``config`` with ``copies`` environment copies (0: unchanged)."""
+    return replace(config, env=replace(config.env, num_envs=copies)) if copies else config
+
+
 def throughput(args: Args, threads: int) -> None:
+    atari, minatar = preset("atari", "atari"), preset("minatar-single", "minatar")
     setups = {
-        "paper": Setup("paper (Pong)", "Pong", preset("atari", "atari"), args.steps or 200),
+        "paper": Setup("paper (Pong)", "Pong", with_copies(atari, args.copies), args.steps or 200),
         "minatar": Setup(
             "minatar (MinAtar/Breakout)",
             "MinAtar/Breakout",
-            preset("minatar-single", "minatar"),
+            with_copies(minatar, args.copies),
             args.steps or 4000,
         ),
     }
@@ -569,7 +581,7 @@ def continual(args: Args, threads: int) -> None:
     v, ls = args.visit_steps, args.learning_starts
     if v < ls:
         raise ValueError("--visit-steps must be at least --learning-starts")
-    base = bench_config(base, ls, math.gcd(ls, v), threads)
+    base = bench_config(base, ls, math.gcd(ls, v), threads, 4 * v)
     base = replace(
         base,
         schedule=replace(

@@ -157,6 +157,7 @@ def _group_result(
         final_frames=[float(r.frames_e[-1]) for r in runs],
         final_scores=final,
         final_total=_ci([r.total_clipped[-1] for r in runs], reps, seed, "final_total", label),
+        mean_total=_ci([np.mean(r.total_clipped) for r in runs], reps, seed, "mean_total", label),
         aggregates={
             n: (float(p), float(lo), float(hi))
             for n, p, lo, hi in zip(st.AGGREGATE_NAMES, point, low, high, strict=True)

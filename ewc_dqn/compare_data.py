@@ -59,6 +59,7 @@ class GroupResult:
     final_frames: list[float]
     final_scores: np.ndarray  # (R, G) final normalised scores, unclipped
     final_total: tuple[float, float, float]  # total clipped score: mean, CI low, CI high
+    mean_total: tuple[float, float, float]  # total clipped score averaged over a run's evaluations
     aggregates: dict[str, tuple[float, float, float]]  # rliable aggregates of clipped scores
     forgetting: np.ndarray  # (R, G) mean forgetting over later evaluations
     forgetting_final: np.ndarray  # (R, G) forgetting at the last evaluation

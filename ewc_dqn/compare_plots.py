@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from ewc_dqn import compare_stats as st
 from ewc_dqn.compare_data import CompareResult
 from ewc_dqn.compare_stats import AGGREGATE_NAMES, CLIP, Band
+from ewc_dqn.run_plots import shade_training
 
 
 def _colours(labels: Sequence[str]) -> dict[str, object]:
@@ -41,11 +42,18 @@ def _draw_band(ax: Axes, band: Band, colour: object, label: str) -> None:
 
 
 def plot_total_curves(
-    path: Path, bands: Mapping[str, Band], num_games: int, baseline_total: float | None
+    path: Path,
+    bands: Mapping[str, Band],
+    num_games: int,
+    baseline_total: float | None,
+    train_spans: Mapping[str, Sequence[tuple[float, float]]] | None = None,
 ) -> None:
-    """Total clipped normalised score vs frames per group, 95% bootstrap bands (Fig. 4B)."""
+    """Total clipped normalised score vs frames per group, 95% bootstrap bands (Fig. 4B); when
+    all runs share one schedule, each visit shaded and named after its game."""
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
+    if train_spans:
+        shade_training(ax, train_spans, sorted(train_spans))
     colours = _colours(list(bands))
     for label, band in bands.items():
         _draw_band(ax, band, colours[label], label)
@@ -204,6 +212,7 @@ def draw_comparison(result: CompareResult) -> None:
         {g.label: g.total_band for g in groups},
         len(result.games),
         baseline_total,
+        result.train_spans,
     )
     plot_per_game(
         out / result.figures["per_game"],

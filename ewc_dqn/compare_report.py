@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -84,10 +85,12 @@ def write_report(result: CompareResult) -> None:
         "the same frames are averaged as they are; otherwise each run is linearly interpolated "
         "onto the union of their evaluation frames, restricted to the span every run covers.",
         "",
-        "Final total clipped score:",
+        "Total clipped score at the end and averaged over the run's evaluations (the final "
+        "point is one evaluation after the last visit; the average weighs the whole curve):",
         "",
         _table(
-            ["group", "total clipped [95% CI]"], [[g.label, _ci(g.final_total)] for g in groups]
+            ["group", "final total [95% CI]", "total averaged over the run [95% CI]"],
+            [[g.label, _ci(g.final_total), _ci(g.mean_total)] for g in groups],
         ),
         "",
         "## Final scores (rliable aggregates)",
@@ -276,6 +279,7 @@ def summary_dict(result: CompareResult) -> dict[str, Any]:
                     )
                 ],
                 "final_total_clipped": ci(g.final_total),
+                "mean_total_clipped": ci(g.mean_total),
                 "aggregates": {
                     name: {"point": p, "low": lo, "high": hi}
                     for name, (p, lo, hi) in g.aggregates.items()
@@ -316,7 +320,8 @@ def format_summary(result: CompareResult) -> str:
     header = (
         "group",
         "runs",
-        "total clipped [95% CI]",
+        "final total [95% CI]",
+        "run-average total [95% CI]",
         "IQM [95% CI]",
         "forgetting",
         "transfer",
@@ -327,6 +332,7 @@ def format_summary(result: CompareResult) -> str:
             g.label,
             str(len(g.runs)),
             _fmt_ci(g.final_total),
+            _fmt_ci(g.mean_total),
             _fmt_ci(g.aggregates["IQM"]),
             _f(g.forgetting_total[0]),
             _f(g.transfer_total[0]),
@@ -346,9 +352,48 @@ def format_summary(result: CompareResult) -> str:
     ]
     for x, y, p, lo, hi in result.improvement:
         lines.append(f"P({x} > {y}) = {_fmt_ci((p, lo, hi))}")
+    lines += [
+        "",
+        "mean forgetting per game (best score so far minus later scores; lower is better):",
+    ]
+    short = [g.split("/")[-1] for g in result.games]
+    table = [("group", *short, "mean")] + [
+        (g.label, *(_f(v) for v in st.mean_over_runs(g.forgetting)), _f(g.forgetting_total[0]))
+        for g in result.groups
+    ]
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in table]
+    said = headline(result)
+    if said:
+        lines += ["", said]
     lines += [f"note: {n}" for n in result.notes]
     lines.append(f"report: {result.report_path}")
     return "\n".join(lines)
+
+
+BASELINE_VARIANTS = ("no-ewc", "none")
+"""Variants without consolidation: the reference a headline compares the others with."""
+
+
+def headline(result: CompareResult) -> str:
+    """One sentence per consolidating group against the plain-DQN group: run-averaged total and
+    mean forgetting (empty when the comparison has no plain-DQN group or nothing else)."""
+    base = next((g for g in result.groups if g.variant in BASELINE_VARIANTS), None)
+    if base is None:
+        return ""
+    n = len(result.games)
+    said = []
+    for g in result.groups:
+        if g is base:
+            continue
+        ratio = g.mean_total[0] / base.mean_total[0] if base.mean_total[0] > 0 else math.nan
+        times = f" ({ratio:.1f} times)" if math.isfinite(ratio) else ""
+        said.append(
+            f"Averaged over the run, {g.label} scored {g.mean_total[0]:.2f} of {n} against "
+            f"{base.mean_total[0]:.2f} for {base.label}{times}, and forgot "
+            f"{g.forgetting_total[0]:.2f} per game against {base.forgetting_total[0]:.2f}."
+        )
+    return "\n".join(said)
 
 
 def _fmt_ci(t: tuple[float, float, float]) -> str:

@@ -88,6 +88,11 @@ class TrainConfig:
     """Agent steps between training-scalar log lines."""
     torch_threads: int = field(default=0, metadata={"not_a_variant": True})
     """CPU threads for torch (0: torch's default)."""
+    deterministic: bool = field(default=False, metadata={"not_a_variant": True})
+    """CUDA only (the CPU path is always deterministic): deterministic cuDNN and cuBLAS
+    algorithms, no TF32 and no cuDNN autotuning, so that a resumed run repeats an unbroken one
+    bit for bit, at some cost in speed. Off: cuDNN picks its fastest kernels and matmuls and
+    convolutions may use TF32, so runs on a GPU are repeatable only statistically."""
 
     @property
     def suite(self) -> Suite:

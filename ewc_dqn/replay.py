@@ -224,18 +224,23 @@ class FrameReplay:
             keep = self._sampleable(candidate_env, candidate_slot)
             env = np.concatenate([env, candidate_env[keep]])
             slot = np.concatenate([slot, candidate_slot[keep]])
-        return self.gather(env[:batch_size], slot[:batch_size])
+        return self._gather(env[:batch_size], slot[:batch_size])
 
     def gather(self, env: np.ndarray, slot: np.ndarray) -> Transition:
         """The transitions at entries ``(env, slot)`` (from ``sampleable_indices``), as tensors.
 
         obs/next_obs are (B, stack * C, H, W) uint8, zero where a stack reaches before the
-        episode's first frame.
+        episode's first frame: two views of one (B, stack + 1, C, H, W) array, not contiguous
+        when stack > 1.
         """
         env = np.asarray(env, dtype=np.int64)
         slot = np.asarray(slot, dtype=np.int64)
         if not self._sampleable(env, slot).all():
             raise ValueError("gather was asked for entries that are not sampleable transitions")
+        return self._gather(env, slot)
+
+    def _gather(self, env: np.ndarray, slot: np.ndarray) -> Transition:
+        """``gather`` of entries known to be sampleable (``sample`` drew only those)."""
         batch = env.shape[0]
         age = self._age[env, slot]
         window_slot = (slot[:, None] - self._back) % self.slots_per_env  # (B, stack + 1)
@@ -244,13 +249,14 @@ class FrameReplay:
             env[:, None] * self.slots_per_env + window_slot,
             self._zero_row,
         )
-        # One gather for both stacks keeps obs and next_obs in a single allocation: cheaper
-        # than two, and the allocator is less inclined to hand its pages back between batches.
-        both = np.concatenate([window[:, :-1].ravel(), window[:, 1:].ravel()])
+        # One gather of the stack + 1 frames of each window: obs and next_obs share stack - 1 of
+        # them, so they are two views of it (for Atari's stack 4, 5 frames copied instead of 8).
         c, h, w = self.frame_shape
-        obs, next_obs = np.take(self._frames_flat, both, axis=0).reshape(
-            2, batch, self.stack * c, h, w
+        frames = np.take(self._frames_flat, window.ravel(), axis=0).reshape(
+            batch, self.stack + 1, c, h, w
         )
+        obs = frames[:, :-1].reshape(batch, self.stack * c, h, w)
+        next_obs = frames[:, 1:].reshape(batch, self.stack * c, h, w)
         terminated = (self._flags[env, slot] & TERMINATED) != 0
         discount = np.where(terminated, 0.0, self.gamma).astype(np.float32)
         return Transition(

@@ -70,6 +70,21 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def configure_backends(device: torch.device, deterministic: bool) -> None:
+    """Set torch's process-wide kernel choices for a run on ``device`` (see
+    ``TrainConfig.deterministic``). Nothing to set on the CPU."""
+    if device.type != "cuda":
+        return
+    if deterministic:
+        # Read when cuBLAS makes its handle: set before the first matmul on the device.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.allow_tf32 = not deterministic
+    torch.backends.cuda.matmul.allow_tf32 = not deterministic
+
+
 def single_game_schedule(game: str, frames: int) -> Schedule:
     """A one-visit schedule: plain single-game training."""
     spec = resolve_game(game)
@@ -185,7 +200,8 @@ def load_trained_policy(path: Path, device: torch.device) -> TrainedPolicy:
     CheckpointError when the checkpoint does not fit its run's config."""
     ckpt = resolve_checkpoint(path)
     config, schedule = load_run_config(ckpt.parent.parent)
-    step, state = load_checkpoint(ckpt, device=device)
+    # On the CPU: only the network's weights go to the device (load_state_dict copies them).
+    step, state = load_checkpoint(ckpt, device="cpu")
     network = build_suite_network(config).to(device)
     try:
         network.load_state_dict(state["agent"]["online"])
@@ -284,11 +300,13 @@ def start_run(
     # the disk untouched.
     config.validate()
     config.check_schedule(schedule)
+    configure_backends(dev, config.deterministic)
     if resume:
         lock = RunLock.acquire(run_dir)
         trainer = None
         try:
-            found = load_newest_checkpoint(run_dir, dev, check=_unusable_for_resume)
+            # Loaded on the CPU: Trainer.load_state_dict moves what belongs on the device.
+            found = load_newest_checkpoint(run_dir, "cpu", check=_unusable_for_resume)
             trainer = build_trainer(
                 config,
                 schedule,

@@ -64,12 +64,12 @@ class RunLock:
             raise UserError(f"cannot lock run folder {run_dir}: {e.strerror or e}") from None
         file.seek(0)
         file.truncate()
-        holder = {
+        record = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "since": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        file.write(json.dumps(holder) + "\n")
+        file.write(json.dumps(record) + "\n")
         file.flush()
         return cls(path, file)
 

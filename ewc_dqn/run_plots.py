@@ -5,9 +5,11 @@ Comparisons of several runs (confidence bands, aggregate statistics) live in ewc
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ewc_dqn.run_folder import load_run
@@ -50,15 +52,36 @@ def write_run_plots(run_dir: Path) -> list[Path]:
 
 
 def _shade_visits(ax, visits, games, only: str | None = None) -> None:
-    colours = matplotlib.colormaps["tab10"]
+    spans: dict[str, list[tuple[float, float]]] = {}
     for v in visits:
-        if only is not None and v["game"] != only:
-            continue
-        i = games.index(v["game"]) if v["game"] in games else 0
-        ax.axvspan(
-            v["start_frame"],
-            v["start_frame"] + v["frames"],
-            color=colours(i % 10),
-            alpha=0.12,
-            lw=0,
-        )
+        if only is None or v["game"] == only:
+            start = float(v["start_frame"])
+            spans.setdefault(v["game"], []).append((start, start + v["frames"]))
+    shade_training(ax, spans, games, label=only is None)
+
+
+def shade_training(
+    ax: Axes,
+    spans: Mapping[str, Sequence[tuple[float, float]]],
+    games: Sequence[str],
+    label: bool = True,
+) -> None:
+    """Shade each game's training spans (frames) in the game's colour and, with ``label``, write
+    the game's name at the top of each span, so a reader can tell which game each band is."""
+    colours = matplotlib.colormaps["tab10"]
+    for game, game_spans in spans.items():
+        colour = colours((games.index(game) if game in games else 0) % 10)
+        for start, end in game_spans:
+            ax.axvspan(start, end, color=colour, alpha=0.12, lw=0)
+            if label:
+                ax.text(
+                    (start + end) / 2,
+                    0.98,
+                    game.split("/")[-1],
+                    transform=ax.get_xaxis_transform(),
+                    rotation=90,
+                    ha="center",
+                    va="top",
+                    fontsize=7,
+                    color=colour,
+                )

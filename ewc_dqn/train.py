@@ -257,16 +257,14 @@ class Trainer:
     def _learn(self, task: int, replay: FrameReplay, new_steps: int) -> None:
         """Hand the agent the steps just played; it updates and syncs as its rules say."""
         penalty = self.ewc.penalty if self.ewc is not None else None
-        for stats in self.agent.learn(
+        self.agent.learn(
             task,
             replay.sample,
             new_steps,
             replay_steps=self.counters.steps[task] - self.replay_born[task],
             run_steps=self.step,
             penalty=penalty,
-        ):
-            for k, v in stats.items():
-                self._acc[k].append(v)
+        )
 
     def _switch_task(self, task: int) -> None:
         """The acting task changes: consolidate the task just left, open the new one."""
@@ -315,6 +313,7 @@ class Trainer:
         self.check_finite()
         scalars = {k: float(np.mean(v)) for k, v in self._acc.items() if k != "tasks/switches"}
         scalars["tasks/switches"] = float(len(self._acc.get("tasks/switches", [])))
+        scalars.update(self.agent.take_stats())  # the updates' means, read from the device once
         scalars.update(
             {
                 "train/epsilon": eps,
@@ -552,12 +551,12 @@ class Trainer:
         self._summary_log.close()
         for name in (EVAL_CSV, SUMMARY_CSV):
             size = sizes.get(name)
-            if not (_is_int(size) and truncate_file(self.run_dir / name, size)):
+            if not (isinstance(size, int) and truncate_file(self.run_dir / name, size)):
                 truncate_csv_after(self.run_dir / name, self.step)
         self._eval_log = CsvLog(self.run_dir / EVAL_CSV, EVAL_COLUMNS)
         self._summary_log = CsvLog(self.run_dir / SUMMARY_CSV, SUMMARY_COLUMNS)
         size = sizes.get(TRAIN_CSV)
-        if _is_int(size):
+        if isinstance(size, int):
             self.logger.truncate_csv(size)
 
     def truncate_logs(self, step: int) -> None:
@@ -585,7 +584,10 @@ class Trainer:
         CheckpointError when it does not fit this run (another suite, network or variant, a
         field of the wrong type)."""
         if state is None:
-            _, state = load_checkpoint(path, device=self.device)
+            # On the CPU: each owner moves what it needs (the network's weights and the
+            # optimiser's moments to the device; Adam's step counters stay on the host, where a
+            # non-fused Adam reads them without a device sync).
+            _, state = load_checkpoint(path, device="cpu")
         try:
             self.load_state_dict(state)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:

@@ -25,5 +25,17 @@ class Transition(NamedTuple):
     next_obs: torch.Tensor
 
     def to(self, device: torch.device | str) -> Transition:
-        """The same batch on ``device`` (non-blocking copies where the source is pinned)."""
-        return Transition(*(t.to(device, non_blocking=True) for t in self))
+        """The same batch on ``device``. Host batches bound for CUDA go through pinned memory
+        (torch's caching host allocator), so the copies are asynchronous: the host samples the
+        next minibatch while the device works."""
+        device = torch.device(device)
+        if device.type != "cuda":
+            return Transition(*(t.to(device) for t in self))
+        return Transition(*(_pinned(t).to(device, non_blocking=True) for t in self))
+
+
+def _pinned(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in page-locked host memory (itself when it is already there or on a device)."""
+    if t.device.type != "cpu" or t.is_pinned():
+        return t
+    return t.pin_memory()

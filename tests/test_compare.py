@@ -527,3 +527,36 @@ def test_a_config_from_before_a_field_existed_groups_with_current_ones(tmp_path:
         records.append(load_run(tmp_path / name))
     assert records[0].config["schedule"]["budget_frames"] == 0
     assert [label for label, _ in group_labels([r.config for r in records])] == ["ewc-true"] * 2
+
+
+def test_the_summary_says_what_ewc_did_against_plain_dqn(tmp_path: Path) -> None:
+    # Plain DQN learns each visited game to 1 and forgets it at once; EWC keeps 0.8 of it.
+    n, g = len(VISITS4), len(GAMES4)
+    dqn, ewc = np.zeros((n, g)), np.zeros((n, g))
+    for e, game in enumerate(VISITS4):
+        j = GAMES4.index(game)
+        dqn[e, j] = 1.0
+        ewc[e:, j] = np.maximum(ewc[e:, j], 0.8)
+        ewc[e, j] = 1.0
+    runs = [
+        make_run(tmp_path / "dqn", GAMES4, VISITS4, dqn, variant="no-ewc"),
+        make_run(tmp_path / "ewc", GAMES4, VISITS4, ewc, variant="ewc-true"),
+    ]
+    result = compare_runs(runs, reps=REPS)
+    base, cons = result.groups[1], result.groups[0]
+    assert (base.label, cons.label) == ("no-ewc", "ewc-true")
+    assert base.mean_total[0] == pytest.approx(1.0)
+    assert cons.mean_total[0] == pytest.approx(np.mean(np.minimum(ewc, 1).sum(axis=1)))
+    text = format_summary(result)
+    table = text.split("mean forgetting per game")[1].splitlines()
+    row = next(line for line in table if line.startswith("ewc-true "))
+    assert row.split()[1:] == [f"{v:.2f}" for v in st.mean_over_runs(cons.forgetting)] + [
+        f"{cons.forgetting_total[0]:.2f}"
+    ]
+    ratio = cons.mean_total[0] / base.mean_total[0]
+    assert (
+        f"Averaged over the run, ewc-true scored {cons.mean_total[0]:.2f} of 4 against 1.00 for "
+        f"no-ewc ({ratio:.1f} times), and forgot {cons.forgetting_total[0]:.2f} per game against "
+        f"{base.forgetting_total[0]:.2f}."
+    ) in text
+    assert cons.forgetting_total[0] < base.forgetting_total[0]

@@ -28,9 +28,11 @@ from ewc_dqn.transition import Transition
 ROOT = Path(__file__).resolve().parents[1]
 # The MinAtar smoke preset with visits of 300 frames: 4 visits, 1,200 agent steps, checkpoints
 # every 400 steps and at every visit's end, training scalars every 100 steps.
+# Exact resume is a CPU guarantee (on CUDA only with --deterministic): pinned to the CPU.
+CPU = ["--device", "cpu"]
 RUN = [
     "--preset", "smoke", "--games", "MinAtar/Breakout,MinAtar/Freeway", "--quiet",
-    "--schedule.visit-frames", "300",
+    "--schedule.visit-frames", "300", *CPU,
 ]  # fmt: skip
 LOGS = ("eval.csv", "eval_summary.csv")
 
@@ -93,7 +95,7 @@ def test_a_kill_at_any_stage_of_a_visits_end_resumes_with_exact_logs(stage, refe
     killed = _train(*RUN, "--run-dir", str(run), fault=f"{stage}:KILL")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not (run / "final.json").exists()
-    assert train_agent.main(["--resume", str(run), "--quiet"]) == 0
+    assert train_agent.main(["--resume", str(run), "--quiet", *CPU]) == 0
     # No evaluation row missing or doubled, no training scalar twice, the same weights.
     summary = (run / "eval_summary.csv").read_text().splitlines()[1:]
     assert [int(row.split(",")[0]) for row in summary] == [0, 1, 2, 3]
@@ -111,7 +113,7 @@ def test_a_stop_during_the_last_checkpoint_leaves_the_run_resumable(reference, t
     step, state = load_checkpoint(run)
     assert step == 1200 and state["loop"]["pending_eval"] == 3
     assert len((run / "eval_summary.csv").read_text().splitlines()) == 1 + 3
-    assert train_agent.main(["--resume", str(run), "--quiet"]) == 0
+    assert train_agent.main(["--resume", str(run), "--quiet", *CPU]) == 0
     _same_as_reference(run, reference)
 
 
@@ -131,7 +133,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(
         next(iter(state["agent"]["online"].values())).fill_(math.nan)
         save_checkpoint(run, 800, state)
     capsys.readouterr()
-    assert train_agent.main(["--resume", str(run), "--quiet"]) == 0
+    assert train_agent.main(["--resume", str(run), "--quiet", *CPU]) == 0
     err = capsys.readouterr().err
     assert f"warning: skipping damaged checkpoint {newest}" in err
     assert "resuming from" in err and "step_000000000600" in err
@@ -144,7 +146,7 @@ def test_every_checkpoint_damaged_is_an_error_not_a_fresh_start(tmp_path):
     assert train_agent.main([*RUN, "--run-dir", str(run), "--stop-after-steps", "800"]) == 3
     for ckpt in list_checkpoints(run):
         (ckpt / "state.json").write_text("{")
-    resumed = _train("--resume", str(run))
+    resumed = _train("--resume", str(run), *CPU)
     assert resumed.returncode == 2
     assert "holds no loadable checkpoint (step_000000000800: " in resumed.stderr
     assert len(resumed.stderr.strip().splitlines()) == 1
@@ -227,4 +229,15 @@ def test_a_bug_keeps_its_traceback_and_the_last_checkpoint(tmp_path):
     assert "ValueError: deliberate fault at logged, agent step 500" in crashed.stderr
     assert "error: " not in crashed.stderr  # not dressed up as bad input
     assert load_checkpoint(run)[0] == 400 and not (run / "final.json").exists()
-    assert train_agent.main(["--resume", str(run), "--quiet"]) == 0  # and the lock is free
+    assert train_agent.main(["--resume", str(run), "--quiet", *CPU]) == 0  # and the lock is free
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize(("first", "then"), [("cpu", "cuda"), ("cuda", "cpu")])
+def test_a_run_saved_on_one_device_resumes_on_another(first, then, tmp_path):
+    run = tmp_path / "run"
+    argv = [a for a in RUN if a not in CPU] + ["--device", first, "--run-dir", str(run)]
+    assert train_agent.main([*argv, "--stop-after-steps", "400"]) == 3
+    assert train_agent.main(["--resume", str(run), "--quiet", "--device", then]) == 0
+    assert (run / "final.json").exists()
+    assert all(torch.isfinite(w).all() for w in _weights(run).values())

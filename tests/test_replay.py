@@ -301,7 +301,12 @@ def test_sample_types_and_shapes():
     assert batch.obs.dtype == batch.next_obs.dtype == torch.uint8
     assert batch.action.dtype == torch.int64 and batch.action.shape == (32,)
     assert batch.reward.dtype == batch.discount.dtype == torch.float32
-    assert all(t.is_contiguous() and t.device.type == "cpu" for t in batch)
+    assert all(t.device.type == "cpu" for t in batch)
+    assert all(t.is_contiguous() for t in (batch.action, batch.reward, batch.discount))
+    # One gather of stack + 1 frames per transition: obs and next_obs are views of one array.
+    frame = 84 * 84
+    assert batch.obs.stride() == batch.next_obs.stride() == (5 * frame, frame, 84, 1)
+    assert batch.next_obs.data_ptr() - batch.obs.data_ptr() == frame
     # Both stacks of a transition come from one episode, zero padding included.
     assert torch.equal(batch.obs[:, 1:], batch.next_obs[:, :-1])
 

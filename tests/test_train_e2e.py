@@ -21,7 +21,10 @@ from ewc_dqn.checkpoint import latest_checkpoint, load_checkpoint
 from ewc_dqn.run_folder import EVAL_CSV, SUMMARY_CSV, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
-MINATAR = ["--preset", "smoke", "--games", "MinAtar/Breakout,MinAtar/Freeway", "--quiet"]
+# Exact resume is a CPU guarantee (on CUDA only with --deterministic): pinned to the CPU, so the
+# identity tests hold on a machine with a GPU too.
+CPU = ["--device", "cpu"]
+MINATAR = ["--preset", "smoke", "--games", "MinAtar/Breakout,MinAtar/Freeway", "--quiet", *CPU]
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -118,7 +121,7 @@ def test_resume_gives_identical_weights(tmp_path):
     code = train_agent.main([*MINATAR, "--run-dir", str(split), "--stop-after-steps", "800"])
     assert code == 3
     assert load_checkpoint(split)[0] == 800
-    assert train_agent.main(["--resume", str(split), "--quiet"]) == 0
+    assert train_agent.main(["--resume", str(split), "--quiet", *CPU]) == 0
     _same_weights(full, split)
     assert load_run(full).summary.equals(load_run(split).summary)
     _assert_totals_follow_eval_csv(full)
@@ -138,7 +141,7 @@ def test_kill_9_between_checkpoints_resumes_exactly(tmp_path):
     proc.wait()
     assert latest_checkpoint(killed) is not None
     assert not (killed / "final.json").exists()
-    assert train_agent.main(["--resume", str(killed), "--quiet"]) == 0
+    assert train_agent.main(["--resume", str(killed), "--quiet", *CPU]) == 0
     _same_weights(full, killed)
     assert load_run(full).summary.equals(load_run(killed).summary)
 
@@ -170,7 +173,7 @@ def test_sigterm_saves_a_checkpoint_and_resumes(tmp_path):
     assert "--resume" in out and "Traceback" not in out
     step, _ = load_checkpoint(run)
     assert step > 0
-    assert train_agent.main(["--resume", str(run), "--quiet"]) == 0
+    assert train_agent.main(["--resume", str(run), "--quiet", *CPU]) == 0
     assert load_run(run).finished
 
 

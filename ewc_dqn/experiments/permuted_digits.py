@@ -24,10 +24,10 @@ from __future__ import annotations
 import gzip
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -207,7 +207,7 @@ def classifier_fisher(
 
 def train_sequence(
     cfg: Config, data: Dataset, perms: Sequence[np.ndarray], method: Method
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Learn the tasks ``perms`` in order with ``method``; returns the accuracy records.
 
     ``final[t][j]``: test accuracy of task j after training task t; ``curve[j]``: test accuracy
@@ -279,8 +279,8 @@ def overlap_experiment(cfg: Config, data: Dataset) -> dict[str, dict[str, float]
         ("large", rng.permutation(n_pix)),
     ):
         run = Config(**{**asdict(cfg), "num_tasks": 2, "methods": ("ewc",)})
-        fishers = _fishers_after_two_tasks(run, data, [base, perm])
-        result[label] = fisher_overlap(*fishers)
+        first, second = _fishers_after_two_tasks(run, data, [base, perm])
+        result[label] = fisher_overlap(first, second)
     return result
 
 
@@ -299,13 +299,13 @@ def _fishers_after_two_tasks(
     return [classifier_fisher(model, data.x_train[:, p], cfg.fisher_samples, gen) for p in perms]
 
 
-def plot(cfg: Config, results: dict[str, dict[str, object]], overlap: dict, out: Path) -> None:
+def plot(cfg: Config, results: Mapping[str, dict[str, Any]], overlap: dict, out: Path) -> None:
     """Write fig3a_curves.png, fig3b_mean_accuracy.png and fig3c_overlap.png into ``out``."""
     methods = list(results)
     fig = Figure(figsize=(8, 2.2 * len(methods)))
     axes = fig.subplots(len(methods), 1, sharex=True, squeeze=False)
     for ax, method in zip(axes[:, 0], methods, strict=True):
-        for j, acc in enumerate(results[method]["curve"]):  # type: ignore[arg-type]
+        for j, acc in enumerate(results[method]["curve"]):
             epochs = np.arange(1, len(acc) + 1)
             ax.plot(epochs, acc, label=f"task {j + 1}" if j < 3 else None)
         for t in range(1, cfg.num_tasks):
@@ -324,7 +324,7 @@ def plot(cfg: Config, results: dict[str, dict[str, object]], overlap: dict, out:
     ax = fig.subplots()
     for method in methods:
         final = results[method]["final"]
-        ax.plot(range(1, cfg.num_tasks + 1), [np.mean(f) for f in final], marker="o", label=method)  # type: ignore[union-attr]
+        ax.plot(range(1, cfg.num_tasks + 1), [np.mean(f) for f in final], marker="o", label=method)
     ax.set_xlabel("number of tasks")
     ax.set_ylabel("mean test accuracy over tasks so far")
     ax.set_ylim(0, 1.02)
@@ -363,11 +363,13 @@ def _run(cfg: Config) -> dict[str, object]:
     rng = np.random.default_rng(cfg.seed)
     perms = [rng.permutation(data.x_train.shape[1]) for _ in range(cfg.num_tasks)]
 
-    results = {m: train_sequence(cfg, data, perms, m) for m in cfg.methods}
+    results: dict[str, dict[str, Any]] = {
+        m: train_sequence(cfg, data, perms, m) for m in cfg.methods
+    }
     for method, res in results.items():
         print(f"\n{method}: test accuracy of task j (columns) after training task t (rows)")
         print("  t  " + "".join(f"{j + 1:>6}" for j in range(cfg.num_tasks)) + "    mean")
-        for t, accs in enumerate(res["final"]):  # type: ignore[arg-type]
+        for t, accs in enumerate(res["final"]):
             print(
                 f"{t + 1:>3}  "
                 + "".join(f"{a:6.3f}" for a in accs)

@@ -1,0 +1,34 @@
+"""The benchmark scripts that must not rot: the GPU check runs end to end on the CPU."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_gpu_check_runs_on_the_cpu_and_prints_every_figure():
+    out = subprocess.run(
+        [sys.executable, "bench/gpu_check.py", "--device", "cpu", "--threads", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    for run in ("no EWC, true labels", "EWC, true labels", "EWC, FMN labels"):
+        line = next(line for line in text.splitlines() if line.startswith(run))
+        steps = int(line.split("agent steps")[0].split()[-1].replace(",", ""))
+        updates = int(line.split("updates in")[0].split()[-1].replace(",", ""))
+        assert steps == 128 and updates > 0, line  # the timed half: visits 3 and 4 of 64 steps
+    for figure in (
+        "EWC penalty:",
+        "FMN:",
+        "projected training time of --preset atari at",
+        "projected training time of --preset atari-short at",
+        "penalty+backward, merged, K=10",
+    ):
+        assert figure in text, figure
