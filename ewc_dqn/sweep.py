@@ -2,6 +2,7 @@
 
     ewc-dqn sweep --preset minatar --variants no-ewc,ewc-true,ewc-inferred \\
         --seeds 0-4 --out runs/sweep [--address ray://head:10001] [--agent.lr 1e-4 ...]
+    ewc-dqn sweep --preset minatar --variants l2-true,online-ewc-true ...
 
 Each combination is one run in its own folder, ``<out>/<variant>/seed<k>``, trained as one Ray
 task (``pip install ewc-dqn[ray]``) with ``--cpus-per-run`` CPUs and ``--gpus-per-run`` GPUs.
@@ -34,12 +35,12 @@ import tyro
 from tqdm import tqdm
 
 from envs.schedule import Schedule
-from ewc_dqn.cli_config import default_config, with_games
+from ewc_dqn.cli_config import consolidation_flags, default_config, with_games
 from ewc_dqn.cli_errors import exit_on_user_errors
 from ewc_dqn.compare import compare_runs
 from ewc_dqn.compare_data import CompareError
 from ewc_dqn.compare_report import format_summary
-from ewc_dqn.config import TrainConfig
+from ewc_dqn.config import Consolidation, TrainConfig
 from ewc_dqn.errors import EXIT_STOPPED, UserError
 from ewc_dqn.run_builder import make_schedule, start_run
 from ewc_dqn.run_folder import CONFIG_FILE, FINAL_FILE, load_run
@@ -48,23 +49,28 @@ from ewc_dqn.threads import torch_threads
 
 
 class Variant(NamedTuple):
-    """The config fields that make a method: baseline or EWC, task labels, EWC flavour."""
+    """The config fields that make a method: the consolidation and the task labels."""
 
-    no_ewc: bool
+    consolidation: Consolidation
     task_labels: Literal["true", "inferred"]
-    ewc_mode: Literal["separate", "online"]
 
 
 VARIANTS: dict[str, Variant] = {
-    "no-ewc": Variant(True, "true", "separate"),
-    "ewc-true": Variant(False, "true", "separate"),
-    "ewc-inferred": Variant(False, "inferred", "separate"),
-    "online-ewc-true": Variant(False, "true", "online"),
-    "online-ewc-inferred": Variant(False, "inferred", "online"),
+    "no-ewc": Variant("none", "true"),
+    "ewc-true": Variant("ewc", "true"),
+    "ewc-inferred": Variant("ewc", "inferred"),
+    "online-ewc-true": Variant("online-ewc", "true"),
+    "online-ewc-inferred": Variant("online-ewc", "inferred"),
+    "l2-true": Variant("l2", "true"),
+    "l2-inferred": Variant("l2", "inferred"),
 }
-"""Variant name (TrainConfig.variant) -> its settings."""
+"""Variant name (TrainConfig.variant, the run folders' and compare tables' name) -> its
+settings."""
 
-SET_BY_SWEEP = ("--seed", "--no-ewc", "--task-labels", "--ewc.mode", "--suite")
+VARIANT_ALIASES = {"none": "no-ewc"}
+"""Other names ``--variants`` accepts -> the variant's name."""
+
+SET_BY_SWEEP = ("--seed", "--no-ewc", "--task-labels", "--consolidation", "--suite")
 """Config flags the sweep sets itself (from --seeds, --variants and --games)."""
 
 
@@ -77,8 +83,8 @@ class SweepArgs:
     """Named preset: smoke, minatar-quick, minatar, atari-short, atari (default: atari for Atari
     games, minatar for MinAtar games)."""
     variants: str = "no-ewc,ewc-true,ewc-inferred"
-    """Comma-separated variants: no-ewc, ewc-true, ewc-inferred, online-ewc-true,
-    online-ewc-inferred."""
+    """Comma-separated variants: no-ewc (or none), ewc-true, ewc-inferred, online-ewc-true,
+    online-ewc-inferred, l2-true, l2-inferred."""
     seeds: str = "0-4"
     """Run seeds: a range '0-4' (both ends included), a list '0,2,5', or both '0-2,7'."""
     out: Path = Path("runs/sweep")
@@ -138,6 +144,7 @@ def sweep_main(argv: list[str] | None = None, prog: str = "ewc-dqn sweep") -> in
             raise UserError(
                 f"a sweep sets {', '.join(fixed)} itself from --variants, --seeds and --games"
             )
+        consolidation_flags(argv)  # --ewc.mode: replaced by the variants' consolidation
         default = SweepArgs(config=default_config(argv))
         args = tyro.cli(
             SweepArgs,
@@ -151,12 +158,14 @@ def sweep_main(argv: list[str] | None = None, prog: str = "ewc-dqn sweep") -> in
 
 
 def parse_variants(text: str) -> list[str]:
-    """'no-ewc,ewc-true' -> ['no-ewc', 'ewc-true']; one-line UserError for unknown names."""
+    """'none,ewc-true' -> ['no-ewc', 'ewc-true'] (aliases become the variant's name); one-line
+    UserError for unknown names."""
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in VARIANTS]
+    unknown = [n for n in names if n not in VARIANTS and n not in VARIANT_ALIASES]
     if unknown or not names:
         known = ", ".join(VARIANTS)
         raise UserError(f"unknown variant(s) {', '.join(unknown) or repr(text)}; variants: {known}")
+    names = [VARIANT_ALIASES.get(n, n) for n in names]
     if len(set(names)) != len(names):
         raise UserError(f"a variant appears twice in {text!r}")
     return names
@@ -185,12 +194,7 @@ def parse_seeds(text: str) -> list[int]:
 def variant_config(base: TrainConfig, variant: str) -> TrainConfig:
     """``base`` with the fields of ``variant`` set (see VARIANTS)."""
     v = VARIANTS[variant]
-    config = replace(
-        base,
-        no_ewc=v.no_ewc,
-        task_labels=v.task_labels,
-        ewc=replace(base.ewc, mode=v.ewc_mode),
-    )
+    config = replace(base, consolidation=v.consolidation, task_labels=v.task_labels)
     assert config.variant == variant, (config.variant, variant)
     return config
 

@@ -13,7 +13,13 @@ import pytest
 
 from ewc_dqn.config import preset
 from ewc_dqn.run_folder import CONFIG_FILE, FINAL_FILE, SCHEDULE_FILE
-from ewc_dqn.sweep import VARIANTS, parse_seeds, parse_variants, sweep_main, variant_config
+from ewc_dqn.sweep import (
+    VARIANTS,
+    parse_seeds,
+    parse_variants,
+    sweep_main,
+    variant_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 GAMES = "MinAtar/Breakout,MinAtar/Freeway"
@@ -106,6 +112,8 @@ def test_without_ray_runs_one_after_another_and_resumes(
         (["--preset", "huge"], "unknown preset 'huge'; presets: "),
         (["--games", "Pong,MinAtar/Breakout"], "mixes"),
         (["--seed=3", "--no-ewc"], "a sweep sets --no-ewc, --seed itself from --variants"),
+        (["--consolidation", "l2"], "a sweep sets --consolidation itself from --variants"),
+        (["--ewc.mode", "online"], "--ewc.mode was replaced by --consolidation"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -128,8 +136,18 @@ def test_parse_seeds_and_variants() -> None:
     with pytest.raises(ValueError, match="bad seeds"):
         parse_seeds("")
     assert parse_variants("ewc-true, no-ewc") == ["ewc-true", "no-ewc"]
+    assert parse_variants("none,l2-true") == ["no-ewc", "l2-true"]  # none: no-ewc's other name
     with pytest.raises(ValueError, match="appears twice"):
         parse_variants("ewc-true,ewc-true")
+    with pytest.raises(ValueError, match="appears twice"):
+        parse_variants("none,no-ewc")
+
+
+def test_every_variant_has_its_own_name() -> None:
+    base = preset("smoke", "minatar")
+    configs = {v: variant_config(base, v) for v in VARIANTS}
+    assert len({c.variant for c in configs.values()}) == len(VARIANTS)
+    assert len({c.describe_method() for c in configs.values()}) == len(VARIANTS)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -138,5 +156,6 @@ def test_variant_config_sets_the_variant(variant: str) -> None:
     config = variant_config(base, variant)
     assert config.variant == variant
     assert config.task_labels == ("inferred" if variant.endswith("inferred") else "true")
-    assert config.ewc.mode == ("online" if variant.startswith("online") else "separate")
+    method = variant.rsplit("-", 1)[0] if variant != "no-ewc" else "none"
+    assert config.consolidation == method
     assert config.agent == base.agent and config.schedule == base.schedule
