@@ -1,9 +1,9 @@
 """The whole configuration of a run as nested, typed dataclasses, and the presets.
 
-One dataclass per concern (environment, network, agent, replay, EWC, task inference, schedule,
-evaluation), each field with its unit. A preset is a plain ``TrainConfig`` value; every field of
-it can be overridden on the command line (``--agent.lr 1e-4``). The resolved config is written
-to ``config.json`` in every run folder, and ``config_from_dict`` reads it back.
+One dataclass per concern (environment, network, agent, replay, EWC, rehearsal, task inference,
+schedule, evaluation), each field with its unit. A preset is a plain ``TrainConfig`` value;
+every field of it can be overridden on the command line (``--agent.lr 1e-4``). The resolved
+config is written to ``config.json`` in every run folder, and ``config_from_dict`` reads it back.
 
 Units: *agent steps* count transitions summed over the parallel copies of the environment;
 *frames* count emulator frames (agent steps x frame skip: 4 on Atari, 1 on MinAtar).
@@ -26,6 +26,7 @@ from ewc_dqn.errors import UserError
 from ewc_dqn.ewc import ConsolidatorKind, EWCConfig
 from ewc_dqn.fmn import FMNConfig
 from ewc_dqn.networks import NetworkConfig
+from ewc_dqn.rehearsal import RehearsalConfig
 
 Consolidation = Literal["ewc", "online-ewc", "l2", "none"]
 """What protects the earlier tasks' weights: a consolidator of that kind (ewc_dqn.ewc), or none."""
@@ -67,6 +68,7 @@ class TrainConfig:
     agent: AgentConfig = field(default_factory=AgentConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     ewc: EWCConfig = field(default_factory=EWCConfig)
+    rehearsal: RehearsalConfig = field(default_factory=RehearsalConfig)
     fmn: FMNConfig = field(default_factory=lambda: FMNConfig(max_tasks=20))
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -121,10 +123,13 @@ class TrainConfig:
     def variant(self) -> str:
         """Short label of the method, used for run folders and compare tables: the consolidation
         and the task-label source (ewc-true, online-ewc-inferred, l2-true, ...), no-ewc without
-        consolidation (whatever the labels, as ever)."""
+        consolidation (whatever the labels, as ever), rehearsal-true / rehearsal-inferred for
+        rehearsal without consolidation and e.g. l2-rehearsal-true for both."""
+        rehearsal = self.rehearsal.fraction > 0
         if self.consolidation == "none":
-            return "no-ewc"
-        return f"{self.consolidation}-{self.task_labels}"
+            return f"rehearsal-{self.task_labels}" if rehearsal else "no-ewc"
+        method = f"{self.consolidation}-rehearsal" if rehearsal else self.consolidation
+        return f"{method}-{self.task_labels}"
 
     def describe_method(self) -> str:
         """One line naming what protects the earlier tasks, with its strength."""
@@ -134,7 +139,14 @@ class TrainConfig:
             "l2": f"L2 (lambda {self.ewc.l2_lam:g})",
             "none": "no consolidation",
         }
-        return f"{self.variant}: {parts[self.consolidation]}, {self.task_labels} task labels"
+        text = f"{self.variant}: {parts[self.consolidation]}"
+        if self.rehearsal.fraction > 0:
+            share = self.rehearsal.rehearsed(self.agent.batch_size)
+            text += (
+                f", rehearsal of {share} of every {self.agent.batch_size} transitions "
+                f"(fraction {self.rehearsal.fraction:g})"
+            )
+        return f"{text}, {self.task_labels} task labels"
 
     def validate(self) -> None:
         """Raise UserError (one line) for settings that cannot run."""
@@ -147,6 +159,7 @@ class TrainConfig:
                 f"{', '.join(CONSOLIDATIONS)}"
             )
         self.ewc.validate(self.consolidator)
+        self.rehearsal.validate(self.agent.batch_size)
         self.fmn.validate()
         if self.replay.capacity < self.agent.batch_size:
             raise UserError("replay.capacity must be at least agent.batch_size")
@@ -207,6 +220,12 @@ class TrainConfig:
                     f"{last_start:,}), so it would change nothing; lower it or train with "
                     "--consolidation none"
                 )
+        if self.rehearsal.fraction > 0 and len(schedule.games) < 2:
+            raise UserError(
+                f"rehearsal.fraction {self.rehearsal.fraction:g} replays the other games, and "
+                f"this run trains one game ({schedule.games[0]}); rehearsal needs a schedule of "
+                "two games or more"
+            )
         if self.task_labels == "inferred":
             window = self.fmn.window * self.fmn.update_period  # vector steps
             shortest = min(v.frames for v in schedule.visits)

@@ -2,7 +2,7 @@
 
     ewc-dqn sweep --preset minatar --variants no-ewc,ewc-true,ewc-inferred \\
         --seeds 0-4 --out runs/sweep [--address ray://head:10001] [--agent.lr 1e-4 ...]
-    ewc-dqn sweep --preset minatar --variants l2-true,online-ewc-true ...
+    ewc-dqn sweep --preset minatar --variants l2-true,rehearsal-true,online-ewc-true ...
 
 Each combination is one run in its own folder, ``<out>/<variant>/seed<k>``, trained as one Ray
 task (``pip install ewc-dqn[ray]``) with ``--cpus-per-run`` CPUs and ``--gpus-per-run`` GPUs.
@@ -49,20 +49,32 @@ from ewc_dqn.threads import torch_threads
 
 
 class Variant(NamedTuple):
-    """The config fields that make a method: the consolidation and the task labels."""
+    """The config fields that make a method: the consolidation, the task labels, rehearsal."""
 
     consolidation: Consolidation
     task_labels: Literal["true", "inferred"]
+    rehearsal: bool
 
+
+REHEARSAL_FRACTION = 0.25
+"""The share of every minibatch the rehearsal variants draw from the other tasks (unless
+``--rehearsal.fraction`` says otherwise): 8 of a minibatch of 32. A visit is short (a MinAtar
+visit of 100k frames is 25k updates) and the current task must still learn its game within it,
+so it keeps three quarters of every minibatch; once the other 4 MinAtar games have replays,
+the 8 rehearsed transitions still replay about 2 of each per update (50k per visit). Half and
+half (CLEAR's mix of new and replayed experience, Rolnick et al. 2019) would halve the current
+task's data per update; ``--rehearsal.fraction 0.5`` runs it."""
 
 VARIANTS: dict[str, Variant] = {
-    "no-ewc": Variant("none", "true"),
-    "ewc-true": Variant("ewc", "true"),
-    "ewc-inferred": Variant("ewc", "inferred"),
-    "online-ewc-true": Variant("online-ewc", "true"),
-    "online-ewc-inferred": Variant("online-ewc", "inferred"),
-    "l2-true": Variant("l2", "true"),
-    "l2-inferred": Variant("l2", "inferred"),
+    "no-ewc": Variant("none", "true", False),
+    "ewc-true": Variant("ewc", "true", False),
+    "ewc-inferred": Variant("ewc", "inferred", False),
+    "online-ewc-true": Variant("online-ewc", "true", False),
+    "online-ewc-inferred": Variant("online-ewc", "inferred", False),
+    "l2-true": Variant("l2", "true", False),
+    "l2-inferred": Variant("l2", "inferred", False),
+    "rehearsal-true": Variant("none", "true", True),
+    "rehearsal-inferred": Variant("none", "inferred", True),
 }
 """Variant name (TrainConfig.variant, the run folders' and compare tables' name) -> its
 settings."""
@@ -84,7 +96,9 @@ class SweepArgs:
     games, minatar for MinAtar games)."""
     variants: str = "no-ewc,ewc-true,ewc-inferred"
     """Comma-separated variants: no-ewc (or none), ewc-true, ewc-inferred, online-ewc-true,
-    online-ewc-inferred, l2-true, l2-inferred."""
+    online-ewc-inferred, l2-true, l2-inferred, rehearsal-true, rehearsal-inferred (no
+    consolidation, a quarter of every minibatch from the other tasks' replays, or
+    --rehearsal.fraction; the other variants never rehearse)."""
     seeds: str = "0-4"
     """Run seeds: a range '0-4' (both ends included), a list '0,2,5', or both '0-2,7'."""
     out: Path = Path("runs/sweep")
@@ -192,9 +206,17 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def variant_config(base: TrainConfig, variant: str) -> TrainConfig:
-    """``base`` with the fields of ``variant`` set (see VARIANTS)."""
+    """``base`` with the fields of ``variant`` set (see VARIANTS): a rehearsal variant keeps
+    ``base``'s rehearsal fraction when it has one (else ``REHEARSAL_FRACTION``), the others
+    have none."""
     v = VARIANTS[variant]
-    config = replace(base, consolidation=v.consolidation, task_labels=v.task_labels)
+    fraction = (base.rehearsal.fraction or REHEARSAL_FRACTION) if v.rehearsal else 0.0
+    config = replace(
+        base,
+        consolidation=v.consolidation,
+        task_labels=v.task_labels,
+        rehearsal=replace(base.rehearsal, fraction=fraction),
+    )
     assert config.variant == variant, (config.variant, variant)
     return config
 

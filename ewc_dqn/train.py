@@ -1,6 +1,6 @@
 """The continual training loop: one game at a time along a schedule, one task id per inferred
-task, one replay buffer, epsilon schedule and EWC (or L2) term per task id, evaluation after
-every visit.
+task, one replay buffer, epsilon schedule and EWC (or L2) term per task id, optionally a share of
+every minibatch rehearsed from the other tasks' replays, evaluation after every visit.
 
 Single-game training is the same loop with a one-visit schedule.
 
@@ -11,7 +11,7 @@ frame counter at every *segment* start: at the start of each visit and after eac
 checkpoint. A run resumed from a periodic checkpoint therefore replays exactly what the
 uninterrupted run did (``tests/test_train_e2e.py`` checks identical weights). A checkpoint taken
 on Ctrl-C/SIGTERM mid-segment resumes with a fresh episode, so that resume is exact in every
-learned state but not in the interrupted episode.
+learned state but not in the interrupted episode. Rehearsal draws from the same generator.
 
 Crashes. A checkpoint records the size of every CSV log, and resuming cuts the logs back to it,
 so the rows of an evaluation that ran after the last checkpoint are written again exactly once.
@@ -48,7 +48,9 @@ from ewc_dqn.ewc import EWCConsolidator
 from ewc_dqn.faults import FaultPoint
 from ewc_dqn.labels import TaskLabeler
 from ewc_dqn.metrics import MetricsLogger
+from ewc_dqn.networks import TaskRuns
 from ewc_dqn.rand_index import adjusted_rand_from_counts
+from ewc_dqn.rehearsal import rehearsal_minibatch
 from ewc_dqn.replay import FrameReplay
 from ewc_dqn.run_folder import (
     EVAL_COLUMNS,
@@ -64,6 +66,7 @@ from ewc_dqn.run_folder import (
 )
 from ewc_dqn.run_lock import RunLock
 from ewc_dqn.stop_signals import StopSignals
+from ewc_dqn.transition import Transition
 
 ReplayFactory = Callable[[np.random.Generator], FrameReplay]
 
@@ -258,9 +261,20 @@ class Trainer:
     def _learn(self, task: int, replay: FrameReplay, new_steps: int) -> None:
         """Hand the agent the steps just played; it updates and syncs as its rules say."""
         penalty = self.ewc.penalty if self.ewc is not None else None
+
+        def sample(n: int) -> tuple[Transition, TaskRuns | None]:
+            if self.config.rehearsal.fraction == 0:
+                return replay.sample(n), None
+            batch, runs = rehearsal_minibatch(
+                task, self.replays, n, self.config.rehearsal.fraction, self.rng
+            )
+            own = runs[0][1] if runs is not None else n
+            self._acc["rehearsal/share"].append(1.0 - own / n)
+            return batch, runs
+
         self.agent.learn(
             task,
-            replay.sample,
+            sample,
             new_steps,
             replay_steps=self.counters.steps[task] - self.replay_born[task],
             run_steps=self.step,

@@ -101,11 +101,23 @@ def test_only_user_errors_become_one_line(capsys):
         (["--no-ewc", "--consolidation", "l2"], "--no-ewc is --consolidation none; give one"),
         (["--ewc.l2-lam", "-1"], "ewc l2_lam must be finite and >= 0, got -1.0"),
         (["--ewc.l2-lam", "inf"], "ewc l2_lam must be finite and >= 0, got inf"),
+        (["--rehearsal.fraction", "1"], "rehearsal.fraction must be in [0, 1), got 1.0"),
+        (["--rehearsal.fraction", "-0.5"], "rehearsal.fraction must be in [0, 1), got -0.5"),
+        (["--rehearsal.fraction", "0.01"], "rounds to no rehearsed transition; use more than"),
+        (["--rehearsal.fraction", "0.99"], "rounds to the whole minibatch, leaving none of"),
     ],
 )
 def test_impossible_settings_are_refused(args, message, tmp_path, capsys):
     err = _main_error(train_agent.main, [*RUN, *args, "--run-dir", str(tmp_path / "r")], capsys)
     assert message in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_rehearsal_needs_another_game(tmp_path, capsys):
+    argv = ["--preset", "smoke", "--game", "MinAtar/Breakout", "--steps", "400"]
+    argv += ["--rehearsal.fraction", "0.25", "--run-dir", str(tmp_path / "r")]
+    err = _main_error(train_agent.main, argv, capsys)
+    assert "rehearsal needs a schedule of two games or more" in err
     assert not (tmp_path / "r").exists()
 
 

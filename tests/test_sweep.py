@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from ewc_dqn.config import preset
 from ewc_dqn.run_folder import CONFIG_FILE, FINAL_FILE, SCHEDULE_FILE
 from ewc_dqn.sweep import (
+    REHEARSAL_FRACTION,
     VARIANTS,
     parse_seeds,
     parse_variants,
@@ -114,6 +116,7 @@ def test_without_ray_runs_one_after_another_and_resumes(
         (["--seed=3", "--no-ewc"], "a sweep sets --no-ewc, --seed itself from --variants"),
         (["--consolidation", "l2"], "a sweep sets --consolidation itself from --variants"),
         (["--ewc.mode", "online"], "--ewc.mode was replaced by --consolidation"),
+        (["--variants", "rehearsal-true", "--rehearsal.fraction", "2"], "must be in [0, 1)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -148,6 +151,10 @@ def test_every_variant_has_its_own_name() -> None:
     configs = {v: variant_config(base, v) for v in VARIANTS}
     assert len({c.variant for c in configs.values()}) == len(VARIANTS)
     assert len({c.describe_method() for c in configs.values()}) == len(VARIANTS)
+    # A rehearsal sweep at another fraction keeps it; the other variants never rehearse.
+    half = replace(base, rehearsal=replace(base.rehearsal, fraction=0.5))
+    assert variant_config(half, "rehearsal-true").rehearsal.fraction == 0.5
+    assert variant_config(half, "l2-true").rehearsal.fraction == 0.0
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -157,5 +164,7 @@ def test_variant_config_sets_the_variant(variant: str) -> None:
     assert config.variant == variant
     assert config.task_labels == ("inferred" if variant.endswith("inferred") else "true")
     method = variant.rsplit("-", 1)[0] if variant != "no-ewc" else "none"
-    assert config.consolidation == method
+    want = "none" if method == "rehearsal" else method
+    assert config.consolidation == want
+    assert config.rehearsal.fraction == (REHEARSAL_FRACTION if method == "rehearsal" else 0.0)
     assert config.agent == base.agent and config.schedule == base.schedule
