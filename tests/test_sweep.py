@@ -10,6 +10,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from ewc_dqn.config import preset
@@ -74,6 +75,32 @@ def test_two_by_two_sweep_on_local_ray_then_rerun_skips(tmp_path: Path) -> None:
     assert "Ray:" not in again.stdout  # nothing to train: Ray is not even started
     assert {run: (run / FINAL_FILE).stat().st_mtime_ns for run in runs} == finals
     assert "report:" in again.stdout  # the comparison is redone
+
+
+@pytest.mark.slow  # about a minute on 2 CPU cores
+def test_the_baseline_variants_on_local_ray(tmp_path: Path) -> None:
+    """The L2 and rehearsal variants, one seed each, through a real local Ray: each trains
+    what its name says and is its own group of the comparison."""
+    pytest.importorskip("ray")
+    variants = ["l2-true", "l2-inferred", "rehearsal-true", "rehearsal-inferred"]
+    args = [*TINY, "--variants", ",".join(variants), "--seeds", "0", "--out", str(tmp_path)]
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for variant in variants:
+        run = tmp_path / variant / "seed0"
+        assert (run / FINAL_FILE).is_file(), variant
+        config = json.loads((run / CONFIG_FILE).read_text())
+        assert config["variant"] == variant
+        assert config["task_labels"] == variant.rsplit("-", 1)[1]
+        rehearsal = variant.startswith("rehearsal")
+        assert config["consolidation"] == ("none" if rehearsal else "l2")
+        assert config["rehearsal"]["fraction"] == (REHEARSAL_FRACTION if rehearsal else 0.0)
+        tags = set(pd.read_csv(run / "train.csv")["tag"])
+        assert ("rehearsal/share" in tags) == rehearsal, variant
+        assert ("l2/consolidated_task" in tags) == (not rehearsal), variant
+        assert not any(t.startswith("ewc/") for t in tags), variant
+    summary = json.loads((tmp_path / "comparison" / "summary.json").read_text())
+    assert sorted(g["label"] for g in summary["groups"]) == sorted(variants)
 
 
 def test_without_ray_runs_one_after_another_and_resumes(
