@@ -596,8 +596,8 @@ def continual(args: Args, threads: int) -> None:
     single = single_game_schedule("MinAtar/Breakout", 4 * v)
     schedule = make_schedule(base)
     variants: list[tuple[str, TrainConfig, Schedule]] = [
-        ("single game, no EWC", replace(base, no_ewc=True), single),
-        ("continual, no EWC, true labels", replace(base, no_ewc=True), schedule),
+        ("single game, no EWC", replace(base, consolidation="none"), single),
+        ("continual, no EWC, true labels", replace(base, consolidation="none"), schedule),
         ("continual, EWC, true labels", replace(base, task_labels="true"), schedule),
         ("continual, EWC, FMN labels", replace(base, task_labels="inferred"), schedule),
     ]

@@ -113,7 +113,7 @@ def main(args: Args) -> list[Row]:
         torch.cuda.reset_peak_memory_stats(device)
     schedule: Schedule = make_schedule(base)
     variants = [
-        ("no EWC, true labels", replace(base, no_ewc=True)),
+        ("no EWC, true labels", replace(base, consolidation="none")),
         ("EWC, true labels", base),
         ("EWC, FMN labels", replace(base, task_labels="inferred")),
     ]

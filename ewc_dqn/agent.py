@@ -29,6 +29,7 @@ from torch import nn
 
 from ewc_dqn.dqn import double_dqn_targets, dqn_targets, linear_epsilon, td_loss
 from ewc_dqn.errors import UserError
+from ewc_dqn.networks import TaskRuns
 from ewc_dqn.transition import Transition
 
 
@@ -117,6 +118,11 @@ class UpdateStats:
         return self.as_dict()[name]
 
 
+Sampler = Callable[[int], tuple[Transition, TaskRuns | None]]
+"""Draws a minibatch of n transitions (CPU tensors) and, when they mix tasks (rehearsal), the
+task of each as ``TaskRuns``; None: all are the learning task's."""
+
+
 class DQNAgent:
     """Online and target Q-networks with their optimiser."""
 
@@ -167,14 +173,14 @@ class DQNAgent:
     def learn(
         self,
         task_id: int,
-        sample: Callable[[int], Transition],
+        sample: Sampler,
         new_steps: int,
         replay_steps: int,
         run_steps: int,
         penalty: PenaltyFn | None = None,
     ) -> int:
         """Learn from ``new_steps`` more agent steps of ``task_id``: one update per
-        ``train_every`` agent steps on minibatches ``sample(batch_size)`` of its replay, once the
+        ``train_every`` agent steps on minibatches ``sample(batch_size)`` of replay, once the
         task has acted ``learning_starts`` steps since its replay was made (``replay_steps``);
         then the target sync when the run's agent steps (``run_steps``, these included) crossed
         a multiple of ``target_update``. Returns the number of updates made (their statistics
@@ -189,8 +195,8 @@ class DQNAgent:
         if replay_steps < cfg.learning_starts:
             self.update_debt = 0.0
         while self.update_debt >= 1.0:
-            batch = sample(cfg.batch_size).to(self.device)
-            self.update(batch, task_id, penalty)
+            batch, runs = sample(cfg.batch_size)
+            self.update(batch.to(self.device), task_id, penalty, runs)
             self.update_debt -= 1.0
             made += 1
         if run_steps // cfg.target_update > (run_steps - new_steps) // cfg.target_update:
@@ -198,19 +204,26 @@ class DQNAgent:
         return made
 
     def update(
-        self, batch: Transition, task_id: int, penalty: PenaltyFn | None = None
+        self,
+        batch: Transition,
+        task_id: int,
+        penalty: PenaltyFn | None = None,
+        runs: TaskRuns | None = None,
     ) -> UpdateStats:
-        """One gradient step on ``batch`` (already on the device) for ``task_id``. Its statistics
-        stay on the device (no host sync): they are added to the running sums that
+        """One gradient step on ``batch`` (already on the device) for ``task_id``; ``runs``: the
+        task of each transition when the batch mixes tasks (each is learnt with its own gains
+        and biases, the loss still the mean over the batch; the penalty is ``task_id``'s). Its
+        statistics stay on the device (no host sync): they are added to the running sums that
         ``take_stats`` reads, and returned."""
         cfg = self.config
-        q = self.online(batch.obs, task_id)
+        tasks: int | TaskRuns = task_id if runs is None else runs
+        q = self.online(batch.obs, tasks)
         with torch.no_grad():
             # s' gets its own passes without a graph: a pass over s and s' together would make
             # the backward run over twice the batch (the detached half's zero gradients).
-            q_next_target = self.target(batch.next_obs, task_id)
+            q_next_target = self.target(batch.next_obs, tasks)
             if cfg.double_dqn:
-                q_next_online = self.online(batch.next_obs, task_id)
+                q_next_online = self.online(batch.next_obs, tasks)
                 y = double_dqn_targets(batch.reward, batch.discount, q_next_online, q_next_target)
             else:
                 y = dqn_targets(batch.reward, batch.discount, q_next_target)

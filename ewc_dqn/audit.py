@@ -9,11 +9,11 @@ than what the code meant to do:
 - ``learning_start``: a task's updates begin once its own agent steps reach
   ``agent.learning_starts``, never before, and promptly after;
 - ``epsilon``: each step's epsilon is the linear schedule of the acting task's own steps;
-- ``ewc_active``: from a game's second visit on, the EWC term of its task (the task id it was
-  trained under most) counts;
-- ``consolidation``: every switch away from a task re-estimates its Fisher (unless the task was
-  left within ``consolidation_min_steps`` of its last estimate), and a recurring task replaces
-  its term rather than adding one;
+- ``ewc_active``: from a game's second visit on, the EWC (or L2) term of its task (the task id
+  it was trained under most) counts;
+- ``consolidation``: every switch away from a task re-estimates its Fisher (re-anchors its L2
+  term; unless the task was left within ``consolidation_min_steps`` of its last estimate), and a
+  recurring task replaces its term rather than adding one;
 - ``target_sync``: the target network was copied once per ``agent.target_update`` agent steps;
 - ``evaluation``: every visit is followed by one evaluation of every game of the schedule.
 
@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ewc_dqn.config import upgrade_config_dict
 from ewc_dqn.dqn import linear_epsilon
 from ewc_dqn.run_folder import EVAL_CSV, FINAL_FILE, TRAIN_CSV, load_run, read_json
 
@@ -147,14 +148,27 @@ def _check_target_sync(rows: pd.DataFrame, cfg: dict, n: int, report: AuditRepor
             )
 
 
+def _consolidation(cfg: dict) -> str:
+    """The run's consolidation (read from the fields of earlier versions too)."""
+    return str(upgrade_config_dict(cfg).get("consolidation", "ewc"))
+
+
+def _namespace(cfg: dict) -> str | None:
+    """The prefix of the run's consolidation scalars: 'ewc' (EWC, online EWC), 'l2', or None for
+    a run without consolidation."""
+    kind = _consolidation(cfg)
+    return None if kind == "none" else "l2" if kind == "l2" else "ewc"
+
+
 def _check_consolidation(
     train: pd.DataFrame, rows: pd.DataFrame, cfg: dict, report: AuditReport
 ) -> None:
-    if cfg.get("no_ewc"):
+    ns = _namespace(cfg)
+    if ns is None:
         return
     guard = int(cfg["consolidation_min_steps"])
     n = int(cfg["env"]["num_envs"])
-    events = train[train["tag"] == "ewc/consolidated_task"]
+    events = train[train["tag"] == f"{ns}/consolidated_task"]
     done = {(int(s), int(v)) for s, v in zip(events["step"], events["value"], strict=True)}
     steps = rows.index.to_numpy()
     task = rows["train/task"].to_numpy()
@@ -177,8 +191,8 @@ def _check_consolidation(
     tasks_with_terms: set[int] = set()
     for step, t in sorted(done):
         tasks_with_terms.add(t)
-        stored = train[(train["step"] == step) & (train["tag"] == "ewc/stored_terms")]
-        if cfg["ewc"]["mode"] == "separate" and len(stored):
+        stored = train[(train["step"] == step) & (train["tag"] == f"{ns}/stored_terms")]
+        if _consolidation(cfg) != "online-ewc" and len(stored):
             if int(stored["value"].iloc[-1]) != len(tasks_with_terms):
                 report.violations["consolidation"].append(
                     f"step {step}: {int(stored['value'].iloc[-1])} stored terms for "
@@ -190,7 +204,8 @@ def _check_consolidation(
 def _check_ewc_active(
     path: Path, rows: pd.DataFrame, visits: list[dict], cfg: dict, report: AuditReport
 ) -> None:
-    if cfg.get("no_ewc") or not (path / FINAL_FILE).exists():
+    ns = _namespace(cfg)
+    if ns is None or not (path / FINAL_FILE).exists():
         return
     table = read_json(path / FINAL_FILE)["training_steps_by_task"]
     task_of = {game: int(max(used, key=used.get)) for game, used in table.items()}
@@ -200,11 +215,11 @@ def _check_ewc_active(
         game = visit["game"]
         if game in seen:
             t = task_of[game]
-            tag = f"ewc/task{t}/active"
+            tag = f"{ns}/task{t}/active"
             start, end = visit["start_frame"], visit["start_frame"] + visit["frames"]
             inside = (frames > start) & (frames <= end)
             if tag not in rows:
-                report.violations["ewc_active"].append(f"{game}: task {t} has no EWC record")
+                report.violations["ewc_active"].append(f"{game}: task {t} has no {ns} record")
                 continue
             active = rows[tag].to_numpy()[inside]
             report.checked["ewc_active"] += int(inside.sum())

@@ -4,7 +4,9 @@
 ``--preset``, ``--game`` and ``--games`` are read first to choose it (the suite of the games picks
 the Atari or MinAtar version of a preset) and ``--scale`` to scale it as a whole
 (``ewc_dqn.config.scaled``), then every field can be overridden (``--agent.lr 1e-4``); an
-override is taken as given, not scaled.
+override is taken as given, not scaled. ``consolidation_flags`` reads the flags of earlier
+versions: ``--no-ewc`` is ``--consolidation none``; ``--ewc.mode`` is refused (``--consolidation``
+replaced it).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from envs.games import Suite, parse_game_list, resolve_game
-from ewc_dqn.config import DEFAULT_PRESET, PRESETS, TrainConfig, preset, scaled
+from ewc_dqn.config import CONSOLIDATIONS, DEFAULT_PRESET, PRESETS, TrainConfig, preset, scaled
 from ewc_dqn.errors import UserError
 
 
@@ -52,3 +54,36 @@ def with_games(config: TrainConfig, games: str) -> TrainConfig:
     specs = parse_game_list(games)
     schedule = replace(config.schedule, games=tuple(s.name for s in specs), num_games=len(specs))
     return replace(config, schedule=schedule)
+
+
+def consolidation_flags(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``--no-ewc`` (earlier versions' flag) as ``--consolidation none``.
+
+    One-line UserError for ``--ewc.mode`` (``--consolidation`` replaced it: one field says which
+    consolidation runs), for an unknown ``--consolidation`` value (the flag parser's own message
+    is a box of several lines), and for ``--no-ewc`` with another consolidation.
+    """
+    out: list[str] = []
+    chosen: list[str] = []
+    for i, arg in enumerate(argv):
+        flag, eq, value = arg.partition("=")
+        if flag == "--ewc.mode":
+            raise UserError(
+                "--ewc.mode was replaced by --consolidation: use --consolidation online-ewc for "
+                "online EWC, --consolidation ewc (the default) for one term per task"
+            )
+        if flag == "--consolidation":
+            if not eq:
+                value = argv[i + 1] if i + 1 < len(argv) else ""
+            if value not in CONSOLIDATIONS:
+                known = ", ".join(CONSOLIDATIONS)
+                raise UserError(f"unknown --consolidation {value!r}; expected one of {known}")
+            chosen.append(value)
+        if arg == "--no-ewc":
+            chosen.append("none")
+            out += ["--consolidation", "none"]
+        else:
+            out.append(arg)
+    if "--no-ewc" in argv and set(chosen) != {"none"}:
+        raise UserError("--no-ewc is --consolidation none; give one of them, not another with it")
+    return out

@@ -26,7 +26,7 @@ from typing import Annotated
 import tyro
 
 from envs.games import resolve_game
-from ewc_dqn.cli_config import default_config, with_games
+from ewc_dqn.cli_config import consolidation_flags, default_config, with_games
 from ewc_dqn.cli_errors import exit_on_user_errors
 from ewc_dqn.config import TrainConfig
 from ewc_dqn.errors import EXIT_BAD_INPUT, EXIT_FINISHED, EXIT_STOPPED
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None, prog: str = "ewc-dqn train") -> int:
         args = tyro.cli(
             TrainArgs,
             default=default,
-            args=argv,
+            args=consolidation_flags(argv),
             prog=prog,
             config=(tyro.conf.FlagCreatePairsOff,),
         )
@@ -134,6 +134,7 @@ def _train(args: TrainArgs, argv: list[str], prog: str) -> int:
         )
         if not args.quiet:
             print(schedule.describe())
+            print(f"method: {config.describe_method()}")
         run_dir = args.run_dir
     set_torch_threads(trainer.config.torch_threads)  # for this process, before any update
     try:

@@ -1,9 +1,9 @@
 """The whole configuration of a run as nested, typed dataclasses, and the presets.
 
-One dataclass per concern (environment, network, agent, replay, EWC, task inference, schedule,
-evaluation), each field with its unit. A preset is a plain ``TrainConfig`` value; every field of
-it can be overridden on the command line (``--agent.lr 1e-4``). The resolved config is written
-to ``config.json`` in every run folder, and ``config_from_dict`` reads it back.
+One dataclass per concern (environment, network, agent, replay, EWC, rehearsal, task inference,
+schedule, evaluation), each field with its unit. A preset is a plain ``TrainConfig`` value;
+every field of it can be overridden on the command line (``--agent.lr 1e-4``). The resolved
+config is written to ``config.json`` in every run folder, and ``config_from_dict`` reads it back.
 
 Units: *agent steps* count transitions summed over the parallel copies of the environment;
 *frames* count emulator frames (agent steps x frame skip: 4 on Atari, 1 on MinAtar).
@@ -23,9 +23,14 @@ from envs.schedule import MINATAR_POOL, Schedule, ScheduleConfig
 from envs.vector import EnvConfig
 from ewc_dqn.agent import AgentConfig
 from ewc_dqn.errors import UserError
-from ewc_dqn.ewc import EWCConfig
+from ewc_dqn.ewc import ConsolidatorKind, EWCConfig
 from ewc_dqn.fmn import FMNConfig
 from ewc_dqn.networks import NetworkConfig
+from ewc_dqn.rehearsal import RehearsalConfig
+
+Consolidation = Literal["ewc", "online-ewc", "l2", "none"]
+"""What protects the earlier tasks' weights: a consolidator of that kind (ewc_dqn.ewc), or none."""
+CONSOLIDATIONS: tuple[str, ...] = typing.get_args(Consolidation)
 
 
 @dataclass(frozen=True)
@@ -63,11 +68,14 @@ class TrainConfig:
     agent: AgentConfig = field(default_factory=AgentConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     ewc: EWCConfig = field(default_factory=EWCConfig)
+    rehearsal: RehearsalConfig = field(default_factory=RehearsalConfig)
     fmn: FMNConfig = field(default_factory=lambda: FMNConfig(max_tasks=20))
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    no_ewc: bool = False
-    """Plain-DQN baseline: no consolidation, everything else the same."""
+    consolidation: Consolidation = "ewc"
+    """'ewc': one EWC term per task (the paper); 'online-ewc': one running Fisher and anchor
+    (Schwarz et al. 2018); 'l2': one term per task with a uniform metric and ewc.l2_lam (the
+    paper's L2 baseline); 'none': plain DQN (--no-ewc is --consolidation none)."""
     consolidation_min_steps: int = 0
     """Agent steps a task must have been trained since its last consolidation before leaving it
     re-estimates its Fisher (0: at every switch, as the paper). Guards the cost of EWC against
@@ -107,20 +115,51 @@ class TrainConfig:
         return self.env.frame_skip if self.suite == "atari" else 1
 
     @property
+    def consolidator(self) -> ConsolidatorKind | None:
+        """The kind of EWCConsolidator the run builds, None for 'none'."""
+        return None if self.consolidation == "none" else self.consolidation
+
+    @property
     def variant(self) -> str:
-        """Short label of the method: no-ewc, ewc-true, ewc-inferred (online-ewc-... for online)."""
-        if self.no_ewc:
-            method = "no-ewc"
-        else:
-            method = "online-ewc" if self.ewc.mode == "online" else "ewc"
-        return f"{method}-{self.task_labels}" if not self.no_ewc else method
+        """Short label of the method, used for run folders and compare tables: the consolidation
+        and the task-label source (ewc-true, online-ewc-inferred, l2-true, ...), no-ewc without
+        consolidation (whatever the labels, as ever), rehearsal-true / rehearsal-inferred for
+        rehearsal without consolidation and e.g. l2-rehearsal-true for both."""
+        rehearsal = self.rehearsal.fraction > 0
+        if self.consolidation == "none":
+            return f"rehearsal-{self.task_labels}" if rehearsal else "no-ewc"
+        method = f"{self.consolidation}-rehearsal" if rehearsal else self.consolidation
+        return f"{method}-{self.task_labels}"
+
+    def describe_method(self) -> str:
+        """One line naming what protects the earlier tasks, with its strength."""
+        parts = {
+            "ewc": f"EWC (lambda {self.ewc.lam:g})",
+            "online-ewc": f"online EWC (lambda {self.ewc.lam:g}, gamma {self.ewc.online_gamma:g})",
+            "l2": f"L2 (lambda {self.ewc.l2_lam:g})",
+            "none": "no consolidation",
+        }
+        text = f"{self.variant}: {parts[self.consolidation]}"
+        if self.rehearsal.fraction > 0:
+            share = self.rehearsal.rehearsed(self.agent.batch_size)
+            text += (
+                f", rehearsal of {share} of every {self.agent.batch_size} transitions "
+                f"(fraction {self.rehearsal.fraction:g})"
+            )
+        return f"{text}, {self.task_labels} task labels"
 
     def validate(self) -> None:
         """Raise UserError (one line) for settings that cannot run."""
         self.env.validate()
         self.agent.validate()
         self.schedule.validate()
-        self.ewc.validate()
+        if self.consolidation not in CONSOLIDATIONS:
+            raise UserError(
+                f"unknown consolidation {self.consolidation!r}; expected one of "
+                f"{', '.join(CONSOLIDATIONS)}"
+            )
+        self.ewc.validate(self.consolidator)
+        self.rehearsal.validate(self.agent.batch_size)
         self.fmn.validate()
         if self.replay.capacity < self.agent.batch_size:
             raise UserError("replay.capacity must be at least agent.batch_size")
@@ -172,14 +211,21 @@ class TrainConfig:
                 f"checkpoint_every ({self.checkpoint_every:,} agent steps) is longer than the "
                 f"run ({total_steps:,} agent steps)"
             )
-        if len(schedule.games) > 1 and not self.no_ewc:
+        if len(schedule.games) > 1 and self.consolidation != "none":
             last_start = schedule.visits[-1].start_frame
             if self.ewc.start_frames > last_start:
                 raise UserError(
-                    f"ewc.start_frames ({self.ewc.start_frames:,} frames) keeps every EWC term "
-                    f"inactive until the last visit starts (frame {last_start:,}), so EWC would "
-                    "change nothing; lower it or train with --no-ewc"
+                    f"ewc.start_frames ({self.ewc.start_frames:,} frames) keeps every "
+                    f"{self.consolidation} term inactive until the last visit starts (frame "
+                    f"{last_start:,}), so it would change nothing; lower it or train with "
+                    "--consolidation none"
                 )
+        if self.rehearsal.fraction > 0 and len(schedule.games) < 2:
+            raise UserError(
+                f"rehearsal.fraction {self.rehearsal.fraction:g} replays the other games, and "
+                f"this run trains one game ({schedule.games[0]}); rehearsal needs a schedule of "
+                "two games or more"
+            )
         if self.task_labels == "inferred":
             window = self.fmn.window * self.fmn.update_period  # vector steps
             shortest = min(v.frames for v in schedule.visits)
@@ -518,11 +564,46 @@ def _plain(x: Any) -> Any:
 _DERIVED = {"variant", "suite"}
 """Keys of config.json derived from the fields (written for readers, ignored when loading)."""
 
+_LEGACY_MODES = {"separate": "ewc", "online": "online-ewc"}
+"""``ewc.mode`` of config.json files written before ``consolidation`` -> its consolidation."""
+
+
+def upgrade_config_dict(data: Any) -> Any:
+    """A config.json written before ``consolidation`` existed, with this version's fields:
+    ``no_ewc: true`` is ``consolidation: 'none'``, otherwise ``ewc.mode`` 'separate' is 'ewc'
+    and 'online' is 'online-ewc' (both keys are dropped). Other data is returned as it is; a
+    config holding both the old keys and ``consolidation``, or old keys of the wrong type, is a
+    UserError."""
+    if not isinstance(data, dict):
+        return data
+    ewc = data.get("ewc")
+    has_mode = isinstance(ewc, dict) and "mode" in ewc
+    if "no_ewc" not in data and not has_mode:
+        return data
+    if "consolidation" in data:
+        raise UserError("the config has both consolidation and the no_ewc / ewc.mode it replaced")
+    out = dict(data)
+    no_ewc = out.pop("no_ewc", False)
+    mode = "separate"
+    if has_mode:
+        out["ewc"] = dict(ewc)  # type: ignore[arg-type]
+        mode = out["ewc"].pop("mode")
+    if not isinstance(no_ewc, bool) or mode not in _LEGACY_MODES:
+        raise UserError(
+            f"config fields no_ewc ({no_ewc!r}) and ewc.mode ({mode!r}) must be a bool and "
+            "'separate' or 'online'"
+        )
+    out["consolidation"] = "none" if no_ewc else _LEGACY_MODES[mode]
+    return out
+
 
 def config_from_dict(data: dict[str, Any], cls: type = TrainConfig, where: str = "") -> Any:
     """Rebuild a (nested) config dataclass from ``config_to_dict`` output; unknown keys and
     values of the wrong type are a UserError naming the field, so a config from another
-    version or an edited one is neither silently half-read nor a crash later."""
+    version or an edited one is neither silently half-read nor a crash later. A TrainConfig
+    from before ``consolidation`` is read through ``upgrade_config_dict``."""
+    if cls is TrainConfig:
+        data = upgrade_config_dict(data)
     if not isinstance(data, dict):
         name = f"config field {where.rstrip('.')}" if where else "the config"
         raise UserError(f"{name} must be a JSON object, got {data!r}")

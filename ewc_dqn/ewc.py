@@ -19,7 +19,10 @@ out, rebuilds the aggregate from the stored terms (K merges, once per task switc
 the old term instead would cancel catastrophically in float32 wherever it dominated A.
 
 Online EWC (Schwarz et al. 2018) keeps one running Fisher F <- gamma F + F_new and the latest
-anchor instead of one term per task; the interface is the same.
+anchor instead of one term per task; the interface is the same. The L2 baseline (the paper's
+Fig. 3) is the 'separate' machinery with F = 1 on every protected weight: one term
+(l2_lam/2) ||theta - theta*_k||^2 per task, anchored at the task's weights when it is left and
+replaced when it recurs. Which of the three a consolidator is, is its ``kind``.
 
 Device: the consolidator keeps its own tensors on the device of the model's parameters. It
 follows ``model.to(device)`` by itself (``penalty()`` moves its tensors when it sees the
@@ -31,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -50,33 +54,40 @@ from ewc_dqn.fisher import DEFAULT_CHUNK_SIZE, ESTIMATORS, Estimator, fisher_dia
 from ewc_dqn.networks import TASK_PARAM_PATTERN
 from ewc_dqn.transition import Transition
 
-EWCMode = Literal["separate", "online"]
+ConsolidatorKind = Literal["ewc", "online-ewc", "l2"]
+"""'ewc': one term per task, its diagonal Fisher as the metric, replaced when the task recurs
+(Kirkpatrick et al. 2017); 'online-ewc': one running Fisher and anchor (Schwarz et al. 2018);
+'l2': one term per task like 'ewc' with a uniform (all-ones) metric and ``l2_lam``."""
+KINDS: tuple[str, ...] = typing.get_args(ConsolidatorKind)
 STATE_FORMAT = 2
-"""Version of the ``state_dict`` layout."""
+"""Version of the ``state_dict`` layout (its ``metric`` key is optional: absent is 'fisher')."""
 
 
 @dataclass(frozen=True)
 class EWCConfig:
-    """Elastic weight consolidation: penalty, activation and Fisher estimation."""
+    """Elastic weight consolidation and its L2 baseline: penalty, activation and Fisher
+    estimation (which of them runs is ``TrainConfig.consolidation``)."""
 
     lam: float = 400.0
     """Fisher multiplier lambda of (lam/2) sum_i F_i (theta_i - theta*_i)^2 (dimensionless;
     paper: 400)."""
+    l2_lam: float = 0.35
+    """Strength of the L2 baseline, (l2_lam/2) sum_i (theta_i - theta*_i)^2 per task (loss units
+    per squared unit of weight). Default: 400 (the paper's lambda) times 8.8e-4, the Fisher's
+    mean per protected weight over the five MinAtar games, so that L2 puts the same total
+    stiffness on the shared weights as EWC at 400 (docs/ewc.md, "Baselines")."""
     start_frames: int = 0
     """Emulator frames, counted from a task's first frame, before its term counts (paper: its
     penalty is active once 20M frames of the game have been played). The clock is the run's
     frame counter, not the frames labelled with the task, so that frames an inferred label gives
     to the previous task while a switch is detected cannot hold a term back (docs/ewc.md)."""
-    mode: EWCMode = "separate"
-    """'separate': one term per task, replaced when the task recurs; 'online': one running
-    Fisher and anchor (Schwarz et al. 2018)."""
     online_gamma: float = 1.0
-    """Decay of the running Fisher in online mode, F <- gamma F + F_new (dimensionless)."""
+    """Decay of the running Fisher of online EWC, F <- gamma F + F_new (dimensionless)."""
     exclude: str = TASK_PARAM_PATTERN
     """Regular expression of parameter names left unprotected (default: per-task gains and
     biases)."""
     include_current_task: bool = True
-    """Whether the current task's own term counts while it is trained ('separate' mode only)."""
+    """Whether the current task's own term counts while it is trained ('ewc' and 'l2' only)."""
     fisher_estimator: Estimator = "q_value"
     """'q_value' (Gaussian Fisher of Q(s, a)), 'td' (empirical Fisher of the TD loss) or
     'softmax' (Fisher of a Boltzmann policy over Q); see ewc_dqn.fisher."""
@@ -91,21 +102,24 @@ class EWCConfig:
     softmax_temperature: float = 1.0
     """Temperature of the 'softmax' estimator's policy (Q units)."""
 
-    def validate(self) -> None:
-        """Raise UserError (one line) for settings that cannot run (checked by the consolidator
-        and by TrainConfig.validate, not at construction, so the CLI reports them as one line)."""
-        if not (math.isfinite(self.lam) and self.lam >= 0):
-            raise UserError(f"ewc lam must be finite and >= 0, got {self.lam}")
+    def validate(self, kind: ConsolidatorKind | None = None) -> None:
+        """Raise UserError (one line) for settings that cannot run, for a consolidator of
+        ``kind`` when given (checked by the consolidator and by TrainConfig.validate, not at
+        construction, so the CLI reports them as one line)."""
+        for name in ("lam", "l2_lam"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise UserError(f"ewc {name} must be finite and >= 0, got {value}")
         if self.start_frames < 0:
             raise UserError(f"ewc start_frames must be >= 0, got {self.start_frames}")
-        if self.mode not in ("separate", "online"):
-            raise UserError(f"ewc mode must be 'separate' or 'online', got {self.mode!r}")
+        if kind is not None and kind not in KINDS:
+            raise UserError(f"unknown consolidation {kind!r}; expected one of {', '.join(KINDS)}")
         if not 0.0 <= self.online_gamma <= 1.0:
             raise UserError(f"ewc online_gamma must be in [0, 1], got {self.online_gamma}")
-        if self.mode == "online" and not self.include_current_task:
+        if kind == "online-ewc" and not self.include_current_task:
             raise UserError(
                 "online EWC has one merged term; leaving out the current task's share of it is "
-                "not defined (include_current_task=False needs mode='separate')"
+                "not defined (include_current_task=False needs --consolidation ewc or l2)"
             )
         if self.fisher_estimator not in ESTIMATORS:
             raise UserError(
@@ -140,7 +154,7 @@ class _TaskRecord:
 
 
 class EWCConsolidator:
-    """Owns the EWC terms of a model's shared parameters and evaluates their penalty.
+    """Owns the EWC (or L2) terms of a model's shared parameters and evaluates their penalty.
 
     Typical use by a training loop::
 
@@ -153,11 +167,21 @@ class EWCConsolidator:
         ewc.consolidate_from_replay(old, lambda b: replay[old].sample(b), target_net)
     """
 
-    def __init__(self, model: nn.Module, config: EWCConfig | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, config: EWCConfig | None = None, kind: ConsolidatorKind = "ewc"
+    ) -> None:
         """The terms of ``model``'s protected parameters, all settings from ``config`` (None:
-        the defaults)."""
+        the defaults), of ``kind``: 'ewc', 'online-ewc' or 'l2'."""
         self.config = config or EWCConfig()
-        self.config.validate()
+        self.config.validate(kind)
+        self.kind = kind
+        self._online = kind == "online-ewc"
+        self._uniform = kind == "l2"  # the metric is all ones: nothing is estimated
+        self.lam = self.config.l2_lam if self._uniform else self.config.lam
+        """The multiplier of the penalty: ``l2_lam`` for 'l2', ``lam`` otherwise."""
+        self.namespace = "l2" if self._uniform else "ewc"
+        """Prefix of the scalars of ``stats()`` (and of the training loop's consolidation
+        scalars): 'l2' for the L2 baseline, 'ewc' for both EWCs."""
         self.model = model
         pattern = re.compile(self.config.exclude)
         # Parameter objects stay the same through module.to() and load_state_dict(), so caching
@@ -170,14 +194,14 @@ class EWCConsolidator:
         self._excluded = {n for n, _ in model.named_parameters()} - set(self._params)
         self._device = next(iter(self._params.values())).device
         self._tasks: dict[int, _TaskRecord] = {}
-        # 'separate' mode: one (fisher, anchor) per task id.
+        # 'ewc' and 'l2': one (fisher, anchor) per task id.
         self._fisher: dict[int, dict[str, torch.Tensor]] = {}
         self._anchor: dict[int, dict[str, torch.Tensor]] = {}
-        # 'online' mode: one running fisher and anchor, and how many consolidations it holds.
+        # 'online-ewc': one running fisher and anchor, and how many consolidations it holds.
         self._online_fisher: dict[str, torch.Tensor] | None = None
         self._online_anchor: dict[str, torch.Tensor] | None = None
         self._online_folds = 0
-        # 'online' mode: terms of tasks consolidated before they were active, folded in when
+        # 'online-ewc': terms of tasks consolidated before they were active, folded in when
         # their activation clock runs out.
         self._pending: dict[int, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = {}
         self._frames = 0  # emulator frames reported for all tasks together
@@ -202,7 +226,7 @@ class EWCConsolidator:
         """Report ``frames`` more emulator frames played with ``task_id`` as the label.
 
         The run's frame counter advances by ``frames`` whatever the task; a task's activation
-        clock starts at its first report. In online mode a held-back term whose task becomes
+        clock starts at its first report. In online EWC a held-back term whose task becomes
         active is folded into the running one here.
         """
         if frames < 0:
@@ -238,7 +262,7 @@ class EWCConsolidator:
 
         Both map protected parameter names to tensors shaped like the parameters (names of
         excluded parameters, e.g. per-task gains, are ignored); ``anchor`` defaults to the
-        current parameter values. In online mode the Fisher is folded into the running one if
+        current parameter values. In online EWC the Fisher is folded into the running one if
         the task is active; otherwise it is held back (replacing an earlier held-back term of
         the task) and folded in by ``add_frames`` once the task becomes active.
         """
@@ -254,7 +278,7 @@ class EWCConsolidator:
         record.consolidations += 1
         record.fisher_sum = sum(f.sum(dtype=torch.float64).item() for f in fisher_t.values())
         record.fisher_max = max(f.max().item() for f in fisher_t.values())
-        if self.config.mode == "online":
+        if self._online:
             if self.is_active(task_id):
                 self._fold_online(fisher_t, anchor_t)
             else:
@@ -284,7 +308,12 @@ class EWCConsolidator:
     ) -> dict[str, torch.Tensor]:
         """Estimate ``task_id``'s Fisher from ``fisher_batches`` minibatches ``sample(batch_size)``
         of its replay (config's estimator), consolidate it at the current parameters, return it.
+        The L2 baseline's metric is all ones: it draws nothing from ``sample``.
         """
+        if self._uniform:
+            ones = self.uniform_metric()
+            self.consolidate(task_id, ones)
+            return ones
         cfg = self.config
         fisher = fisher_diagonal(
             self.model,
@@ -313,12 +342,12 @@ class EWCConsolidator:
         if evaluator is None:
             return self._zero()
         sqrt_fisher, mean, const = evaluator
-        return quadratic_penalty(self._param_list, sqrt_fisher, mean, self.config.lam, const)
+        return quadratic_penalty(self._param_list, sqrt_fisher, mean, self.lam, const)
 
     def _evaluator(
         self, current_task: int | None
     ) -> tuple[list[torch.Tensor], list[torch.Tensor], float] | None:
-        if self.config.mode == "online":
+        if self._online:
             if self._online_fisher is None or self._online_anchor is None:
                 return None
             key: tuple[int, tuple[int, ...]] = (self._version, ())
@@ -341,38 +370,49 @@ class EWCConsolidator:
             self._eval_key = key
         return self._eval
 
+    def uniform_metric(self) -> dict[str, torch.Tensor]:
+        """The L2 baseline's metric: ones shaped like each protected parameter."""
+        return {n: torch.ones_like(p, requires_grad=False) for n, p in self._params.items()}
+
+    @property
+    def needs_replay(self) -> bool:
+        """Whether ``consolidate_from_replay`` samples the task's replay (not for 'l2')."""
+        return not self._uniform
+
     def counted_tasks(self, current_task: int | None = None) -> list[int]:
-        """The task ids whose terms ``penalty(current_task)`` sums ('separate' mode)."""
+        """The task ids whose terms ``penalty(current_task)`` sums ('ewc' and 'l2')."""
         skip = None if self.config.include_current_task else current_task
         return [k for k in sorted(self._fisher) if k != skip and self.is_active(k)]
 
     def task_terms(self) -> dict[int, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
-        """The stored ``{task: (fisher, anchor)}`` ('separate'), or ``{-1: ...}`` for the
-        running term ('online'); the tensors are the consolidator's own, do not modify them."""
-        if self.config.mode == "online":
+        """The stored ``{task: (fisher, anchor)}`` ('ewc', 'l2'), or ``{-1: ...}`` for the
+        running term ('online-ewc'); the tensors are the consolidator's own, do not modify them."""
+        if self._online:
             if self._online_fisher is None or self._online_anchor is None:
                 return {}
             return {-1: (self._online_fisher, self._online_anchor)}
         return {k: (self._fisher[k], self._anchor[k]) for k in sorted(self._fisher)}
 
     def stats(self) -> dict[str, float]:
-        """Scalars for logging under ``ewc/`` (no device synchronisation: cached at
-        consolidation)."""
+        """Scalars for logging under ``<namespace>/`` (``ewc/``, or ``l2/`` for the L2
+        baseline; no device synchronisation: cached at consolidation)."""
+        ns = self.namespace
         out: dict[str, float] = {}
-        if self.config.mode == "online":
-            out["ewc/active_terms"] = float(self._online_fisher is not None)
-            out["ewc/online_folds"] = float(self._online_folds)
+        if self._online:
+            out[f"{ns}/active_terms"] = float(self._online_fisher is not None)
+            out[f"{ns}/online_folds"] = float(self._online_folds)
         else:
-            out["ewc/active_terms"] = float(len(self.counted_tasks()))
-            out["ewc/stored_terms"] = float(len(self._fisher))
+            out[f"{ns}/active_terms"] = float(len(self.counted_tasks()))
+            out[f"{ns}/stored_terms"] = float(len(self._fisher))
         for k in sorted(self._tasks):
             r = self._tasks[k]
-            out[f"ewc/task{k}/frames"] = float(r.frames)
-            out[f"ewc/task{k}/active"] = float(self.is_active(k))
+            out[f"{ns}/task{k}/frames"] = float(r.frames)
+            out[f"{ns}/task{k}/active"] = float(self.is_active(k))
             if r.consolidations:
-                out[f"ewc/task{k}/consolidations"] = float(r.consolidations)
-                out[f"ewc/task{k}/fisher_sum"] = r.fisher_sum
-                out[f"ewc/task{k}/fisher_max"] = r.fisher_max
+                out[f"{ns}/task{k}/consolidations"] = float(r.consolidations)
+                if not self._uniform:  # all ones: nothing to report
+                    out[f"{ns}/task{k}/fisher_sum"] = r.fisher_sum
+                    out[f"{ns}/task{k}/fisher_max"] = r.fisher_max
         return out
 
     def to(self, device: torch.device | str) -> EWCConsolidator:
@@ -401,7 +441,8 @@ class EWCConsolidator:
     def state_dict(self) -> dict[str, Any]:
         """Tensors and plain Python values only (safetensors + JSON friendly).
 
-        Layout: ``{"format", "mode", "param_names", "tasks": {str(task): {frames,
+        Layout: ``{"format", "mode" ('separate' or 'online'), "metric" ('fisher' or 'uniform'),
+        "param_names", "tasks": {str(task): {frames,
         first_frame, consolidations, fisher_sum, fisher_max}}, "frames", "online_folds",
         "aggregate_order", "tensors": {"task<k>/fisher/<name>" | "task<k>/anchor/<name>" |
         "pending<k>/fisher/<name>" | "pending<k>/anchor/<name>" | "online/fisher/<name>" |
@@ -422,7 +463,8 @@ class EWCConsolidator:
                 tensors[f"pending{k}/anchor/{n}"] = anchor[n]
         return {
             "format": STATE_FORMAT,
-            "mode": self.config.mode,
+            "mode": self._mode,
+            "metric": self._metric,
             "param_names": list(self._params),
             "tasks": {str(k): dataclasses.asdict(r) for k, r in sorted(self._tasks.items())},
             "frames": self._frames,
@@ -432,13 +474,15 @@ class EWCConsolidator:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore a ``state_dict()``; checks format, mode, names and shapes (ValueError)."""
+        """Restore a ``state_dict()``; checks format, kind, names and shapes (ValueError)."""
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"EWC state format {state.get('format')!r}, expected {STATE_FORMAT}")
-        if state.get("mode") != self.config.mode:
+        # States from before the L2 baseline have no "metric": they hold Fishers.
+        saved = (state.get("mode"), state.get("metric", "fisher"))
+        if saved != (self._mode, self._metric):
             raise ValueError(
-                f"EWC state was saved in mode {state.get('mode')!r}, this consolidator is "
-                f"{self.config.mode!r}"
+                f"EWC state was saved in mode {saved[0]!r} with metric {saved[1]!r}, this "
+                f"consolidator is {self.kind!r} (mode {self._mode!r}, metric {self._metric!r})"
             )
         if list(state.get("param_names", [])) != list(self._params):
             raise ValueError(
@@ -485,8 +529,8 @@ class EWCConsolidator:
             raise ValueError("EWC state: tasks with a Fisher and tasks with an anchor differ")
         if online and set(online) != {"fisher", "anchor"}:
             raise ValueError("EWC state: the online term needs both fisher and anchor")
-        if self.config.mode == "online" and fisher:
-            raise ValueError("EWC state: per-task terms in an online-mode state")
+        if self._online and fisher:
+            raise ValueError("EWC state: per-task terms in an online-EWC state")
         if set(pending["fisher"]) != set(pending["anchor"]):
             raise ValueError("EWC state: held-back terms with a Fisher and with an anchor differ")
         self._tasks = tasks
@@ -506,6 +550,15 @@ class EWCConsolidator:
             self._aggregate(order)
 
     # -- internals --------------------------------------------------------------------------
+
+    @property
+    def _mode(self) -> str:
+        """The state layout: 'online' (one running term) or 'separate' (one term per task)."""
+        return "online" if self._online else "separate"
+
+    @property
+    def _metric(self) -> str:
+        return "uniform" if self._uniform else "fisher"
 
     def _record(self, task_id: int) -> _TaskRecord:
         if isinstance(task_id, bool) or not isinstance(task_id, int) or task_id < 0:

@@ -8,6 +8,10 @@ created up front for ``max_tasks`` tasks so the optimiser sees a fixed parameter
 gains and biases are separate ``nn.Parameter`` objects, so the tasks not in the current batch get
 no gradient at all (``grad is None``) and no optimiser moves them, Adam's momentum included.
 
+A minibatch can mix tasks (rehearsal, ewc_dqn.rehearsal): ``forward`` then takes its task ids as
+``TaskRuns``, ((task, count), ...) in batch order, and every sample gets its own task's gains and
+biases; only the tasks present join the graph, so the others still get no gradient.
+
 Parameter names: shared weights are ``<layer>.weight`` / ``<layer>.bias``; per-task ones are
 ``<layer>.task_gains.<k>`` / ``<layer>.task_biases.<k>``. The EWC consolidator excludes names
 matching ``TASK_PARAM_PATTERN`` by default.
@@ -26,6 +30,10 @@ from torch import nn
 TASK_PARAM_PATTERN = r"\.task_(gains|biases)\."
 """Regular expression matching the names of per-task parameters."""
 
+TaskRuns = tuple[tuple[int, int], ...]
+"""The task ids of a minibatch that mixes tasks, as runs in batch order: ((task, count), ...),
+the counts summing to the batch size (host values: no device sync to read them)."""
+
 Arch = Literal["paper", "nature", "minatar"]
 
 
@@ -41,7 +49,8 @@ class NetworkConfig:
 
 
 class TaskConditioned(nn.Module):
-    """Per-task per-unit gain and bias applied after a shared layer: y = x * g_t + b_t."""
+    """Per-task per-unit gain and bias applied after a shared layer: y = x * g_t + b_t (t: one
+    task for the batch, or each sample's own from ``TaskRuns``)."""
 
     def __init__(self, num_units: int, max_tasks: int, spatial: bool) -> None:
         super().__init__()
@@ -53,10 +62,14 @@ class TaskConditioned(nn.Module):
         )
         self._spatial = spatial
 
-    def forward(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
-        g, b = self.task_gains[task_id], self.task_biases[task_id]
+    def forward(self, x: torch.Tensor, task_id: int | TaskRuns) -> torch.Tensor:
+        if isinstance(task_id, tuple):  # (B, C): each run's gains repeated over its samples
+            g = torch.cat([self.task_gains[k].expand(n, -1) for k, n in task_id])
+            b = torch.cat([self.task_biases[k].expand(n, -1) for k, n in task_id])
+        else:
+            g, b = self.task_gains[task_id], self.task_biases[task_id]  # (C,)
         if self._spatial:  # (B, C, H, W): broadcast one gain per channel
-            return x * g[:, None, None] + b[:, None, None]
+            return x * g[..., None, None] + b[..., None, None]
         return x * g + b
 
 
@@ -69,7 +82,7 @@ class TaskConv2d(nn.Module):
         self.task = TaskConditioned(cout, max_tasks, spatial=True)
         _paper_init(self.conv.weight, self.conv.bias, fan_in=cin * kernel * kernel)
 
-    def forward(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, task_id: int | TaskRuns) -> torch.Tensor:
         return self.task(self.conv(x), task_id)
 
 
@@ -82,7 +95,7 @@ class TaskLinear(nn.Module):
         self.task = TaskConditioned(fout, max_tasks, spatial=False)
         _paper_init(self.linear.weight, self.linear.bias, fan_in=fin)
 
-    def forward(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, task_id: int | TaskRuns) -> torch.Tensor:
         return self.task(self.linear(x), task_id)
 
 
@@ -136,15 +149,27 @@ class QNetwork(nn.Module):
         self.fc = TaskLinear(flat, hidden, max_tasks=t)
         self.head = TaskLinear(hidden, num_actions, max_tasks=t)
 
-    def forward(self, obs: torch.Tensor, task_id: int) -> torch.Tensor:
-        """Q-values (B, num_actions) for uint8 or float observations (B, C, H, W)."""
-        if not 0 <= task_id < self.config.max_tasks:
+    def forward(self, obs: torch.Tensor, task_id: int | TaskRuns) -> torch.Tensor:
+        """Q-values (B, num_actions) for uint8 or float observations (B, C, H, W), with the
+        gains and biases of ``task_id``, or of each sample's task given as ``TaskRuns``."""
+        if isinstance(task_id, tuple):
+            self._check_runs(task_id, obs.shape[0])
+        elif not 0 <= task_id < self.config.max_tasks:
             raise ValueError(f"task id {task_id} outside [0, {self.config.max_tasks})")
         x = obs.float() * self.input_scale
         for conv in self.convs:
             x = F.relu(conv(x, task_id))
         x = F.relu(self.fc(x.flatten(1), task_id))
         return self.head(x, task_id)
+
+    def _check_runs(self, runs: TaskRuns, batch: int) -> None:
+        for k, n in runs:
+            if not 0 <= k < self.config.max_tasks:
+                raise ValueError(f"task id {k} outside [0, {self.config.max_tasks})")
+            if n < 1:
+                raise ValueError(f"task runs {runs} hold an empty run")
+        if sum(n for _, n in runs) != batch:
+            raise ValueError(f"task runs {runs} do not cover the batch of {batch}")
 
     def shared_parameter_names(self) -> list[str]:
         """Names of the parameters shared by all tasks (what EWC protects by default)."""

@@ -246,7 +246,8 @@ def build_trainer(
     stack = config.env.frame_stack
     network = build_suite_network(config, init_seed=config.seed)
     agent = DQNAgent(network, config.agent, device)
-    ewc = None if config.no_ewc else EWCConsolidator(agent.online, config=config.ewc)
+    kind = config.consolidator
+    ewc = None if kind is None else EWCConsolidator(agent.online, config.ewc, kind)
     labeler: TaskLabeler = (
         InferredLabels(ForgetMeNot(config.fmn))
         if config.task_labels == "inferred"

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from envs.scores import ReferenceNotMeasuredError, clipped_total, normalised_score
-from ewc_dqn.config import config_from_dict, config_to_dict
+from ewc_dqn.config import config_from_dict, config_to_dict, upgrade_config_dict
 
 CONFIG_FILE = "config.json"
 SCHEDULE_FILE = "schedule.json"
@@ -192,13 +192,15 @@ def is_run_dir(path: Path) -> bool:
 
 def with_default_fields(config: dict[str, Any]) -> dict[str, Any]:
     """config.json of a run with every field of this version: fields added after the run was
-    written take their defaults, which keep the earlier behaviour, so runs from different
-    versions compare field by field. A config this version cannot read is returned as it is."""
+    written take their defaults, which keep the earlier behaviour, and fields replaced since
+    take their new form (``no_ewc`` and ``ewc.mode`` become ``consolidation``), so runs from
+    different versions compare field by field. A config this version cannot read is returned as
+    it is."""
     try:
         parsed = config_from_dict(config)
     except (ValueError, TypeError):
         return config
-    return {**config, **config_to_dict(parsed)}
+    return {**upgrade_config_dict(config), **config_to_dict(parsed)}
 
 
 def load_run(path: Path) -> RunRecord:

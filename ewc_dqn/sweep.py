@@ -2,6 +2,7 @@
 
     ewc-dqn sweep --preset minatar --variants no-ewc,ewc-true,ewc-inferred \\
         --seeds 0-4 --out runs/sweep [--address ray://head:10001] [--agent.lr 1e-4 ...]
+    ewc-dqn sweep --preset minatar --variants l2-true,rehearsal-true,online-ewc-true ...
 
 Each combination is one run in its own folder, ``<out>/<variant>/seed<k>``, trained as one Ray
 task (``pip install ewc-dqn[ray]``) with ``--cpus-per-run`` CPUs and ``--gpus-per-run`` GPUs.
@@ -34,12 +35,12 @@ import tyro
 from tqdm import tqdm
 
 from envs.schedule import Schedule
-from ewc_dqn.cli_config import default_config, with_games
+from ewc_dqn.cli_config import consolidation_flags, default_config, with_games
 from ewc_dqn.cli_errors import exit_on_user_errors
 from ewc_dqn.compare import compare_runs
 from ewc_dqn.compare_data import CompareError
 from ewc_dqn.compare_report import format_summary
-from ewc_dqn.config import TrainConfig
+from ewc_dqn.config import Consolidation, TrainConfig
 from ewc_dqn.errors import EXIT_STOPPED, UserError
 from ewc_dqn.run_builder import make_schedule, start_run
 from ewc_dqn.run_folder import CONFIG_FILE, FINAL_FILE, load_run
@@ -48,23 +49,40 @@ from ewc_dqn.threads import torch_threads
 
 
 class Variant(NamedTuple):
-    """The config fields that make a method: baseline or EWC, task labels, EWC flavour."""
+    """The config fields that make a method: the consolidation, the task labels, rehearsal."""
 
-    no_ewc: bool
+    consolidation: Consolidation
     task_labels: Literal["true", "inferred"]
-    ewc_mode: Literal["separate", "online"]
+    rehearsal: bool
 
+
+REHEARSAL_FRACTION = 0.25
+"""The share of every minibatch the rehearsal variants draw from the other tasks (unless
+``--rehearsal.fraction`` says otherwise): 8 of a minibatch of 32. A visit is short (a MinAtar
+visit of 100k frames is 25k updates) and the current task must still learn its game within it,
+so it keeps three quarters of every minibatch; once the other 4 MinAtar games have replays,
+the 8 rehearsed transitions still replay about 2 of each per update (50k per visit). Half and
+half (CLEAR's mix of new and replayed experience, Rolnick et al. 2019) would halve the current
+task's data per update; ``--rehearsal.fraction 0.5`` runs it."""
 
 VARIANTS: dict[str, Variant] = {
-    "no-ewc": Variant(True, "true", "separate"),
-    "ewc-true": Variant(False, "true", "separate"),
-    "ewc-inferred": Variant(False, "inferred", "separate"),
-    "online-ewc-true": Variant(False, "true", "online"),
-    "online-ewc-inferred": Variant(False, "inferred", "online"),
+    "no-ewc": Variant("none", "true", False),
+    "ewc-true": Variant("ewc", "true", False),
+    "ewc-inferred": Variant("ewc", "inferred", False),
+    "online-ewc-true": Variant("online-ewc", "true", False),
+    "online-ewc-inferred": Variant("online-ewc", "inferred", False),
+    "l2-true": Variant("l2", "true", False),
+    "l2-inferred": Variant("l2", "inferred", False),
+    "rehearsal-true": Variant("none", "true", True),
+    "rehearsal-inferred": Variant("none", "inferred", True),
 }
-"""Variant name (TrainConfig.variant) -> its settings."""
+"""Variant name (TrainConfig.variant, the run folders' and compare tables' name) -> its
+settings."""
 
-SET_BY_SWEEP = ("--seed", "--no-ewc", "--task-labels", "--ewc.mode", "--suite")
+VARIANT_ALIASES = {"none": "no-ewc"}
+"""Other names ``--variants`` accepts -> the variant's name."""
+
+SET_BY_SWEEP = ("--seed", "--no-ewc", "--task-labels", "--consolidation", "--suite")
 """Config flags the sweep sets itself (from --seeds, --variants and --games)."""
 
 
@@ -77,8 +95,10 @@ class SweepArgs:
     """Named preset: smoke, minatar-quick, minatar, atari-short, atari (default: atari for Atari
     games, minatar for MinAtar games)."""
     variants: str = "no-ewc,ewc-true,ewc-inferred"
-    """Comma-separated variants: no-ewc, ewc-true, ewc-inferred, online-ewc-true,
-    online-ewc-inferred."""
+    """Comma-separated variants: no-ewc (or none), ewc-true, ewc-inferred, online-ewc-true,
+    online-ewc-inferred, l2-true, l2-inferred, rehearsal-true, rehearsal-inferred (no
+    consolidation, a quarter of every minibatch from the other tasks' replays, or
+    --rehearsal.fraction; the other variants never rehearse)."""
     seeds: str = "0-4"
     """Run seeds: a range '0-4' (both ends included), a list '0,2,5', or both '0-2,7'."""
     out: Path = Path("runs/sweep")
@@ -138,6 +158,7 @@ def sweep_main(argv: list[str] | None = None, prog: str = "ewc-dqn sweep") -> in
             raise UserError(
                 f"a sweep sets {', '.join(fixed)} itself from --variants, --seeds and --games"
             )
+        consolidation_flags(argv)  # --ewc.mode: replaced by the variants' consolidation
         default = SweepArgs(config=default_config(argv))
         args = tyro.cli(
             SweepArgs,
@@ -151,12 +172,14 @@ def sweep_main(argv: list[str] | None = None, prog: str = "ewc-dqn sweep") -> in
 
 
 def parse_variants(text: str) -> list[str]:
-    """'no-ewc,ewc-true' -> ['no-ewc', 'ewc-true']; one-line UserError for unknown names."""
+    """'none,ewc-true' -> ['no-ewc', 'ewc-true'] (aliases become the variant's name); one-line
+    UserError for unknown names."""
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in VARIANTS]
+    unknown = [n for n in names if n not in VARIANTS and n not in VARIANT_ALIASES]
     if unknown or not names:
         known = ", ".join(VARIANTS)
         raise UserError(f"unknown variant(s) {', '.join(unknown) or repr(text)}; variants: {known}")
+    names = [VARIANT_ALIASES.get(n, n) for n in names]
     if len(set(names)) != len(names):
         raise UserError(f"a variant appears twice in {text!r}")
     return names
@@ -183,13 +206,16 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def variant_config(base: TrainConfig, variant: str) -> TrainConfig:
-    """``base`` with the fields of ``variant`` set (see VARIANTS)."""
+    """``base`` with the fields of ``variant`` set (see VARIANTS): a rehearsal variant keeps
+    ``base``'s rehearsal fraction when it has one (else ``REHEARSAL_FRACTION``), the others
+    have none."""
     v = VARIANTS[variant]
+    fraction = (base.rehearsal.fraction or REHEARSAL_FRACTION) if v.rehearsal else 0.0
     config = replace(
         base,
-        no_ewc=v.no_ewc,
+        consolidation=v.consolidation,
         task_labels=v.task_labels,
-        ewc=replace(base.ewc, mode=v.ewc_mode),
+        rehearsal=replace(base.rehearsal, fraction=fraction),
     )
     assert config.variant == variant, (config.variant, variant)
     return config

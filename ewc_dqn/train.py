@@ -1,5 +1,6 @@
 """The continual training loop: one game at a time along a schedule, one task id per inferred
-task, one replay buffer, epsilon schedule and EWC term per task id, evaluation after every visit.
+task, one replay buffer, epsilon schedule and EWC (or L2) term per task id, optionally a share of
+every minibatch rehearsed from the other tasks' replays, evaluation after every visit.
 
 Single-game training is the same loop with a one-visit schedule.
 
@@ -10,7 +11,7 @@ frame counter at every *segment* start: at the start of each visit and after eac
 checkpoint. A run resumed from a periodic checkpoint therefore replays exactly what the
 uninterrupted run did (``tests/test_train_e2e.py`` checks identical weights). A checkpoint taken
 on Ctrl-C/SIGTERM mid-segment resumes with a fresh episode, so that resume is exact in every
-learned state but not in the interrupted episode.
+learned state but not in the interrupted episode. Rehearsal draws from the same generator.
 
 Crashes. A checkpoint records the size of every CSV log, and resuming cuts the logs back to it,
 so the rows of an evaluation that ran after the last checkpoint are written again exactly once.
@@ -47,7 +48,9 @@ from ewc_dqn.ewc import EWCConsolidator
 from ewc_dqn.faults import FaultPoint
 from ewc_dqn.labels import TaskLabeler
 from ewc_dqn.metrics import MetricsLogger
+from ewc_dqn.networks import TaskRuns
 from ewc_dqn.rand_index import adjusted_rand_from_counts
+from ewc_dqn.rehearsal import rehearsal_minibatch
 from ewc_dqn.replay import FrameReplay
 from ewc_dqn.run_folder import (
     EVAL_COLUMNS,
@@ -63,6 +66,7 @@ from ewc_dqn.run_folder import (
 )
 from ewc_dqn.run_lock import RunLock
 from ewc_dqn.stop_signals import StopSignals
+from ewc_dqn.transition import Transition
 
 ReplayFactory = Callable[[np.random.Generator], FrameReplay]
 
@@ -257,9 +261,20 @@ class Trainer:
     def _learn(self, task: int, replay: FrameReplay, new_steps: int) -> None:
         """Hand the agent the steps just played; it updates and syncs as its rules say."""
         penalty = self.ewc.penalty if self.ewc is not None else None
+
+        def sample(n: int) -> tuple[Transition, TaskRuns | None]:
+            if self.config.rehearsal.fraction == 0:
+                return replay.sample(n), None
+            batch, runs = rehearsal_minibatch(
+                task, self.replays, n, self.config.rehearsal.fraction, self.rng
+            )
+            own = runs[0][1] if runs is not None else n
+            self._acc["rehearsal/share"].append(1.0 - own / n)
+            return batch, runs
+
         self.agent.learn(
             task,
-            replay.sample,
+            sample,
             new_steps,
             replay_steps=self.counters.steps[task] - self.replay_born[task],
             run_steps=self.step,
@@ -281,26 +296,22 @@ class Trainer:
         self._acc["tasks/switches"].append(1.0)
 
     def consolidate(self, task: int) -> None:
-        """(Re)compute the Fisher of ``task`` from its replay and replace its EWC term."""
+        """(Re)compute the Fisher of ``task`` from its replay (all ones for L2, drawing nothing)
+        and replace its term, anchored at the current weights."""
         assert self.ewc is not None
         self.check_finite()  # a diverged network would give a non-finite Fisher
         replay = self.replays.get(task)
         cfg = self.ewc.config
-        if replay is None or len(replay) < cfg.fisher_batch_size:
+        if replay is None or (self.ewc.needs_replay and len(replay) < cfg.fisher_batch_size):
             return  # too little data to estimate anything; the old term (if any) stays
         t0 = time.perf_counter()
         self.ewc.consolidate_from_replay(
             task, lambda b: replay.sample(b).to(self.device), self.agent.target
         )
-        self.logger.log(
-            self.step,
-            self.frames,
-            {
-                "ewc/consolidated_task": task,
-                "perf/fisher_seconds": time.perf_counter() - t0,
-                **self.ewc.stats(),
-            },
-        )
+        scalars = {f"{self.ewc.namespace}/consolidated_task": float(task)}
+        if self.ewc.needs_replay:
+            scalars["perf/fisher_seconds"] = time.perf_counter() - t0
+        self.logger.log(self.step, self.frames, {**scalars, **self.ewc.stats()})
 
     def _record_episodes(self, visit: Visit, step) -> None:
         done = step.terminated | step.truncated
@@ -329,6 +340,9 @@ class Trainer:
         scalars.update(self.labeler.stats())
         if self.ewc is not None:
             scalars.update(self.ewc.stats())
+            if self.ewc.namespace != "ewc" and "losses/ewc_penalty" in scalars:
+                # The agent names its penalty EWC's; an L2 run's logs name theirs.
+                scalars[f"losses/{self.ewc.namespace}_penalty"] = scalars.pop("losses/ewc_penalty")
         self.logger.log(self.step, self.frames, scalars)
         self._acc.clear()
         self._fault.at("logged", self.step)
@@ -507,9 +521,10 @@ class Trainer:
             raise ValueError("loop.label_counts must be a list of [true task, task, steps]")
         if (self.ewc is None) != ("ewc" not in state):
             raise ValueError(
-                "it holds no EWC state (a --no-ewc run's) and this run uses EWC"
+                "it holds no consolidation terms (a --consolidation none run's) and this run "
+                f"uses {self.config.consolidation}"
                 if self.ewc is not None
-                else "it holds EWC state and this run is --no-ewc"
+                else "it holds consolidation terms and this run is --consolidation none"
             )
         self.step = int(loop["step"])
         self.frames = int(loop["frames"])

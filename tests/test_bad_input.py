@@ -19,7 +19,13 @@ import evaluate
 import train_agent
 from envs.games import UnknownGameError
 from ewc_dqn import checkpoint
-from ewc_dqn.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, save_checkpoint
+from ewc_dqn.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from ewc_dqn.cli_errors import exit_on_user_errors
 from ewc_dqn.compare import CompareError
 from ewc_dqn.config import TrainConfig, preset
@@ -88,12 +94,70 @@ def test_only_user_errors_become_one_line(capsys):
         (["--network.max-tasks", "1"], "has 2 games, each its own task with true labels"),
         (["--stop-after-steps", "-1"], "--stop-after-steps must be a positive number"),
         (["--stop-after-steps", "0"], "--stop-after-steps must be a positive number"),
+        (["--consolidation", "l3"], "unknown --consolidation 'l3'; expected one of ewc, online-"),
+        (["--consolidation=EWC"], "unknown --consolidation 'EWC'; expected one of ewc, online-"),
+        (["--ewc.mode", "online"], "--ewc.mode was replaced by --consolidation: use --consol"),
+        (["--ewc.mode=separate"], "--ewc.mode was replaced by --consolidation: use --consol"),
+        (["--no-ewc", "--consolidation", "l2"], "--no-ewc is --consolidation none; give one"),
+        (["--ewc.l2-lam", "-1"], "ewc l2_lam must be finite and >= 0, got -1.0"),
+        (["--ewc.l2-lam", "inf"], "ewc l2_lam must be finite and >= 0, got inf"),
+        (["--rehearsal.fraction", "1"], "rehearsal.fraction must be in [0, 1), got 1.0"),
+        (["--rehearsal.fraction", "-0.5"], "rehearsal.fraction must be in [0, 1), got -0.5"),
+        (["--rehearsal.fraction", "0.01"], "rounds to no rehearsed transition; use more than"),
+        (["--rehearsal.fraction", "0.99"], "rounds to the whole minibatch, leaving none of"),
     ],
 )
 def test_impossible_settings_are_refused(args, message, tmp_path, capsys):
     err = _main_error(train_agent.main, [*RUN, *args, "--run-dir", str(tmp_path / "r")], capsys)
     assert message in err
     assert not (tmp_path / "r").exists()
+
+
+def test_rehearsal_needs_another_game(tmp_path, capsys):
+    argv = ["--preset", "smoke", "--game", "MinAtar/Breakout", "--steps", "400"]
+    argv += ["--rehearsal.fraction", "0.25", "--run-dir", str(tmp_path / "r")]
+    err = _main_error(train_agent.main, argv, capsys)
+    assert "rehearsal needs a schedule of two games or more" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_no_ewc_is_consolidation_none(tmp_path):
+    configs = {}
+    for name, flags in {"no-ewc": ["--no-ewc"], "none": ["--consolidation", "none"]}.items():
+        run = tmp_path / name
+        argv = [*RUN, *flags, "--run-dir", str(run), "--stop-after-steps", "300"]
+        assert train_agent.main(argv) == 3
+        configs[name] = json.loads((run / "config.json").read_text())
+        assert "ewc" not in load_checkpoint(run)[1]  # no consolidation state at all
+    assert configs["no-ewc"] == configs["none"]
+    assert configs["none"]["consolidation"] == "none" and configs["none"]["variant"] == "no-ewc"
+
+
+@pytest.mark.parametrize(
+    ("legacy", "refusal"),
+    [
+        ({"no_ewc": False, "mode": "separate"}, None),  # = ewc: the run's own consolidation
+        ({"mode": "separate"}, None),
+        ({"no_ewc": True, "mode": "separate"}, "and this run is --consolidation none"),
+        ({"no_ewc": False, "mode": "online"}, "this consolidator is 'online-ewc'"),
+    ],
+)
+def test_a_run_folder_from_before_consolidation_resumes_as_it_was(legacy, refusal, run, capsys):
+    """config.json of earlier versions has no_ewc and ewc.mode, not consolidation. The stopped
+    run is EWC: written the old way it resumes; read as no-EWC or online EWC its checkpoint does
+    not fit (so each old value is read as what it meant)."""
+    config = json.loads((run / "config.json").read_text())
+    del config["consolidation"]
+    config["ewc"]["mode"] = legacy["mode"]
+    if "no_ewc" in legacy:
+        config["no_ewc"] = legacy["no_ewc"]
+    (run / "config.json").write_text(json.dumps(config))
+    if refusal is None:
+        assert train_agent.main(["--resume", str(run), "--quiet"]) == 0
+        assert load_checkpoint(run)[1]["loop"]["step"] == 1200
+    else:
+        err = _main_error(train_agent.main, ["--resume", str(run), "--quiet"], capsys)
+        assert "does not fit this run" in err and refusal in err
 
 
 def test_a_sweep_refuses_too_few_task_parameter_sets(tmp_path, capsys):
@@ -185,7 +249,8 @@ DAMAGE = {
     "other-network": lambda run: _foreign_checkpoint(
         run, replace(MINATAR, network=replace(MINATAR.network, max_tasks=3))
     ),
-    "no-ewc-into-ewc": lambda run: _foreign_checkpoint(run, replace(MINATAR, no_ewc=True)),
+    "no-ewc-into-ewc": lambda run: _foreign_checkpoint(run, replace(MINATAR, consolidation="none")),
+    "l2-into-ewc": lambda run: _foreign_checkpoint(run, replace(MINATAR, consolidation="l2")),
 }
 
 
@@ -196,7 +261,8 @@ DAMAGE = {
         ("state-list", "loop.label_counts must be list, got 7"),
         ("other-suite", "(ewc-true, minatar, network minatar): Error(s) in loading state_dict"),
         ("other-network", "Missing key(s) in state_dict"),
-        ("no-ewc-into-ewc", "it holds no EWC state (a --no-ewc run's) and this run uses EWC"),
+        ("no-ewc-into-ewc", "no consolidation terms (a --consolidation none run's) and this "),
+        ("l2-into-ewc", "EWC state was saved in mode 'separate' with metric 'uniform'"),
     ],
 )
 def test_a_checkpoint_that_does_not_fit_is_refused(damage, message, run, capsys):

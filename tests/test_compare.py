@@ -560,3 +560,43 @@ def test_the_summary_says_what_ewc_did_against_plain_dqn(tmp_path: Path) -> None
         f"{base.forgetting_total[0]:.2f}."
     ) in text
     assert cons.forgetting_total[0] < base.forgetting_total[0]
+
+
+def test_configs_from_before_consolidation_group_with_their_method(tmp_path: Path) -> None:
+    """no_ewc and ewc.mode of earlier config.json files are read as the consolidation they
+    meant, so old and new runs of one method are one group and old no-EWC and EWC runs stay
+    apart."""
+    from dataclasses import replace
+
+    from ewc_dqn.config import PRESETS, upgrade_config_dict
+    from ewc_dqn.errors import UserError
+    from ewc_dqn.run_builder import run_config_dict
+    from ewc_dqn.run_folder import load_run
+
+    base = PRESETS["minatar"]["minatar"]
+    cases = {  # name: (this version's config, how an earlier version wrote it)
+        "ewc": ("ewc", {"no_ewc": False}, "separate"),
+        "online": ("online-ewc", {"no_ewc": False}, "online"),
+        "none": ("none", {"no_ewc": True}, "separate"),
+        "none-online": ("none", {"no_ewc": True}, "online"),
+        "no-flag": ("ewc", {}, "separate"),
+    }
+    configs = []
+    for name, (consolidation, top, mode) in cases.items():
+        current = run_config_dict(replace(base, consolidation=consolidation))  # type: ignore[arg-type]
+        older = {k: v for k, v in json.loads(json.dumps(current)).items() if k != "consolidation"}
+        older.update(top)
+        older["ewc"]["mode"] = mode
+        assert upgrade_config_dict(older) == {**current, "variant": older["variant"]}, name
+        for when, cfg in (("old", older), ("new", current)):
+            (tmp_path / f"{name}-{when}").mkdir()
+            write_json_atomic(tmp_path / f"{name}-{when}" / CONFIG_FILE, cfg)
+            configs.append(load_run(tmp_path / f"{name}-{when}").config)
+    labels = [label for label, _ in group_labels(configs)]
+    want = ["ewc-true"] * 2 + ["online-ewc-true"] * 2 + ["no-ewc"] * 4 + ["ewc-true"] * 2
+    assert labels == want
+    assert all("no_ewc" not in c and "mode" not in c["ewc"] for c in configs)
+    with pytest.raises(UserError, match="both consolidation and the no_ewc"):
+        upgrade_config_dict({"consolidation": "l2", "no_ewc": True})
+    with pytest.raises(UserError, match="must be a bool and 'separate' or 'online'"):
+        upgrade_config_dict({"ewc": {"mode": "offline"}})

@@ -267,7 +267,7 @@ def test_online_mode_keeps_one_decayed_fisher_and_the_latest_anchor():
     model = small_net()
     gen = torch.Generator().manual_seed(6)
     gamma = 0.5
-    ewc = EWCConsolidator(model, EWCConfig(lam=1.0, mode="online", online_gamma=gamma))
+    ewc = EWCConsolidator(model, EWCConfig(lam=1.0, online_gamma=gamma), "online-ewc")
     terms = [random_term(model, gen) for _ in range(3)]
     for k, term in enumerate(terms):
         ewc.consolidate(k % 2, *term)  # task 0 recurs: online mode folds it in again
@@ -287,7 +287,7 @@ def test_online_mode_keeps_one_decayed_fisher_and_the_latest_anchor():
 def test_online_mode_holds_back_a_term_until_its_task_is_active():
     model = small_net()
     gen = torch.Generator().manual_seed(7)
-    ewc = EWCConsolidator(model, EWCConfig(lam=1.0, mode="online", start_frames=10))
+    ewc = EWCConsolidator(model, EWCConfig(lam=1.0, start_frames=10), "online-ewc")
     ewc.add_frames(0, 4)
     early, late = random_term(model, gen), random_term(model, gen)
     ewc.consolidate(0, *early)
@@ -300,19 +300,20 @@ def test_online_mode_holds_back_a_term_until_its_task_is_active():
 
 def test_online_mode_without_the_current_task_is_rejected():
     with pytest.raises(ValueError, match="online"):
-        EWCConfig(mode="online", include_current_task=False).validate()
+        EWCConfig(include_current_task=False).validate("online-ewc")
     with pytest.raises(ValueError, match="online"):
-        EWCConsolidator(small_net(), EWCConfig(mode="online", include_current_task=False))
+        EWCConsolidator(small_net(), EWCConfig(include_current_task=False), "online-ewc")
+    EWCConsolidator(small_net(), EWCConfig(include_current_task=False), "l2")  # per-task terms
 
 
-@pytest.mark.parametrize("mode", ["separate", "online"])
-def test_state_dict_round_trip_is_exact_and_json_safe(mode, tmp_path):
+@pytest.mark.parametrize("kind", ["ewc", "online-ewc", "l2"])
+def test_state_dict_round_trip_is_exact_and_json_safe(kind, tmp_path):
     from safetensors.torch import load_file, save_file
 
     model = small_net()
     gen = torch.Generator().manual_seed(8)
-    cfg = EWCConfig(lam=7.0, mode=mode, start_frames=5)
-    ewc = EWCConsolidator(model, cfg)
+    cfg = EWCConfig(lam=7.0, l2_lam=3.0, start_frames=5)
+    ewc = EWCConsolidator(model, cfg, kind)
     for k in (2, 0, 1, 0):
         ewc.add_frames(k, 3)
         ewc.consolidate(k, *random_term(model, gen))
@@ -322,7 +323,7 @@ def test_state_dict_round_trip_is_exact_and_json_safe(mode, tmp_path):
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp_path / "ewc.safetensors"))
     (tmp_path / "ewc.json").write_text(json.dumps(state))
 
-    restored = EWCConsolidator(model, cfg)
+    restored = EWCConsolidator(model, cfg, kind)
     loaded = json.loads((tmp_path / "ewc.json").read_text())
     loaded["tensors"] = load_file(str(tmp_path / "ewc.safetensors"))
     restored.load_state_dict(loaded)
@@ -344,8 +345,14 @@ def test_load_state_dict_rejects_mismatches():
     bad = {**state, "tensors": {**state["tensors"], "task0/fisher/9.weight": torch.ones(2)}}
     with pytest.raises(ValueError, match="unexpected tensor"):
         EWCConsolidator(model).load_state_dict(bad)
-    with pytest.raises(ValueError, match="mode"):
-        EWCConsolidator(model, EWCConfig(mode="online")).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"mode 'separate' with metric 'fisher'.*'online-ewc'"):
+        EWCConsolidator(model, kind="online-ewc").load_state_dict(state)
+    with pytest.raises(ValueError, match="metric 'fisher', this consolidator is 'l2'"):
+        EWCConsolidator(model, kind="l2").load_state_dict(state)
+    old = {k: v for k, v in state.items() if k != "metric"}  # from before the L2 baseline
+    EWCConsolidator(model).load_state_dict(old)
+    with pytest.raises(ValueError, match="metric 'fisher'"):
+        EWCConsolidator(model, kind="l2").load_state_dict(old)
     with pytest.raises(ValueError, match="other parameters"):
         EWCConsolidator(small_net(), EWCConfig(exclude=r"bias")).load_state_dict(state)
 
@@ -445,3 +452,94 @@ def test_consolidate_from_replay_uses_the_config_and_protects_shared_weights():
         sum(f.sum().item() for f in fisher.values()), rel=1e-6
     )
     assert ewc.penalty(current_task=1).item() == 0.0  # anchored at the current weights
+
+
+# --- the L2 baseline: the same per-task machinery with a uniform metric -------------------------
+
+
+def _l2_net() -> QNetwork:
+    torch.manual_seed(0)
+    return QNetwork((2, 6, 6), 3, NetworkConfig(arch="minatar", max_tasks=3), input_scale=1.0)
+
+
+def _nudge(net: nn.Module, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Move every parameter (per-task gains and biases too); return the new values."""
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=gen))
+    return {n: p.detach().clone() for n, p in net.named_parameters()}
+
+
+def _l2_reference(net: nn.Module, anchors: list[dict[str, torch.Tensor]], lam: float):
+    """sum over anchors of (lam/2) ||theta - anchor||^2 over the shared weights, and its gradient
+    lam sum (theta - anchor), in float64."""
+    value, grads = 0.0, {}
+    for n in net.shared_parameter_names():
+        theta = dict(net.named_parameters())[n].detach().double()
+        diffs = [theta - a[n].double() for a in anchors]
+        value += 0.5 * lam * sum(float((d * d).sum()) for d in diffs)
+        grads[n] = lam * sum(diffs)
+    return value, grads
+
+
+def _never(batch_size: int):
+    raise AssertionError("the L2 baseline drew from the replay")
+
+
+def test_l2_penalty_is_uniform_anchored_per_task_and_replaced_on_recurrence():
+    net = _l2_net()
+    gen = torch.Generator().manual_seed(1)
+    ewc = EWCConsolidator(net, EWCConfig(lam=400.0, l2_lam=0.3), "l2")
+    assert ewc.lam == 0.3 and not ewc.needs_replay
+    anchors = {0: {n: p.detach().clone() for n, p in net.named_parameters()}}
+    metric = ewc.consolidate_from_replay(0, _never)
+    assert set(metric) == set(net.shared_parameter_names())  # gains and biases excluded
+    assert all(bool((m == 1).all()) for m in metric.values())
+    anchors[1] = _nudge(net, gen)
+    ewc.consolidate_from_replay(1, _never)
+    _nudge(net, gen)
+    for check in ("two tasks", "task 0 recurs"):
+        value = ewc.penalty(current_task=1)
+        net.zero_grad()
+        value.backward()
+        want, want_grads = _l2_reference(net, [anchors[0], anchors[1]], 0.3)
+        assert value.item() == pytest.approx(want, rel=1e-5), check
+        for n, p in net.named_parameters():
+            if n in want_grads:
+                torch.testing.assert_close(p.grad.double(), want_grads[n], rtol=1e-4, atol=1e-7)
+            else:  # a per-task gain or bias: not protected, no gradient from the penalty
+                assert p.grad is None, n
+        # Task 0 comes back and is left again: its term moves to the new weights, none is added.
+        anchors[0] = {n: p.detach().clone() for n, p in net.named_parameters()}
+        ewc.consolidate_from_replay(0, _never)
+        _nudge(net, gen)
+    stats = ewc.stats()
+    assert stats["l2/stored_terms"] == 2 and stats["l2/task0/consolidations"] == 3
+    assert not any(k.startswith("ewc/") or "fisher" in k for k in stats), stats
+
+
+def test_l2_penalty_ignores_the_per_task_gains_and_biases():
+    net = _l2_net()
+    ewc = EWCConsolidator(net, EWCConfig(l2_lam=2.0), "l2")
+    ewc.consolidate_from_replay(0, _never)
+    _nudge(net, torch.Generator().manual_seed(2))
+    before = ewc.penalty().item()
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            if ".task_" in n:
+                p.mul_(3.0).add_(1.0)
+    assert before > 0 and ewc.penalty().item() == before
+
+
+def test_l2_strength_is_its_own_field():
+    net = _l2_net()
+    values = {}
+    for kind, lam in (("l2", 0.5), ("ewc", 0.5)):
+        cfg = EWCConfig(lam=400.0, l2_lam=0.5) if kind == "l2" else EWCConfig(lam=lam)
+        ewc = EWCConsolidator(net, cfg, kind)  # type: ignore[arg-type]
+        zeros = {n: torch.zeros_like(p) for n, p in net.named_parameters()}
+        ewc.consolidate(0, ewc.uniform_metric(), anchor=zeros)
+        values[kind] = ewc.penalty().item()
+    assert values["l2"] == pytest.approx(values["ewc"], rel=1e-6)  # l2_lam, not lam, scales L2
+    with pytest.raises(ValueError, match="l2_lam must be finite and >= 0"):
+        EWCConfig(l2_lam=-1.0).validate("l2")

@@ -53,7 +53,7 @@ def test_the_penalty_holds_the_shared_weights_near_the_consolidated_task(tmp_pat
     base = _minatar(visit_frames=1_500)
     base = replace(base, ewc=replace(base.ewc, lam=1e5, fisher_batches=8, fisher_batch_size=32))
     moved, anchors = {}, {}
-    for name, config in {"ewc": base, "none": replace(base, no_ewc=True)}.items():
+    for name, config in {"ewc": base, "none": replace(base, consolidation="none")}.items():
         trainer = _trainer(config, tmp_path / name)
         trainer.train(stop_after_steps=1_500)  # the end of Breakout's visit
         anchors[name] = {k: v.detach().clone() for k, v in trainer.agent.online.named_parameters()}

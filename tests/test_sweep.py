@@ -7,13 +7,22 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from ewc_dqn.config import preset
 from ewc_dqn.run_folder import CONFIG_FILE, FINAL_FILE, SCHEDULE_FILE
-from ewc_dqn.sweep import VARIANTS, parse_seeds, parse_variants, sweep_main, variant_config
+from ewc_dqn.sweep import (
+    REHEARSAL_FRACTION,
+    VARIANTS,
+    parse_seeds,
+    parse_variants,
+    sweep_main,
+    variant_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 GAMES = "MinAtar/Breakout,MinAtar/Freeway"
@@ -68,6 +77,32 @@ def test_two_by_two_sweep_on_local_ray_then_rerun_skips(tmp_path: Path) -> None:
     assert "report:" in again.stdout  # the comparison is redone
 
 
+@pytest.mark.slow  # about a minute on 2 CPU cores
+def test_the_baseline_variants_on_local_ray(tmp_path: Path) -> None:
+    """The L2 and rehearsal variants, one seed each, through a real local Ray: each trains
+    what its name says and is its own group of the comparison."""
+    pytest.importorskip("ray")
+    variants = ["l2-true", "l2-inferred", "rehearsal-true", "rehearsal-inferred"]
+    args = [*TINY, "--variants", ",".join(variants), "--seeds", "0", "--out", str(tmp_path)]
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for variant in variants:
+        run = tmp_path / variant / "seed0"
+        assert (run / FINAL_FILE).is_file(), variant
+        config = json.loads((run / CONFIG_FILE).read_text())
+        assert config["variant"] == variant
+        assert config["task_labels"] == variant.rsplit("-", 1)[1]
+        rehearsal = variant.startswith("rehearsal")
+        assert config["consolidation"] == ("none" if rehearsal else "l2")
+        assert config["rehearsal"]["fraction"] == (REHEARSAL_FRACTION if rehearsal else 0.0)
+        tags = set(pd.read_csv(run / "train.csv")["tag"])
+        assert ("rehearsal/share" in tags) == rehearsal, variant
+        assert ("l2/consolidated_task" in tags) == (not rehearsal), variant
+        assert not any(t.startswith("ewc/") for t in tags), variant
+    summary = json.loads((tmp_path / "comparison" / "summary.json").read_text())
+    assert sorted(g["label"] for g in summary["groups"]) == sorted(variants)
+
+
 def test_without_ray_runs_one_after_another_and_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -106,6 +141,9 @@ def test_without_ray_runs_one_after_another_and_resumes(
         (["--preset", "huge"], "unknown preset 'huge'; presets: "),
         (["--games", "Pong,MinAtar/Breakout"], "mixes"),
         (["--seed=3", "--no-ewc"], "a sweep sets --no-ewc, --seed itself from --variants"),
+        (["--consolidation", "l2"], "a sweep sets --consolidation itself from --variants"),
+        (["--ewc.mode", "online"], "--ewc.mode was replaced by --consolidation"),
+        (["--variants", "rehearsal-true", "--rehearsal.fraction", "2"], "must be in [0, 1)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -128,8 +166,22 @@ def test_parse_seeds_and_variants() -> None:
     with pytest.raises(ValueError, match="bad seeds"):
         parse_seeds("")
     assert parse_variants("ewc-true, no-ewc") == ["ewc-true", "no-ewc"]
+    assert parse_variants("none,l2-true") == ["no-ewc", "l2-true"]  # none: no-ewc's other name
     with pytest.raises(ValueError, match="appears twice"):
         parse_variants("ewc-true,ewc-true")
+    with pytest.raises(ValueError, match="appears twice"):
+        parse_variants("none,no-ewc")
+
+
+def test_every_variant_has_its_own_name() -> None:
+    base = preset("smoke", "minatar")
+    configs = {v: variant_config(base, v) for v in VARIANTS}
+    assert len({c.variant for c in configs.values()}) == len(VARIANTS)
+    assert len({c.describe_method() for c in configs.values()}) == len(VARIANTS)
+    # A rehearsal sweep at another fraction keeps it; the other variants never rehearse.
+    half = replace(base, rehearsal=replace(base.rehearsal, fraction=0.5))
+    assert variant_config(half, "rehearsal-true").rehearsal.fraction == 0.5
+    assert variant_config(half, "l2-true").rehearsal.fraction == 0.0
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -138,5 +190,8 @@ def test_variant_config_sets_the_variant(variant: str) -> None:
     config = variant_config(base, variant)
     assert config.variant == variant
     assert config.task_labels == ("inferred" if variant.endswith("inferred") else "true")
-    assert config.ewc.mode == ("online" if variant.startswith("online") else "separate")
+    method = variant.rsplit("-", 1)[0] if variant != "no-ewc" else "none"
+    want = "none" if method == "rehearsal" else method
+    assert config.consolidation == want
+    assert config.rehearsal.fraction == (REHEARSAL_FRACTION if method == "rehearsal" else 0.0)
     assert config.agent == base.agent and config.schedule == base.schedule

@@ -17,6 +17,7 @@ import evaluate
 import train_agent
 from envs.schedule import Schedule
 from envs.scores import reference_scores
+from ewc_dqn.audit import audit_run
 from ewc_dqn.checkpoint import latest_checkpoint, load_checkpoint
 from ewc_dqn.run_folder import EVAL_CSV, SUMMARY_CSV, load_run
 
@@ -125,6 +126,56 @@ def test_resume_gives_identical_weights(tmp_path):
     _same_weights(full, split)
     assert load_run(full).summary.equals(load_run(split).summary)
     _assert_totals_follow_eval_csv(full)
+
+
+@pytest.mark.parametrize(
+    ("games", "visits", "flags", "variant"),
+    [
+        # L2: both games anchored by step 800 (at 300 and 600), Breakout's term replaced at 900.
+        ("MinAtar/Breakout,MinAtar/Freeway", 2, ["--consolidation", "l2"], "l2-true"),
+        # Rehearsal: Freeway (300-600) rehearses Breakout, Asterix (600-900) splits its share
+        # between the two at random, before and after the stop.
+        (
+            "MinAtar/Breakout,MinAtar/Freeway,MinAtar/Asterix",
+            1,
+            ["--consolidation", "none", "--rehearsal.fraction", "0.25"],
+            "rehearsal-true",
+        ),
+    ],
+)
+def test_l2_and_rehearsal_resume_gives_identical_weights(games, visits, flags, variant, tmp_path):
+    """The baselines resume exactly: a run in one go, and one stopped at its checkpoint of agent
+    step 800 and resumed for the rest, end with the same weights and scores."""
+    full, split = tmp_path / "full", tmp_path / "split"
+    args = ["--preset", "smoke", "--games", games, "--quiet", "--schedule.visit-frames", "300"]
+    args += ["--schedule.visits-per-game", str(visits), "--consolidation-min-steps", "0", *flags]
+    args += ["--log-every", "1"]  # every step logged: the audit sees every switch
+    assert train_agent.main([*args, "--run-dir", str(full)]) == 0
+    assert train_agent.main([*args, "--run-dir", str(split), "--stop-after-steps", "800"]) == 3
+    assert load_checkpoint(split)[0] == 800
+    assert train_agent.main(["--resume", str(split), "--quiet"]) == 0
+    _same_weights(full, split)
+    assert load_run(full).summary.equals(load_run(split).summary)
+    # The logs say which method ran, and it kept the protocol's rules.
+    assert json.loads((full / "config.json").read_text())["variant"] == variant
+    report = audit_run(full)
+    assert report.ok, report.describe()
+    assert report.checked["consolidation"] == (3 if variant == "l2-true" else 0)
+    assert (report.checked["ewc_active"] > 0) == (variant == "l2-true")
+    log = pd.read_csv(full / "train.csv")
+    assert not any(t.startswith("ewc/") for t in log["tag"])
+    share = log[log["tag"] == "rehearsal/share"].set_index("step")["value"]
+    if variant == "l2-true":  # every switch anchors the game left: 300, 600, 900
+        events = log[log["tag"] == "l2/consolidated_task"]
+        assert list(events["step"]) == [300, 600, 900] and list(events["value"]) == [0, 1, 0]
+        penalty = log[log["tag"] == "losses/l2_penalty"].set_index("step")["value"]
+        # Freeway's first update still has the weights of Breakout's anchor; then they move.
+        assert penalty.loc[403] == 0 and len(penalty.loc[404:]) > 100
+        assert (penalty.loc[404:] > 0).all()
+        assert share.empty
+    else:  # Breakout's updates (to step 300) have no other game; then a quarter of each batch
+        assert len(share.loc[:400]) > 10 and (share.loc[:400] == 0).all()
+        assert len(share.loc[701:]) > 10 and (share.loc[401:] == 0.25).all()
 
 
 def test_kill_9_between_checkpoints_resumes_exactly(tmp_path):

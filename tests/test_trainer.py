@@ -64,7 +64,7 @@ def test_flickering_labels_do_not_reestimate_before_min_steps(tmp_path):
 def test_no_ewc_never_consolidates(tmp_path):
     # The same task switches consolidate with EWC (a Fisher logged, terms in the checkpoint
     # state) and leave no trace of EWC without it.
-    runs = {"ewc": {"consolidation_min_steps": 0}, "none": {"no_ewc": True}}
+    runs = {"ewc": {"consolidation_min_steps": 0}, "none": {"consolidation": "none"}}
     states = {}
     for name, overrides in runs.items():
         (tmp_path / name).mkdir()

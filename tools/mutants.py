@@ -50,7 +50,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TESTS: dict[str, tuple[str, ...]] = {
     "ewc_dqn/dqn.py": ("tests/test_dqn.py", "tests/test_agent.py"),
-    "ewc_dqn/agent.py": ("tests/test_agent.py", "tests/test_networks.py", "tests/test_dqn.py"),
+    "ewc_dqn/agent.py": (
+        "tests/test_agent.py",
+        "tests/test_networks.py",
+        "tests/test_dqn.py",
+        "tests/test_rehearsal.py",
+    ),
+    "ewc_dqn/rehearsal.py": ("tests/test_rehearsal.py",),
     "ewc_dqn/replay.py": ("tests/test_replay.py",),
     "ewc_dqn/ewc.py": ("tests/test_ewc.py",),
     "ewc_dqn/ewc_maths.py": ("tests/test_ewc.py",),

@@ -1,4 +1,4 @@
-"""The seven wrong agents a reviewer tried first: does the suite fail for each of them?
+"""The wrong agents a reviewer tried first, and wrong baselines: does the suite fail for each?
 
     python tools/named_mutants.py                 # each mutant against the tests that guard it
     python tools/named_mutants.py --suite         # each mutant against all of tests/ (slow)
@@ -42,6 +42,16 @@ class NamedMutant:
 
 
 LEARNING = "tests/test_learning_rules.py"
+L2 = "tests/test_ewc.py::test_l2_penalty_is_uniform_anchored_per_task_and_replaced_on_recurrence"
+L2_GAINS = "tests/test_ewc.py::test_l2_penalty_ignores_the_per_task_gains_and_biases"
+L2_LAM = "tests/test_ewc.py::test_l2_strength_is_its_own_field"
+MIXED = "tests/test_rehearsal.py::test_a_mixed_update_is_the_mean_loss_of_each_sample_with_its_task"
+COMPOSITION = (
+    "tests/test_rehearsal.py::"
+    "test_a_quarter_of_the_batch_comes_from_the_other_tasks_in_proportion_to_their_replays"
+)
+RESUME = "tests/test_train_e2e.py::test_l2_and_rehearsal_resume_gives_identical_weights"
+LEGACY = "tests/test_compare.py::test_configs_from_before_consolidation_group_with_their_method"
 
 MUTANTS = (
     NamedMutant(
@@ -115,6 +125,127 @@ MUTANTS = (
         "self.agent.epsilon(self.counters.steps.get(task, 0))",
         "self.agent.epsilon(self.step)",
         (LEARNING,),
+    ),
+    # The baselines (--consolidation l2, --rehearsal.fraction).
+    NamedMutant(
+        "l2-at-ewc-lam",
+        "the L2 penalty is scaled by EWC's lambda instead of its own",
+        "ewc_dqn/ewc.py",
+        "self.lam = self.config.l2_lam if self._uniform else self.config.lam",
+        "self.lam = self.config.lam",
+        (L2, L2_LAM),
+    ),
+    NamedMutant(
+        "l2-estimates-a-fisher",
+        "the L2 baseline estimates a Fisher from the replay like EWC",
+        "ewc_dqn/ewc.py",
+        "        if self._uniform:\n            ones = self.uniform_metric()",
+        "        if False:\n            ones = self.uniform_metric()",
+        (L2,),
+    ),
+    NamedMutant(
+        "l2-metric-not-ones",
+        "the L2 metric is 2 instead of 1 on every weight",
+        "ewc_dqn/ewc.py",
+        "torch.ones_like(p, requires_grad=False)",
+        "torch.full_like(p, 2.0)",
+        (L2,),
+    ),
+    NamedMutant(
+        "recurrence-keeps-the-old-term",
+        "a recurring task's new term is stored but the penalty keeps evaluating its old one",
+        "ewc_dqn/ewc.py",
+        "            self._agg, self._agg_order = None, []\n\n    def _fold_online",
+        "            pass\n\n    def _fold_online",
+        (L2,),
+    ),
+    NamedMutant(
+        "gains-protected",
+        "the per-task gains and biases are protected with the shared weights",
+        "ewc_dqn/ewc.py",
+        "if p.requires_grad and not pattern.search(n)",
+        "if p.requires_grad",
+        (L2, L2_GAINS),
+    ),
+    NamedMutant(
+        "rehearsed-with-the-current-task",
+        "every transition of a mixed minibatch gets the first run's gains and biases",
+        "ewc_dqn/networks.py",
+        "g = torch.cat([self.task_gains[k].expand(n, -1) for k, n in task_id])",
+        "g = torch.cat([self.task_gains[task_id[0][0]].expand(n, -1) for k, n in task_id])",
+        (MIXED,),
+    ),
+    NamedMutant(
+        "runs-out-of-order",
+        "a mixed minibatch's task runs are listed in the wrong order",
+        "ewc_dqn/rehearsal.py",
+        "runs = tuple((k, int(b.action.shape[0])) for k, b in parts)",
+        "runs = tuple((k, int(b.action.shape[0])) for k, b in reversed(parts))",
+        (COMPOSITION,),
+    ),
+    NamedMutant(
+        "rehearsal-uniform-over-tasks",
+        "the rehearsed share is split evenly over the other tasks, not over their transitions",
+        "ewc_dqn/rehearsal.py",
+        "counts = rng.multinomial(rehearsed, sizes / sizes.sum())",
+        "counts = rng.multinomial(rehearsed, np.full(len(sizes), 1 / len(sizes)))",
+        (COMPOSITION,),
+    ),
+    NamedMutant(
+        "rehearsal-half-share",
+        "half the asked-for share of a minibatch is rehearsed",
+        "ewc_dqn/rehearsal.py",
+        "rehearsed = round(fraction * batch_size)",
+        "rehearsed = round(fraction * batch_size) // 2",
+        (COMPOSITION,),
+    ),
+    NamedMutant(
+        "rehearsal-fresh-generator",
+        "rehearsal splits its share with a generator that no checkpoint holds",
+        "ewc_dqn/train.py",
+        "task, self.replays, n, self.config.rehearsal.fraction, self.rng",
+        "task, self.replays, n, self.config.rehearsal.fraction, np.random.default_rng()",
+        (RESUME,),
+    ),
+    NamedMutant(
+        "rehearsal-never-runs",
+        "the training loop ignores --rehearsal.fraction",
+        "ewc_dqn/train.py",
+        "if self.config.rehearsal.fraction == 0:",
+        "if True:",
+        (RESUME,),
+    ),
+    NamedMutant(
+        "l2-logged-as-ewc",
+        "an L2 run logs its terms and penalty under ewc/",
+        "ewc_dqn/ewc.py",
+        'self.namespace = "l2" if self._uniform else "ewc"',
+        'self.namespace = "ewc"',
+        (RESUME,),
+    ),
+    NamedMutant(
+        "no-ewc-is-ewc",
+        "--no-ewc turns into --consolidation ewc",
+        "ewc_dqn/cli_config.py",
+        'out += ["--consolidation", "none"]',
+        'out += ["--consolidation", "ewc"]',
+        ("tests/test_bad_input.py::test_no_ewc_is_consolidation_none",),
+    ),
+    NamedMutant(
+        "old-online-read-as-ewc",
+        "a config.json with ewc.mode 'online' is read as EWC with one term per task",
+        "ewc_dqn/config.py",
+        '_LEGACY_MODES = {"separate": "ewc", "online": "online-ewc"}',
+        '_LEGACY_MODES = {"separate": "ewc", "online": "ewc"}',
+        (LEGACY,),
+    ),
+    NamedMutant(
+        "old-keys-kept-for-compare",
+        "compare keeps the replaced no_ewc / ewc.mode keys of old runs as config fields",
+        "ewc_dqn/run_folder.py",
+        "return {**upgrade_config_dict(config), **config_to_dict(parsed)}",
+        "return {**config, **config_to_dict(parsed)}",
+        (LEGACY,),
     ),
 )
 
