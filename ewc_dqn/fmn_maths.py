@@ -14,6 +14,16 @@ m_pl is the Dirichlet-multinomial
 with a^(m) = a (a + 1) ... (a + m - 1) the rising factorial. Only pairs (p, l) with m_pl > 0
 contribute, so a window costs one term per distinct (pixel, level) it shows.
 
+Pooled background and shrinkage (the MinAtar model, ``effective_counts``): every model's prior
+adds to its counts ``kappa`` times its own mean over the feature's group and ``c`` frames of the
+pooled level distribution of the group (all tasks' counts together), so the pseudo-counts are
+
+    e_s[p, l] = n_s[p, l] + kappa * mean_{q in g(p)} n_s[q, l] + c * m[g(p), l],
+    E_s = (1 + kappa) N_s + c,
+
+and the predictive and window formulas above hold with (e, E) in place of (n, N). The hold-out
+has no counts: it predicts the pooled background m, with c frames' weight, and learns from there.
+
 Everything here is a function of arrays; the stateful owner is ``ewc_dqn.fmn.ForgetMeNot``.
 """
 
@@ -102,6 +112,43 @@ def frame_log_likelihood(
     # einsum: a summation along axis 0 that is several times faster than ndarray.sum here
     summed = np.einsum("ps->s", log_table_at_frame).astype(np.float64)
     return summed - num_pixels * np.log(totals + levels * concentration)
+
+
+def effective_counts(
+    counts: np.ndarray,
+    totals: np.ndarray,
+    groups: np.ndarray,
+    valid: np.ndarray,
+    shrinkage: float,
+    pool_weight: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pseudo-counts of S models with a task's own group mean and the pooled background in
+    their prior (module docstring).
+
+    counts:      (P, L, S) frames n_s[p, l] with level l at feature p (a hold-out column is 0)
+    totals:      (S,) frames N_s each model has counted
+    groups:      (G + 1,) feature index where each group starts, P at the end
+    valid:       (P, L) bool, the levels a feature can take (the background of a group with no
+                 counts yet is uniform over them)
+    shrinkage:   kappa >= 0, weight of the model's own mean over the group
+    pool_weight: c >= 0, frames' worth of the pooled background
+    Returns (P, L, S) float64 pseudo-counts e and (S,) float64 totals E.
+    """
+    p, levels, _ = counts.shape
+    if groups[0] != 0 or groups[-1] != p or valid.shape != (p, levels):
+        raise ValueError(f"groups {groups} or valid {valid.shape} do not fit counts {counts.shape}")
+    sizes = np.diff(groups)
+    summed = np.add.reduceat(counts.astype(np.float64), groups[:-1], axis=0)  # (G, L, S)
+    out = counts.astype(np.float64)
+    if shrinkage:
+        out += shrinkage * np.repeat(summed / sizes[:, None, None], sizes, axis=0)
+    if pool_weight:
+        pooled = summed.sum(axis=2)  # (G, L)
+        norm = pooled.sum(axis=1, keepdims=True)
+        uniform = valid[groups[:-1]] / valid[groups[:-1]].sum(axis=1, keepdims=True)
+        background = np.where(norm > 0, pooled / np.maximum(norm, 1e-300), uniform)
+        out += pool_weight * np.repeat(background, sizes, axis=0)[:, :, None]
+    return out, (1.0 + shrinkage) * np.asarray(totals, dtype=np.float64) + pool_weight
 
 
 def switch_rate(observation: int, scale: float) -> float:
