@@ -388,22 +388,29 @@ class ForgetMeNot:
         """The distinct (pixel, level) pairs that window frames [start, stop) show, as flat rows
         (Q,), and how many of those frames show each (Q,), sorted by that count, descending."""
         levels = self._window[start:stop]
-        same = levels[:, None, :] == levels[None, :, :]  # (n, n, P): frames u, t agree at p
-        seen_before = np.zeros(levels.shape, dtype=bool)
-        for t in range(1, levels.shape[0]):
-            seen_before[t] = same[:t, t].any(axis=0)
-        keep = ~seen_before
-        pairs = (self._offsets + levels)[keep]
-        frames = same.sum(axis=0)[keep]
+        n, p = levels.shape
+        flat = self._offsets + levels  # (n, P)
+        # Most pixels keep their level through a window: one pair each, shown n times.
+        steady = (levels == levels[0]).all(axis=0)
+        moving = np.flatnonzero(~steady)
+        if moving.shape[0] == 0:
+            return flat[0], np.full(p, n, dtype=np.int64)
+        pairs, frames = np.unique(flat[:, moving], return_counts=True)  # each shown < n times
         order = np.argsort(-frames, kind="stable")
-        return pairs[order], frames[order]
+        return (
+            np.concatenate([flat[0].compress(steady), pairs[order]]),
+            np.concatenate([np.full(p - moving.shape[0], n, dtype=np.int64), frames[order]]),
+        )
 
-    def _block_scores(self, start: int, stop: int) -> np.ndarray:
+    def _block_scores(
+        self, start: int, stop: int, block: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> np.ndarray:
         """(K + 1,) sequential marginal log-likelihood of window frames [start, stop) under
-        every model, each model starting from its committed counts."""
-        pairs, frames = self._block(start, stop)
+        every model, each model starting from its committed counts (``block``: the frames'
+        ``_block``, when already known)."""
+        pairs, frames = self._block(start, stop) if block is None else block
         return dirichlet_log_likelihood(
-            self._effective[pairs],
+            np.take(self._effective, pairs, axis=0),
             frames,
             self._effective_totals,
             stop - start,
@@ -416,7 +423,8 @@ class ForgetMeNot:
         """Commit the window to its best explanation; promote the hold-out when it wins."""
         w = self.config.window
         holdout = self.num_tasks
-        scores = self._block_scores(0, w)
+        whole = self._block(0, w)
+        scores = self._block_scores(0, w, whole)
         scores[holdout] -= self._new_task_cost
         winner = int(np.argmax(scores))
         segments = [(winner, 0, w)]
@@ -443,7 +451,7 @@ class ForgetMeNot:
             self._cap_refusals += 1
             segments = [(int(np.argmax(scores[:holdout])), 0, w)]
         for model, start, stop in segments:
-            pairs, frames = self._block(start, stop)
+            pairs, frames = whole if (start, stop) == (0, w) else self._block(start, stop)
             self._counts[pairs, model] += frames
             self._totals[model] += stop - start
             if not self._pooled:  # symmetric prior: only the touched entries change
