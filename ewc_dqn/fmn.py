@@ -86,7 +86,7 @@ class FMNConfig:
     minatar_shrinkage: float = 0.3
     """MinAtar: weight of a task's own mean over a plane's rows (columns) in each (plane, row)
     ((plane, column)) model's prior, relative to its counts."""
-    minatar_new_task_cost: float = 80.0
+    minatar_new_task_cost: float = 60.0
     """MinAtar: nats by which a window's hold-out score must beat every task's to start a task."""
 
     def validate(self) -> None:
