@@ -83,6 +83,8 @@ class Args:
     """Dirichlet concentration for the single run."""
     window: int = FMNConfig.window
     """Window width (model observations) for the single run."""
+    atari_pool_weight: float = FMNConfig.atari_pool_weight
+    """Frames' worth of the pooled background in Atari models' prior (0: symmetric prior)."""
     sweep: bool = False
     """Measure concentration x window instead of a single run."""
     policy: Path | None = None
@@ -252,7 +254,13 @@ def main(args: Args) -> None:
             "relapses  us"
         )
     else:
-        configs = [FMNConfig(concentration=args.concentration, window=args.window)]
+        configs = [
+            FMNConfig(
+                concentration=args.concentration,
+                window=args.window,
+                atari_pool_weight=args.atari_pool_weight,
+            )
+        ]
     for config in configs:
         predicted, micros, fmn = run_fmn(config, frames)
         s = score(labels, predicted, starts, args.segment_steps)
@@ -306,7 +314,11 @@ def summary_line(s: dict, fmn: ForgetMeNot, games: list[str]) -> str:
 
 def run_seeds(args: Args, games: list[str]) -> None:
     """The single configuration on several stream seeds, one line per seed."""
-    config = FMNConfig(concentration=args.concentration, window=args.window)
+    config = FMNConfig(
+        concentration=args.concentration,
+        window=args.window,
+        atari_pool_weight=args.atari_pool_weight,
+    )
     print(f"{len(games)} games, {args.segments} segments x {args.segment_steps} steps per seed")
     aris = []
     for seed in (int(x) for x in args.seeds.split(",")):
@@ -320,7 +332,11 @@ def run_seeds(args: Args, games: list[str]) -> None:
 
 def run_draws(args: Args) -> None:
     """The single configuration on ``args.draws`` random draws of Atari games, one line each."""
-    config = FMNConfig(concentration=args.concentration, window=args.window)
+    config = FMNConfig(
+        concentration=args.concentration,
+        window=args.window,
+        atari_pool_weight=args.atari_pool_weight,
+    )
     print(
         f"{args.draws} draws of {args.draw_size} of {len(ATARI_GAMES) - len(UNPLAYABLE)} Atari "
         f"games, {args.segments} segments x {args.segment_steps} steps, stream seed {args.seed}"

@@ -195,8 +195,9 @@ class ForgetMeNot:
                 "cell, which this version replaced by plane counts; they cannot be converted: "
                 "start task inference afresh (a new run) or use the version that saved it"
             )
-        if version == 1:  # Atari models are unchanged; the MinAtar-only settings are new
-            saved = {**{k: v for k, v in mine.items() if k.startswith("minatar_")}, **saved}
+        if version == 1:  # Atari models are unchanged; settings added since take their defaults
+            new = ("atari_pool_weight", "minatar_")
+            saved = {**{k: v for k, v in asdict(FMNConfig()).items() if k.startswith(new)}, **saved}
         elif version != STATE_FORMAT:
             raise ValueError(f"FMN state format {version} is unknown (this version reads 1-2)")
         if saved != mine:
@@ -247,7 +248,8 @@ class ForgetMeNot:
                 raise ValueError(f"greyscale frame {shape} is not divisible by downscale={d}")
             code = atari_code(shape, d, self.config.levels)
             self._period = self.config.update_period
-            self._shrinkage = self._pool_weight = self._new_task_cost = 0.0
+            self._shrinkage = self._new_task_cost = 0.0
+            self._pool_weight = self.config.atari_pool_weight
         elif len(shape) == 3:
             axis = self.config.channel_axis
             channels = shape[axis]

@@ -34,6 +34,10 @@ class FMNConfig:
     """Refuse a new task when two existing tasks with one switch explain the window better."""
     channel_axis: int = 0
     """Axis of the planes in 3-D (MinAtar) frames: 0 for (C, 10, 10), -1 for (10, 10, C)."""
+    atari_pool_weight: float = 0.0
+    """Atari: frames' worth of the pooled grey-level background (all tasks' counts) in every
+    model's prior; 0 keeps the symmetric prior. docs/fmn.md measures 1.0: fewer merged dark
+    games, more split multi-screen games, several times the cost per observation."""
     minatar_update_period: int = 8
     """Agent steps between model observations on MinAtar frames (Atari: ``update_period``)."""
     minatar_pool_weight: float = 10.0
@@ -67,6 +71,7 @@ class FMNConfig:
             raise UserError(
                 f"minatar_update_period must be >= 1 agent step, got {self.minatar_update_period}"
             )
-        for name in ("minatar_pool_weight", "minatar_shrinkage", "minatar_new_task_cost"):
+        names = ("atari_pool_weight", "minatar_pool_weight", "minatar_shrinkage")
+        for name in (*names, "minatar_new_task_cost"):
             if not 0 <= getattr(self, name) <= 1e6:
                 raise UserError(f"{name} must be in [0, 1e6], got {getattr(self, name)}")
