@@ -17,9 +17,15 @@ training (``ewc_dqn.labels.fmn_frame``), and the bench prints:
   majority label (median and max), and steps after that with another label (relapses);
 - microseconds per observe() on one thread, amortised over the stream, and memory per task.
 
+With ``--seeds`` the same run is repeated on several stream seeds and summarised one line per
+seed; with ``--draws`` the games are drawn at random from all Atari games (``--draw-size`` per
+draw, draw i seeded by ``--draw-seed`` + i) and each draw is one line.
+
     python bench/bench_fmn.py                      # defaults: 10 games, 24 segments of 2000
     python bench/bench_fmn.py --sweep              # concentration x window table
     python bench/bench_fmn.py --games Pong,Enduro,Krull,Boxing --segments 8
+    python bench/bench_fmn.py --games minatar --segments 15 --segment-steps 3000 --seeds 0,1,2
+    python bench/bench_fmn.py --draws 5 --draw-seed 0 --segments 16 --segment-steps 1000
     python bench/bench_fmn.py --games MinAtar/Breakout,MinAtar/Freeway,MinAtar/Asterix \
         --policy runs/minatar/ewc-true/seed0 --sweep
 """
@@ -37,7 +43,7 @@ import torch
 import tyro
 from sklearn.metrics import adjusted_rand_score
 
-from envs.games import resolve_game
+from envs.games import ATARI_GAMES, MINATAR_GAMES, resolve_game
 from envs.make import make_env
 from envs.vector import EnvConfig
 from ewc_dqn.config import DEFAULT_PRESET, preset
@@ -48,6 +54,9 @@ from ewc_dqn.run_builder import TrainedPolicy, load_trained_policy
 STABLE_GAMES = (
     "Pong,Breakout,SpaceInvaders,Seaquest,Boxing,Freeway,Asterix,RoadRunner,Atlantis,Kangaroo"
 )
+UNPLAYABLE = ("Skiing",)
+"""Atari games left out of ``--draws``: ale-py 0.12.1's AtariVectorEnv hangs in Skiing's first
+step under some actions (action 15 of the full set), so a random player cannot play it."""
 
 
 @dataclass
@@ -55,17 +64,27 @@ class Args:
     """Forget-me-not benchmark on real ALE frames."""
 
     games: str = STABLE_GAMES
-    """Comma-separated game names (at least 2)."""
+    """Comma-separated game names (at least 2), or ``minatar`` for the five MinAtar games."""
     segments: int = 24
     """Visits in the stream (the first len(games) visit every game once)."""
     segment_steps: int = 2000
     """Agent steps per visit."""
     seed: int = 0
     """Seeds the visit order, the random policy and the environments."""
+    seeds: str = ""
+    """Comma-separated stream seeds: one summary line per seed instead of the single run."""
+    draws: int = 0
+    """Draw this many sets of Atari games at random from all Atari games (one line each)."""
+    draw_seed: int = 0
+    """Seed of the first draw; draw i uses draw_seed + i."""
+    draw_size: int = 10
+    """Games per draw."""
     concentration: float = FMNConfig.concentration
     """Dirichlet concentration for the single run."""
     window: int = FMNConfig.window
     """Window width (model observations) for the single run."""
+    atari_pool_weight: float = FMNConfig.atari_pool_weight
+    """Frames' worth of the pooled background in Atari models' prior (0: symmetric prior)."""
     sweep: bool = False
     """Measure concentration x window instead of a single run."""
     policy: Path | None = None
@@ -119,6 +138,13 @@ def make_stream(
     return np.stack(frames), labels, np.arange(segments) * segment_steps
 
 
+def draw_games(size: int, seed: int) -> list[str]:
+    """``size`` Atari games drawn without replacement from all playable Atari games, sorted."""
+    pool = [g for g in ATARI_GAMES if g not in UNPLAYABLE]
+    picked = np.random.default_rng(seed).choice(len(pool), size=size, replace=False)
+    return sorted(pool[i] for i in picked)
+
+
 def run_fmn(config: FMNConfig, frames: np.ndarray) -> tuple[np.ndarray, float, ForgetMeNot]:
     """Inferred ids per step and microseconds per observe() (amortised over the stream)."""
     fmn = ForgetMeNot(config)
@@ -147,13 +173,17 @@ def time_with_tasks(config: FMNConfig, frames: np.ndarray) -> tuple[float, float
 def score(
     labels: np.ndarray, predicted: np.ndarray, starts: np.ndarray, segment_steps: int
 ) -> dict:
-    """ARI, splits, merges, revisits and detection delays of one run."""
+    """ARI, splits, merges (games whose main task, the one holding most of their steps, is
+    another game's too), the smallest share of a game's steps in its main task, revisits and
+    detection delays of one run."""
     games = np.unique(labels)
     majority = {}
     split_games = []
+    main_share = 1.0
     for g in games:
         ids, counts = np.unique(predicted[labels == g], return_counts=True)
         majority[int(g)] = int(ids[np.argmax(counts)])
+        main_share = min(main_share, float(counts.max() / counts.sum()))
         if np.sum(counts >= 0.05 * counts.sum()) > 1:
             split_games.append(int(g))
     owners: dict[int, list[int]] = {}
@@ -179,6 +209,7 @@ def score(
         "ari": adjusted_rand_score(labels, predicted),
         "split_games": split_games,
         "merged_games": merged,
+        "main_share": main_share,
         "revisits": revisits,
         "delay_median": float(np.median(delays)) if delays else 0.0,
         "delay_max": int(max(delays)) if delays else 0,
@@ -190,9 +221,15 @@ def main(args: Args) -> None:
     # One core, as the timing target says: numpy's element-wise maths is single-threaded and
     # the FMN uses no BLAS; torch is pinned in case an environment uses it.
     torch.set_num_threads(1)
-    games = [g.strip() for g in args.games.split(",") if g.strip()]
+    if args.draws:
+        run_draws(args)
+        return
+    games = parse_games(args.games)
     if len(games) < 2:
         raise SystemExit("--games needs at least two games")
+    if args.seeds:
+        run_seeds(args, games)
+        return
     policy = None
     if args.policy is not None:
         policy = load_trained_policy(args.policy, torch.device("cpu"))
@@ -217,7 +254,13 @@ def main(args: Args) -> None:
             "relapses  us"
         )
     else:
-        configs = [FMNConfig(concentration=args.concentration, window=args.window)]
+        configs = [
+            FMNConfig(
+                concentration=args.concentration,
+                window=args.window,
+                atari_pool_weight=args.atari_pool_weight,
+            )
+        ]
     for config in configs:
         predicted, micros, fmn = run_fmn(config, frames)
         s = score(labels, predicted, starts, args.segment_steps)
@@ -251,6 +294,63 @@ def main(args: Args) -> None:
         )
         print(f"memory per task: {fmn.memory_per_task_bytes() / 1024:.0f} KiB")
         print(f"stats: {fmn.stats()}")
+
+
+def parse_games(text: str) -> list[str]:
+    """Game names from ``--games``; ``minatar`` stands for the five MinAtar games."""
+    if text.strip().lower() == "minatar":
+        return list(MINATAR_GAMES)
+    return [g.strip() for g in text.split(",") if g.strip()]
+
+
+def summary_line(s: dict, fmn: ForgetMeNot, games: list[str]) -> str:
+    """ARI, tasks, main-task share, split and merged games of one run, on one line."""
+    merged = ["+".join(games[g] for g in gs) for gs in s["merged_games"]]
+    return (
+        f"ARI {s['ari']:.3f}  tasks {fmn.num_tasks:2d}  main share {s['main_share']:.2f}  "
+        f"split {[games[g] for g in s['split_games']]}  merged {merged}"
+    )
+
+
+def run_seeds(args: Args, games: list[str]) -> None:
+    """The single configuration on several stream seeds, one line per seed."""
+    config = FMNConfig(
+        concentration=args.concentration,
+        window=args.window,
+        atari_pool_weight=args.atari_pool_weight,
+    )
+    print(f"{len(games)} games, {args.segments} segments x {args.segment_steps} steps per seed")
+    aris = []
+    for seed in (int(x) for x in args.seeds.split(",")):
+        frames, labels, starts = make_stream(games, args.segments, args.segment_steps, seed)
+        predicted, micros, fmn = run_fmn(config, frames)
+        s = score(labels, predicted, starts, args.segment_steps)
+        aris.append(s["ari"])
+        print(f"seed {seed:3d}  {summary_line(s, fmn, games)}  us/observe {micros:.1f}", flush=True)
+    print(f"ARI: min {min(aris):.3f}, mean {np.mean(aris):.3f} over {len(aris)} seeds")
+
+
+def run_draws(args: Args) -> None:
+    """The single configuration on ``args.draws`` random draws of Atari games, one line each."""
+    config = FMNConfig(
+        concentration=args.concentration,
+        window=args.window,
+        atari_pool_weight=args.atari_pool_weight,
+    )
+    print(
+        f"{args.draws} draws of {args.draw_size} of {len(ATARI_GAMES) - len(UNPLAYABLE)} Atari "
+        f"games, {args.segments} segments x {args.segment_steps} steps, stream seed {args.seed}"
+    )
+    aris = []
+    for i in range(args.draws):
+        games = draw_games(args.draw_size, args.draw_seed + i)
+        frames, labels, starts = make_stream(games, args.segments, args.segment_steps, args.seed)
+        predicted, micros, fmn = run_fmn(config, frames)
+        s = score(labels, predicted, starts, args.segment_steps)
+        aris.append(s["ari"])
+        print(f"draw {args.draw_seed + i}: {', '.join(games)}", flush=True)
+        print(f"  {summary_line(s, fmn, games)}  us/observe {micros:.1f}", flush=True)
+    print(f"ARI: min {min(aris):.3f}, mean {np.mean(aris):.3f} over {len(aris)} draws")
 
 
 if __name__ == "__main__":

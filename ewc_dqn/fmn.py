@@ -18,75 +18,38 @@ hold-out, and split when that explains it better. Without this, every switch bet
 games creates a spurious task (a mixed window is explained better by a fresh model than by
 either game), and a new task starts with frames of the previous game.
 
-Frames: Atari (H, W) uint8 greyscale, block-averaged by ``downscale`` (84x84 -> 42x42) and
-quantised to ``levels`` grey levels; MinAtar (C, 10, 10) 0/1 planes (``channel_axis`` 0, the
-package's layout) or (10, 10, C) (``channel_axis`` -1, MinAtar's own), where a pixel's level is 0
-when no plane is set and 1 + the first set plane otherwise (C + 1 levels, no downscale).
+Frames (``ewc_dqn.fmn_frames``): Atari (H, W) uint8 greyscale, block-averaged by ``downscale``
+(84x84 -> 42x42) and quantised to ``levels`` grey levels, one model per pixel with a symmetric
+prior; MinAtar (C, 10, 10) 0/1 planes (``channel_axis`` 0, the package's layout) or (10, 10, C)
+(``channel_axis`` -1, MinAtar's own), modelled by their counts of set cells per (plane, row), per
+(plane, column) and per plane. MinAtar frames are small and mostly empty, so their models have a
+prior centred on the pooled background of all tasks (the hold-out predicts that background and
+wins on what is new), each (plane, row) model borrows from its task's other rows, a new task
+costs ``minatar_new_task_cost`` nats, and models observe every ``minatar_update_period`` steps.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
-import cv2
 import numpy as np
 
-from ewc_dqn.errors import UserError
+from ewc_dqn.fmn_config import FMNConfig
+from ewc_dqn.fmn_frames import FrameCode, atari_code, minatar_code
 from ewc_dqn.fmn_maths import (
     best_two_segments,
     dirichlet_log_likelihood,
+    effective_counts,
     filter_step,
     frame_log_likelihood,
     switch_rate,
 )
 
-
-@dataclass(frozen=True)
-class FMNConfig:
-    """Settings of forget-me-not task inference. Defaults measured in docs/fmn.md."""
-
-    window: int = 4
-    """Window width in model observations (paper: 4); one window spans window * update_period
-    agent steps."""
-    update_period: int = 4
-    """Agent steps between model observations (paper: 4); other steps reuse the current task."""
-    concentration: float = 0.01
-    """Dirichlet pseudo-count per level and pixel (dimensionless); small values let the hold-out
-    fit a new game within one window."""
-    levels: int = 16
-    """Grey levels after quantisation of Atari frames (MinAtar: number of planes + 1, fixed)."""
-    downscale: int = 2
-    """Block-average factor per side for Atari frames, 84x84 -> 42x42 (paper: 2)."""
-    max_tasks: int = 32
-    """Cap on tasks; at the cap a winning hold-out gives its window to the best existing task
-    and a RuntimeWarning is raised once."""
-    switch_rate: float = 1.0
-    """HMM switch probability alpha_t = switch_rate / t, t = model observations so far
-    (capped at 1/2)."""
-    split_windows: bool = True
-    """Refuse a new task when two existing tasks with one switch explain the window better."""
-    channel_axis: int = 0
-    """Axis of the planes in 3-D (MinAtar) frames: 0 for (C, 10, 10), -1 for (10, 10, C)."""
-
-    def validate(self) -> None:
-        """Raise UserError with a one-line message for values that cannot work."""
-        if not 1 <= self.window <= 255:
-            raise UserError(f"window must be in [1, 255] observations, got {self.window}")
-        if self.update_period < 1:
-            raise UserError(f"update_period must be >= 1 agent step, got {self.update_period}")
-        if not 1e-4 <= self.concentration <= 1e3:
-            raise UserError(f"concentration must be in [1e-4, 1e3], got {self.concentration}")
-        if not 2 <= self.levels <= 256:
-            raise UserError(f"levels must be in [2, 256], got {self.levels}")
-        if self.downscale < 1:
-            raise UserError(f"downscale must be >= 1, got {self.downscale}")
-        if self.max_tasks < 1:
-            raise UserError(f"max_tasks must be >= 1, got {self.max_tasks}")
-        if self.switch_rate <= 0:
-            raise UserError(f"switch_rate must be > 0, got {self.switch_rate}")
-        if self.channel_axis not in (0, -1):
-            raise UserError(f"channel_axis must be 0 or -1, got {self.channel_axis}")
+STATE_FORMAT = 2
+"""Layout of ``ForgetMeNot.state_dict``. 2: MinAtar frames are plane counts (format 1, no
+``format`` key, had one model per cell over the first set plane; such states are refused, Atari
+ones are read as they are)."""
 
 
 class ForgetMeNot:
@@ -100,14 +63,25 @@ class ForgetMeNot:
         self.config = FMNConfig() if config is None else config
         self.config.validate()
         self._frame_shape: tuple[int, ...] = ()  # fixed by the first frame
+        self._code: FrameCode | None = None  # features of a frame, fixed by the first frame
         self._levels = 0
         self._offsets = np.zeros(0, dtype=np.intp)  # (P,) p * levels: flat index of level 0
         self._lut = (np.arange(256) * self.config.levels // 256).astype(np.uint8)
+        # The suite's model, fixed by the first frame (Atari: symmetric prior, no new-task cost).
+        self._period = self.config.update_period
+        self._shrinkage = 0.0
+        self._pool_weight = 0.0
+        self._new_task_cost = 0.0
         # Models are columns: tasks 0..K-1, then the hold-out (always all-zero counts). Rows are
-        # (pixel, level) pairs, row p * levels + l.
+        # (feature, level) pairs, row p * levels + l.
         self._counts = np.zeros((0, 1), dtype=np.float32)  # (P * levels, K + 1) frames counted
-        self._log_table = np.zeros((0, 1), dtype=np.float32)  # log(counts + beta), a cache
         self._totals = np.zeros(1, dtype=np.float64)  # (K + 1,) frames counted per model
+        # Caches, functions of the counts: the pseudo-counts e and their totals E of
+        # ``effective_counts`` (the counts themselves when the prior is symmetric) and
+        # log(e + beta), which scores a frame under all models with one gather.
+        self._effective = self._counts
+        self._effective_totals = self._totals
+        self._log_table = np.zeros((0, 1), dtype=np.float32)
         self._window = np.zeros((self.config.window, 0), dtype=np.uint8)  # (W, P) levels
         self._window_fill = 0
         self._window_unsettled = False  # the filter's favourite was not the reported task
@@ -139,7 +113,7 @@ class ForgetMeNot:
         self._check(frame)
         step = self._steps
         self._steps += 1
-        if step % self.config.update_period == 0:
+        if step % self._period == 0:
             self._observe_levels(self._encode(frame))
         return self._task
 
@@ -158,14 +132,14 @@ class ForgetMeNot:
         k = self.num_tasks
         return frame_log_likelihood(
             np.take(self._log_table, flat, axis=0)[:, :k],
-            self._totals[:k],
+            self._effective_totals[:k],
             self.config.concentration,
             self._levels,
         )
 
     def stats(self) -> dict[str, float]:
-        """Scalars for logging under ``tasks/``; log-likelihoods in nats per pixel of the last
-        model observation."""
+        """Scalars for logging under ``tasks/``; log-likelihoods in nats per feature (Atari: per
+        pixel) of the last model observation."""
         ll = self._last_ll / max(1, self._offsets.shape[0])
         return {
             "tasks/num_tasks": float(self.num_tasks),
@@ -179,13 +153,18 @@ class ForgetMeNot:
         }
 
     def memory_per_task_bytes(self) -> int:
-        """Bytes one more task adds: its counts and log-table columns (float32 per (pixel,
-        level) pair) and three float64 scalars."""
-        return self._counts.shape[0] * (self._counts.itemsize + self._log_table.itemsize) + 24
+        """Bytes one more task adds: its counts and log-table columns (float32 per (feature,
+        level) pair), its pseudo-count column where the prior is not symmetric, and four
+        float64 scalars."""
+        per_row = self._counts.itemsize + self._log_table.itemsize
+        if self._effective is not self._counts:
+            per_row += self._effective.itemsize
+        return self._counts.shape[0] * per_row + 32
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly: numpy arrays and plain Python scalars only."""
         return {
+            "format": STATE_FORMAT,
             "config": asdict(self.config),
             "frame_shape": list(self._frame_shape),
             "counts": self._counts.copy(),
@@ -204,9 +183,23 @@ class ForgetMeNot:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore from ``state_dict()`` (arrays may come back as torch tensors)."""
+        """Restore from ``state_dict()`` (arrays may come back as torch tensors). A state of
+        format 1 (before MinAtar frames became plane counts) is read when it is an Atari one and
+        refused with a ValueError when it is a MinAtar one."""
         saved = dict(state["config"])
         mine = asdict(self.config)
+        version = int(state.get("format", 1))
+        if version == 1 and len(state["frame_shape"]) == 3:
+            raise ValueError(
+                "FMN state of format 1 holds MinAtar models over the first set plane of each "
+                "cell, which this version replaced by plane counts; they cannot be converted: "
+                "start task inference afresh (a new run) or use the version that saved it"
+            )
+        if version == 1:  # Atari models are unchanged; settings added since take their defaults
+            new = ("atari_pool_weight", "minatar_")
+            saved = {**{k: v for k, v in asdict(FMNConfig()).items() if k.startswith(new)}, **saved}
+        elif version != STATE_FORMAT:
+            raise ValueError(f"FMN state format {version} is unknown (this version reads 1-2)")
         if saved != mine:
             diff = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
             raise ValueError(f"FMN state was saved with another config (saved, current): {diff}")
@@ -219,7 +212,7 @@ class ForgetMeNot:
         self._window_fill = int(state["window_fill"])
         self._window_unsettled = bool(state["window_unsettled"])
         self._last_ll = np.array(state["last_log_likelihood"], dtype=np.float64)
-        self._log_table = np.log(self._counts + np.float32(self.config.concentration))
+        self._refresh_all()
         self._log_posterior = np.array(state["log_posterior"], dtype=np.float64)
         self._observations = int(state["observations"])
         self._steps = int(state["steps"])
@@ -247,51 +240,55 @@ class ForgetMeNot:
             self._set_geometry(frame.shape)
 
     def _set_geometry(self, shape: tuple[int, ...]) -> None:
-        """Fix pixels and levels from the first frame's shape and make task 0 and the hold-out."""
+        """Fix features, levels and the suite's model from the first frame's shape and make
+        task 0 and the hold-out."""
         d = self.config.downscale
         if len(shape) == 2:
             if shape[0] % d or shape[1] % d or min(shape) == 0:
                 raise ValueError(f"greyscale frame {shape} is not divisible by downscale={d}")
-            pixels, levels = (shape[0] // d) * (shape[1] // d), self.config.levels
+            code = atari_code(shape, d, self.config.levels)
+            self._period = self.config.update_period
+            self._shrinkage = self._new_task_cost = 0.0
+            self._pool_weight = self.config.atari_pool_weight
         elif len(shape) == 3:
-            channels = shape[self.config.channel_axis]
+            axis = self.config.channel_axis
+            channels = shape[axis]
             if not 1 <= channels <= 254:
                 raise ValueError(
-                    f"MinAtar frame {shape} has {channels} planes on axis "
-                    f"{self.config.channel_axis}; expected 1..254"
+                    f"MinAtar frame {shape} has {channels} planes on axis {axis}; expected 1..254"
                 )
-            pixels, levels = int(np.prod(shape)) // channels, channels + 1
+            height, width = (shape[1], shape[2]) if axis == 0 else (shape[0], shape[1])
+            if max(height, width) > 254:
+                raise ValueError(f"MinAtar frame {shape} has more than 254 cells per row")
+            code = minatar_code(channels, height, width, axis)
+            self._period = self.config.minatar_update_period
+            self._shrinkage = self.config.minatar_shrinkage
+            self._pool_weight = self.config.minatar_pool_weight
+            self._new_task_cost = self.config.minatar_new_task_cost
         else:
             raise ValueError(
                 f"frame must be (H, W) greyscale or a 3-D MinAtar frame, got shape {shape}"
             )
         self._frame_shape = tuple(shape)
-        self._levels = levels
-        self._offsets = np.arange(pixels, dtype=np.intp) * levels
+        self._code = code
+        self._levels = code.levels
+        features = code.num_features
+        self._offsets = np.arange(features, dtype=np.intp) * code.levels
         # The first window's only candidates are two empty models, so its winner (task 0) is
         # known now; creating it here lets observe() return a valid id from the first frame.
-        self._counts = np.zeros((pixels * levels, 2), dtype=np.float32)
-        self._log_table = np.log(self._counts + np.float32(self.config.concentration))
+        self._counts = np.zeros((features * code.levels, 2), dtype=np.float32)
         self._totals = np.zeros(2)
-        self._window = np.zeros((self.config.window, pixels), dtype=np.uint8)
+        self._refresh_all()
+        self._window = np.zeros((self.config.window, features), dtype=np.uint8)
         self._last_ll = np.zeros(2)
         self._log_posterior = np.log(np.full(2, 0.5))
 
     def _encode(self, frame: np.ndarray) -> np.ndarray:
-        """(P,) uint8 level of every (downscaled) pixel."""
-        if frame.ndim == 2:
-            d = self.config.downscale
-            if d > 1:
-                h, w = frame.shape
-                frame = cv2.resize(frame, (w // d, h // d), interpolation=cv2.INTER_AREA)
-            return np.take(self._lut, frame.reshape(-1))
-        planes = np.moveaxis(frame, self.config.channel_axis, 0).reshape(
-            frame.shape[self.config.channel_axis], -1
-        )
-        if planes.dtype == np.uint8 and planes.max(initial=0) > 1:
+        """(P,) uint8 level of every feature."""
+        assert self._code is not None
+        if frame.ndim == 3 and frame.dtype == np.uint8 and frame.max(initial=0) > 1:
             raise ValueError("MinAtar planes must be 0/1; for Atari pass the (84, 84) newest frame")
-        first = planes.argmax(axis=0)
-        return np.where(planes.any(axis=0), first + 1, 0).astype(np.uint8)
+        return self._code.encode(frame, self._lut)
 
     # ----------------------------------------------------------------------------------------
     # models and filter
@@ -301,7 +298,7 @@ class ForgetMeNot:
         flat = self._offsets + levels
         ll = frame_log_likelihood(
             np.take(self._log_table, flat, axis=0),
-            self._totals,
+            self._effective_totals,
             self.config.concentration,
             self._levels,
         )
@@ -329,24 +326,31 @@ class ForgetMeNot:
         """The distinct (pixel, level) pairs that window frames [start, stop) show, as flat rows
         (Q,), and how many of those frames show each (Q,), sorted by that count, descending."""
         levels = self._window[start:stop]
-        same = levels[:, None, :] == levels[None, :, :]  # (n, n, P): frames u, t agree at p
-        seen_before = np.zeros(levels.shape, dtype=bool)
-        for t in range(1, levels.shape[0]):
-            seen_before[t] = same[:t, t].any(axis=0)
-        keep = ~seen_before
-        pairs = (self._offsets + levels)[keep]
-        frames = same.sum(axis=0)[keep]
+        n, p = levels.shape
+        flat = self._offsets + levels  # (n, P)
+        # Most pixels keep their level through a window: one pair each, shown n times.
+        steady = (levels == levels[0]).all(axis=0)
+        moving = np.flatnonzero(~steady)
+        if moving.shape[0] == 0:
+            return flat[0], np.full(p, n, dtype=np.int64)
+        pairs, frames = np.unique(flat[:, moving], return_counts=True)  # each shown < n times
         order = np.argsort(-frames, kind="stable")
-        return pairs[order], frames[order]
+        return (
+            np.concatenate([flat[0].compress(steady), pairs[order]]),
+            np.concatenate([np.full(p - moving.shape[0], n, dtype=np.int64), frames[order]]),
+        )
 
-    def _block_scores(self, start: int, stop: int) -> np.ndarray:
+    def _block_scores(
+        self, start: int, stop: int, block: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> np.ndarray:
         """(K + 1,) sequential marginal log-likelihood of window frames [start, stop) under
-        every model, each model starting from its committed counts."""
-        pairs, frames = self._block(start, stop)
+        every model, each model starting from its committed counts (``block``: the frames'
+        ``_block``, when already known)."""
+        pairs, frames = self._block(start, stop) if block is None else block
         return dirichlet_log_likelihood(
-            self._counts[pairs],
+            np.take(self._effective, pairs, axis=0),
             frames,
-            self._totals,
+            self._effective_totals,
             stop - start,
             self._offsets.shape[0],
             self.config.concentration,
@@ -357,7 +361,9 @@ class ForgetMeNot:
         """Commit the window to its best explanation; promote the hold-out when it wins."""
         w = self.config.window
         holdout = self.num_tasks
-        scores = self._block_scores(0, w)
+        whole = self._block(0, w)
+        scores = self._block_scores(0, w, whole)
+        scores[holdout] -= self._new_task_cost
         winner = int(np.argmax(scores))
         segments = [(winner, 0, w)]
         # A window won by the hold-out, or one in which the filter favoured another state than
@@ -366,6 +372,7 @@ class ForgetMeNot:
         if self.config.split_windows and w > 1 and (winner == holdout or self._window_unsettled):
             prefix = np.stack([self._block_scores(0, s) for s in range(1, w)], axis=1)
             suffix = np.stack([self._block_scores(s, w) for s in range(1, w)], axis=1)
+            suffix[holdout] -= self._new_task_cost
             score, first, second, at = best_two_segments(prefix, suffix, holdout)
             score += np.log(switch_rate(self._observations, self.config.switch_rate))
             if score > scores[winner]:
@@ -382,24 +389,57 @@ class ForgetMeNot:
             self._cap_refusals += 1
             segments = [(int(np.argmax(scores[:holdout])), 0, w)]
         for model, start, stop in segments:
-            pairs, frames = self._block(start, stop)
+            pairs, frames = whole if (start, stop) == (0, w) else self._block(start, stop)
             self._counts[pairs, model] += frames
-            self._log_table[pairs, model] = np.log(
-                self._counts[pairs, model] + self.config.concentration
-            )
             self._totals[model] += stop - start
+            if not self._pooled:  # symmetric prior: only the touched entries change
+                self._log_table[pairs, model] = np.log(
+                    self._counts[pairs, model] + self.config.concentration
+                )
         if segments[-1][0] == holdout:
             self._add_holdout()
+        elif self._pooled:  # the pooled background changed: every model's prior changed
+            self._refresh_all()
         self._window_fill = 0
         self._window_unsettled = False
+
+    @property
+    def _pooled(self) -> bool:
+        """Whether the prior depends on the counts (pooled background or shrinkage)."""
+        return bool(self._pool_weight or self._shrinkage)
+
+    def _refresh_all(self) -> None:
+        """Recompute the pseudo-counts, their totals and the log table from the counts."""
+        beta = np.float32(self.config.concentration)
+        if not self._pooled:
+            self._effective, self._effective_totals = self._counts, self._totals
+            self._log_table = np.log(self._counts + beta)
+            return
+        assert self._code is not None
+        models = self._counts.shape[1]
+        effective, totals = effective_counts(
+            self._counts.reshape(-1, self._levels, models),
+            self._totals,
+            self._code.groups,
+            self._code.valid,
+            self._shrinkage,
+            self._pool_weight,
+        )
+        self._effective = effective.reshape(-1, models).astype(np.float32)
+        self._effective_totals = totals
+        self._log_table = np.log(self._effective + beta)
 
     def _add_holdout(self) -> None:
         """The old hold-out has become the newest task; append a fresh, empty hold-out."""
         rows = self._counts.shape[0]
         self._counts = np.concatenate([self._counts, np.zeros((rows, 1), np.float32)], axis=1)
-        empty = np.full((rows, 1), np.log(np.float32(self.config.concentration)), np.float32)
-        self._log_table = np.concatenate([self._log_table, empty], axis=1)
         self._totals = np.append(self._totals, 0.0)
+        if self._pooled:
+            self._refresh_all()
+        else:
+            empty = np.full((rows, 1), np.log(np.float32(self.config.concentration)), np.float32)
+            self._log_table = np.concatenate([self._log_table, empty], axis=1)
+            self._effective, self._effective_totals = self._counts, self._totals
         self._last_ll = np.append(self._last_ll, self._last_ll[-1])
         # The new hold-out gets probability only through the HMM's switch mass.
         self._log_posterior = np.append(self._log_posterior, -np.inf)

@@ -14,6 +14,16 @@ m_pl is the Dirichlet-multinomial
 with a^(m) = a (a + 1) ... (a + m - 1) the rising factorial. Only pairs (p, l) with m_pl > 0
 contribute, so a window costs one term per distinct (pixel, level) it shows.
 
+Pooled background and shrinkage (the MinAtar model, ``effective_counts``): every model's prior
+adds to its counts ``kappa`` times its own mean over the feature's group and ``c`` frames of the
+pooled level distribution of the group (all tasks' counts together), so the pseudo-counts are
+
+    e_s[p, l] = n_s[p, l] + kappa * mean_{q in g(p)} n_s[q, l] + c * m[g(p), l],
+    E_s = (1 + kappa) N_s + c,
+
+and the predictive and window formulas above hold with (e, E) in place of (n, N). The hold-out
+has no counts: it predicts the pooled background m, with c frames' weight, and learns from there.
+
 Everything here is a function of arrays; the stateful owner is ``ewc_dqn.fmn.ForgetMeNot``.
 """
 
@@ -23,9 +33,9 @@ import math
 
 import numpy as np
 
-FACTORS_PER_LOG = 16
-"""Factors multiplied together before one log is taken: a product of 16 factors in
-[1e-4, 1e9] (count + concentration) stays inside float64's range."""
+FACTORS_PER_LOG = 32
+"""Factors multiplied together before one log is taken: a product of 32 factors in
+[1e-4, 1e9] (count + concentration) stays inside float64's range (1e-128 to 1e288)."""
 
 
 def log_rising_factorial(start: np.ndarray, length: np.ndarray) -> np.ndarray:
@@ -46,21 +56,21 @@ def log_rising_factorial(start: np.ndarray, length: np.ndarray) -> np.ndarray:
         start, length = start[order], length[order]
     active = np.bincount(length, minlength=1)[::-1].cumsum()[::-1]  # active[j] = #(length >= j)
     total = np.zeros(start.shape[1])
-    product = np.ones_like(start)
     longest = active.shape[0] - 1
+    scratch = np.empty_like(start[: active[min(1, longest)]])
     for group in range(0, longest, FACTORS_PER_LOG):
         factors = min(FACTORS_PER_LOG, longest - group)
-        for j in range(group, group + factors):
-            rows = active[j + 1]
-            product[:rows] *= start[:rows] + j
-        touched = rows = active[group + 1]
+        rows = active[group + 1]
+        product = np.add(start[:rows], group)
+        for j in range(group + 1, group + factors):
+            r = active[j + 1]
+            product[:r] *= np.add(start[:r], j, out=scratch[:r])
         while rows > 1 and 2 * factors <= FACTORS_PER_LOG:  # fold the last rows onto the first
             half = rows // 2
             product[:half] *= product[rows - half : rows]
             rows -= half
             factors *= 2
         total += np.log(product[:rows]).sum(axis=0)
-        product[:touched] = 1.0
     return total
 
 
@@ -83,7 +93,9 @@ def dirichlet_log_likelihood(
     num_frames:      F, frames in the block
     Returns (S,) float64 log p_s(block) in nats.
     """
-    numerator = log_rising_factorial(counts_at_pairs + concentration, pair_frames)
+    start = counts_at_pairs.astype(np.float64)
+    start += concentration
+    numerator = log_rising_factorial(start, pair_frames)
     steps = np.arange(num_frames)[:, None]
     denominator = np.log(totals[None, :] + levels * concentration + steps).sum(axis=0)
     return numerator - num_pixels * denominator
@@ -99,9 +111,47 @@ def frame_log_likelihood(
     Returns (S,) float64 nats.
     """
     num_pixels = log_table_at_frame.shape[0]
-    # einsum: a summation along axis 0 that is several times faster than ndarray.sum here
-    summed = np.einsum("ps->s", log_table_at_frame).astype(np.float64)
+    # a product with ones: a summation along axis 0 several times faster than ndarray.sum here
+    ones = np.ones(num_pixels, dtype=log_table_at_frame.dtype)
+    summed = (ones @ log_table_at_frame).astype(np.float64)
     return summed - num_pixels * np.log(totals + levels * concentration)
+
+
+def effective_counts(
+    counts: np.ndarray,
+    totals: np.ndarray,
+    groups: np.ndarray,
+    valid: np.ndarray,
+    shrinkage: float,
+    pool_weight: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pseudo-counts of S models with a task's own group mean and the pooled background in
+    their prior (module docstring).
+
+    counts:      (P, L, S) frames n_s[p, l] with level l at feature p (a hold-out column is 0)
+    totals:      (S,) frames N_s each model has counted
+    groups:      (G + 1,) feature index where each group starts, P at the end
+    valid:       (P, L) bool, the levels a feature can take (the background of a group with no
+                 counts yet is uniform over them)
+    shrinkage:   kappa >= 0, weight of the model's own mean over the group
+    pool_weight: c >= 0, frames' worth of the pooled background
+    Returns (P, L, S) float64 pseudo-counts e and (S,) float64 totals E.
+    """
+    p, levels, _ = counts.shape
+    if groups[0] != 0 or groups[-1] != p or valid.shape != (p, levels):
+        raise ValueError(f"groups {groups} or valid {valid.shape} do not fit counts {counts.shape}")
+    sizes = np.diff(groups)
+    summed = np.add.reduceat(counts.astype(np.float64), groups[:-1], axis=0)  # (G, L, S)
+    out = counts.astype(np.float64)
+    if shrinkage:
+        out += shrinkage * np.repeat(summed / sizes[:, None, None], sizes, axis=0)
+    if pool_weight:
+        pooled = summed.sum(axis=2)  # (G, L)
+        norm = pooled.sum(axis=1, keepdims=True)
+        uniform = valid[groups[:-1]] / valid[groups[:-1]].sum(axis=1, keepdims=True)
+        background = np.where(norm > 0, pooled / np.maximum(norm, 1e-300), uniform)
+        out += pool_weight * np.repeat(background, sizes, axis=0)[:, :, None]
+    return out, (1.0 + shrinkage) * np.asarray(totals, dtype=np.float64) + pool_weight
 
 
 def switch_rate(observation: int, scale: float) -> float:
@@ -119,11 +169,14 @@ def filter_step(log_posterior: np.ndarray, log_likelihood: np.ndarray, alpha: fl
     over the S states (tasks and the hold-out); then the frame's log-likelihoods are added and the
     result normalised. Shapes (S,) float64; states with log posterior -inf are allowed.
     """
-    weights = np.exp(log_posterior - log_posterior.max())
-    prior = (1.0 - alpha) * weights / weights.sum() + alpha / log_posterior.shape[0]
-    joint = np.log(prior) + log_likelihood
+    prior = np.exp(log_posterior - log_posterior.max())
+    prior *= (1.0 - alpha) / prior.sum()
+    prior += alpha / log_posterior.shape[0]
+    joint = np.log(prior)
+    joint += log_likelihood
     top = joint.max()
-    return joint - (top + math.log(np.exp(joint - top).sum()))
+    joint -= top + math.log(np.exp(joint - top).sum())
+    return joint
 
 
 def best_two_segments(

@@ -1,0 +1,77 @@
+"""Settings of forget-me-not task inference (``ewc_dqn.fmn``); defaults measured in docs/fmn.md.
+``ewc_dqn.fmn`` re-exports ``FMNConfig``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ewc_dqn.errors import UserError
+
+
+@dataclass(frozen=True)
+class FMNConfig:
+    """Settings of forget-me-not task inference. Defaults measured in docs/fmn.md."""
+
+    window: int = 4
+    """Window width in model observations (paper: 4); one window spans window * update_period
+    agent steps."""
+    update_period: int = 4
+    """Agent steps between model observations (paper: 4); other steps reuse the current task."""
+    concentration: float = 0.01
+    """Dirichlet pseudo-count per level and pixel (dimensionless); small values let the hold-out
+    fit a new game within one window."""
+    levels: int = 16
+    """Grey levels after quantisation of Atari frames (MinAtar: number of planes + 1, fixed)."""
+    downscale: int = 2
+    """Block-average factor per side for Atari frames, 84x84 -> 42x42 (paper: 2)."""
+    max_tasks: int = 32
+    """Cap on tasks; at the cap a winning hold-out gives its window to the best existing task
+    and a RuntimeWarning is raised once."""
+    switch_rate: float = 1.0
+    """HMM switch probability alpha_t = switch_rate / t, t = model observations so far
+    (capped at 1/2)."""
+    split_windows: bool = True
+    """Refuse a new task when two existing tasks with one switch explain the window better."""
+    channel_axis: int = 0
+    """Axis of the planes in 3-D (MinAtar) frames: 0 for (C, 10, 10), -1 for (10, 10, C)."""
+    atari_pool_weight: float = 0.0
+    """Atari: frames' worth of the pooled grey-level background (all tasks' counts) in every
+    model's prior; 0 keeps the symmetric prior. docs/fmn.md measures 1.0: fewer merged dark
+    games, more split multi-screen games, several times the cost per observation."""
+    minatar_update_period: int = 8
+    """Agent steps between model observations on MinAtar frames (Atari: ``update_period``)."""
+    minatar_pool_weight: float = 10.0
+    """MinAtar: frames' worth of the pooled background (all tasks' counts per plane and block) in
+    every model's prior; the hold-out is this prior alone."""
+    minatar_shrinkage: float = 0.3
+    """MinAtar: weight of a task's own mean over a plane's rows (columns) in each (plane, row)
+    ((plane, column)) model's prior, relative to its counts."""
+    minatar_new_task_cost: float = 60.0
+    """MinAtar: nats by which a window's hold-out score must beat every task's to start a task."""
+
+    def validate(self) -> None:
+        """Raise UserError with a one-line message for values that cannot work."""
+        if not 1 <= self.window <= 255:
+            raise UserError(f"window must be in [1, 255] observations, got {self.window}")
+        if self.update_period < 1:
+            raise UserError(f"update_period must be >= 1 agent step, got {self.update_period}")
+        if not 1e-4 <= self.concentration <= 1e3:
+            raise UserError(f"concentration must be in [1e-4, 1e3], got {self.concentration}")
+        if not 2 <= self.levels <= 256:
+            raise UserError(f"levels must be in [2, 256], got {self.levels}")
+        if self.downscale < 1:
+            raise UserError(f"downscale must be >= 1, got {self.downscale}")
+        if self.max_tasks < 1:
+            raise UserError(f"max_tasks must be >= 1, got {self.max_tasks}")
+        if self.switch_rate <= 0:
+            raise UserError(f"switch_rate must be > 0, got {self.switch_rate}")
+        if self.channel_axis not in (0, -1):
+            raise UserError(f"channel_axis must be 0 or -1, got {self.channel_axis}")
+        if self.minatar_update_period < 1:
+            raise UserError(
+                f"minatar_update_period must be >= 1 agent step, got {self.minatar_update_period}"
+            )
+        names = ("atari_pool_weight", "minatar_pool_weight", "minatar_shrinkage")
+        for name in (*names, "minatar_new_task_cost"):
+            if not 0 <= getattr(self, name) <= 1e6:
+                raise UserError(f"{name} must be in [0, 1e6], got {getattr(self, name)}")
