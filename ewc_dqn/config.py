@@ -227,14 +227,19 @@ class TrainConfig:
                 "two games or more"
             )
         if self.task_labels == "inferred":
-            window = self.fmn.window * self.fmn.update_period  # vector steps
+            period, period_field = (
+                (self.fmn.update_period, "fmn.update_period")
+                if self.suite == "atari"
+                else (self.fmn.minatar_update_period, "fmn.minatar_update_period")
+            )
+            window = self.fmn.window * period  # vector steps
             shortest = min(v.frames for v in schedule.visits)
             vector_steps = shortest // (self.frames_per_step * self.env.num_envs)
             if vector_steps < window:
                 raise UserError(
                     f"a visit of {shortest:,} frames is {vector_steps} steps of the "
                     f"{self.env.num_envs} copies, shorter than one window of task inference "
-                    f"(fmn.window x fmn.update_period = {window} steps)"
+                    f"(fmn.window x {period_field} = {window} steps)"
                 )
         if self.task_labels == "true" and len(schedule.games) > self.network.max_tasks:
             raise UserError(

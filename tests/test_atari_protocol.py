@@ -151,6 +151,21 @@ def test_configs_that_cannot_work_are_refused_before_anything_is_written(tmp_pat
         str(run),
     )
     assert "fmn.window" in err
+    # MinAtar's window spans its own observation period, not Atari's.
+    err = _refused(
+        capsys,
+        "--preset",
+        "smoke",
+        "--games",
+        "MinAtar/Breakout,MinAtar/Freeway",
+        "--task-labels",
+        "inferred",
+        "--fmn.minatar-update-period",
+        "200",
+        "--run-dir",
+        str(run),
+    )
+    assert "fmn.minatar_update_period" in err
     assert not run.exists()
 
 

@@ -63,6 +63,8 @@ TESTS: dict[str, tuple[str, ...]] = {
     "ewc_dqn/fisher.py": ("tests/test_fisher.py",),
     "ewc_dqn/fmn.py": ("tests/test_fmn.py",),
     "ewc_dqn/fmn_maths.py": ("tests/test_fmn.py",),
+    "ewc_dqn/fmn_frames.py": ("tests/test_fmn.py",),
+    "ewc_dqn/fmn_config.py": ("tests/test_fmn.py", "tests/test_config.py"),
     "ewc_dqn/evaluation.py": ("tests/test_paper_total.py", "tests/test_evaluation.py"),
     "envs/scores.py": ("tests/test_scores.py", "tests/test_paper_total.py"),
 }
