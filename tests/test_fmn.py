@@ -282,16 +282,14 @@ def test_window_end_keeps_only_the_winners_update():
     assert gained.sum() == config.window * 42 * 42  # one count per pixel per frame
 
 
-def test_state_round_trip_mid_window_continues_exactly(tmp_path):
-    config = FMNConfig()
-    stream = list(piecewise_stream([0, 1, 0, 2], segment=150, seed=6))
-    cut = 307  # inside a window, between two model observations
-    assert cut % config.update_period and -(-cut // config.update_period) % config.window
+def interrupted_run(frames: list, cut: int, tmp_path, config: FMNConfig) -> tuple:
+    """Observe ``frames`` in one model, and in one saved to disk after ``cut`` frames (arrays as
+    safetensors, the rest as JSON) and restored into a new model; returns (labels of the
+    uninterrupted model, labels of the interrupted one, the two models)."""
     uninterrupted = ForgetMeNot(config)
-    expected = [uninterrupted.observe(frame) for _, frame in stream]
-
+    expected = [uninterrupted.observe(frame) for frame in frames]
     first = ForgetMeNot(config)
-    got = [first.observe(frame) for _, frame in stream[:cut]]
+    got = [first.observe(frame) for frame in frames[:cut]]
     state = first.state_dict()
     arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
     plain = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
@@ -300,14 +298,27 @@ def test_state_round_trip_mid_window_continues_exactly(tmp_path):
     restored = ForgetMeNot(config)
     loaded = load_file(str(tmp_path / "fmn.safetensors"))
     restored.load_state_dict({**loaded, **json.loads((tmp_path / "fmn.json").read_text())})
-    got += [restored.observe(frame) for _, frame in stream[cut:]]
-    assert got == expected
-    final, reference = restored.state_dict(), uninterrupted.state_dict()
+    got += [restored.observe(frame) for frame in frames[cut:]]
+    return expected, got, uninterrupted, restored
+
+
+def assert_same_state(final: dict, reference: dict) -> None:
     for key, value in reference.items():
         if isinstance(value, np.ndarray):
             np.testing.assert_array_equal(final[key], value, err_msg=key)
         else:
             assert final[key] == value, key
+
+
+def test_state_round_trip_mid_window_continues_exactly(tmp_path):
+    config = FMNConfig()
+    stream = list(piecewise_stream([0, 1, 0, 2], segment=150, seed=6))
+    cut = 307  # inside a window, between two model observations
+    assert cut % config.update_period and -(-cut // config.update_period) % config.window
+    frames = [frame for _, frame in stream]
+    expected, got, uninterrupted, restored = interrupted_run(frames, cut, tmp_path, config)
+    assert got == expected
+    assert_same_state(restored.state_dict(), uninterrupted.state_dict())
     assert restored.stats() == uninterrupted.stats()
 
 
@@ -338,27 +349,15 @@ def test_minatar_state_round_trip_mid_window_continues_exactly(tmp_path):
     sources = minatar_sources(3, seed=14)
     stream = [minatar_draw(sources[k], rng) for k in (0, 1, 0, 2) for _ in range(150)]
     cut = 301
-    uninterrupted = ForgetMeNot()
-    expected = [uninterrupted.observe(frame) for frame in stream]
-    first = ForgetMeNot()
-    got = [first.observe(frame) for frame in stream[:cut]]
-    state = first.state_dict()
-    assert state["format"] == 2 and state["window_fill"] not in (0, FMNConfig().window)
-    arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
-    plain = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
-    save_file(arrays, str(tmp_path / "fmn.safetensors"))
-    (tmp_path / "fmn.json").write_text(json.dumps(plain))
-    restored = ForgetMeNot()
-    loaded = load_file(str(tmp_path / "fmn.safetensors"))
-    restored.load_state_dict({**loaded, **json.loads((tmp_path / "fmn.json").read_text())})
-    got += [restored.observe(frame) for frame in stream[cut:]]
+    config = FMNConfig()
+    expected, got, uninterrupted, restored = interrupted_run(stream, cut, tmp_path, config)
     assert got == expected and uninterrupted.num_tasks >= 2
-    final, reference = restored.state_dict(), uninterrupted.state_dict()
-    for key, value in reference.items():
-        if isinstance(value, np.ndarray):
-            np.testing.assert_array_equal(final[key], value, err_msg=key)
-        else:
-            assert final[key] == value, key
+    state = ForgetMeNot(config)
+    for frame in stream[:cut]:
+        state.observe(frame)
+    assert state.state_dict()["format"] == 2
+    assert state.state_dict()["window_fill"] not in (0, config.window)
+    assert_same_state(restored.state_dict(), uninterrupted.state_dict())
 
 
 def test_format_one_states_atari_read_minatar_refused():
