@@ -56,7 +56,8 @@ class TrainArgs:
     run_dir: Path | None = None
     """Run folder for logs, config, schedule and checkpoints (must not hold another run)."""
     resume: Path | None = None
-    """Continue the run in this folder from its latest checkpoint, with its saved config."""
+    """Continue the run in this folder from its latest checkpoint, with its saved config (only
+    --device, --torch-threads, --stop-after-steps and --quiet may be given with it)."""
     device: str = "auto"
     """auto (CUDA when present, else CPU), cpu, cuda or cuda:N."""
     quiet: bool = False
@@ -64,6 +65,15 @@ class TrainArgs:
     stop_after_steps: int | None = None
     """Stop at the first checkpoint at or after this many agent steps (resume later with
     --resume; exit status 3); for time-limited cluster jobs."""
+
+
+RESUME_FLAGS = ("--resume", "--device", "--quiet", "--stop-after-steps", "--torch-threads")
+"""Flags a resumed run takes: where and how this process runs, never what it trains. Threads
+change neither the config nor the run's maths, only (on the CPU) the order of float sums."""
+
+
+def _given(argv: list[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in argv)
 
 
 def main(argv: list[str] | None = None, prog: str = "ewc-dqn train") -> int:
@@ -89,12 +99,7 @@ def _train(args: TrainArgs, argv: list[str], prog: str) -> int:
             f"{args.stop_after_steps}"
         )
     if args.resume is not None:
-        overrides = [
-            a
-            for a in argv
-            if a.startswith("--")
-            and a.split("=")[0] not in ("--resume", "--device", "--quiet", "--stop-after-steps")
-        ]
+        overrides = [a for a in argv if a.startswith("--") and a.split("=")[0] not in RESUME_FLAGS]
         if overrides:
             raise RunError(f"--resume takes the run's saved config; drop {' '.join(overrides)}")
         trainer = start_run(
@@ -136,7 +141,10 @@ def _train(args: TrainArgs, argv: list[str], prog: str) -> int:
             print(schedule.describe())
             print(f"method: {config.describe_method()}")
         run_dir = args.run_dir
-    set_torch_threads(trainer.config.torch_threads)  # for this process, before any update
+    threads = trainer.config.torch_threads
+    if args.resume is not None and _given(argv, "--torch-threads"):
+        threads = args.config.torch_threads  # this process only; the run's config keeps its own
+    set_torch_threads(threads)  # for this process, before any update
     try:
         finished = trainer.train(stop_after_steps=args.stop_after_steps)
     finally:

@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 import evaluate
 import train_agent
@@ -281,6 +282,20 @@ def test_a_config_value_of_the_wrong_type_is_refused_on_resume(run, capsys):
     err = _main_error(train_agent.main, ["--resume", str(run)], capsys)
     assert "holds an unreadable run config: config field agent.lr must be a float" in err
     assert _files(run) == before
+
+
+def test_a_resume_takes_a_thread_count_for_its_process_and_no_other_setting(run, capsys):
+    config = (run / "config.json").read_text()
+    err = _main_error(train_agent.main, ["--resume", str(run), "--agent.lr", "0.1"], capsys)
+    assert err.strip() == "error: --resume takes the run's saved config; drop --agent.lr"
+    before = torch.get_num_threads()
+    try:
+        argv = ["--resume", str(run), "--torch-threads", "2", "--stop-after-steps", "500"]
+        assert train_agent.main([*argv, "--quiet"]) == 3
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert (run / "config.json").read_text() == config  # the run's own setting is kept
 
 
 # --- a full disk --------------------------------------------------------------------------
