@@ -222,15 +222,17 @@ def variant_config(base: TrainConfig, variant: str) -> TrainConfig:
 
 
 def plan_runs(args: SweepArgs) -> list[RunSpec]:
-    """Every (variant, seed) run of the sweep, sharing one schedule; UserError on bad input."""
+    """Every (variant, seed) run of the sweep, sharing one schedule, seed by seed (every
+    variant's seed 0, then every variant's seed 1, ...: a sweep cut short holds comparable
+    groups); UserError on bad input."""
     variants, seeds = parse_variants(args.variants), parse_seeds(args.seeds)
     if args.cpus_per_run <= 0 or (args.gpus_per_run or 0) < 0 or args.runs_per_gpu < 1:
         raise UserError("cpus_per_run must be > 0, gpus_per_run >= 0 and runs_per_gpu >= 1")
     base = args.config if args.games is None else with_games(args.config, args.games)
     schedule = make_schedule(base)
     specs = []
-    for variant in variants:
-        for seed in seeds:
+    for seed in seeds:
+        for variant in variants:
             config = replace(variant_config(base, variant), seed=seed)
             config.validate()
             config.check_schedule(schedule)

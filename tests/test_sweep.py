@@ -18,8 +18,10 @@ from ewc_dqn.run_folder import CONFIG_FILE, FINAL_FILE, SCHEDULE_FILE
 from ewc_dqn.sweep import (
     REHEARSAL_FRACTION,
     VARIANTS,
+    SweepArgs,
     parse_seeds,
     parse_variants,
+    plan_runs,
     sweep_main,
     variant_config,
 )
@@ -195,3 +197,16 @@ def test_variant_config_sets_the_variant(variant: str) -> None:
     assert config.consolidation == want
     assert config.rehearsal.fraction == (REHEARSAL_FRACTION if method == "rehearsal" else 0.0)
     assert config.agent == base.agent and config.schedule == base.schedule
+
+
+def test_runs_are_planned_seed_by_seed(tmp_path):
+    """A sweep cut short holds every variant's first seeds, not one variant's every seed."""
+    args = SweepArgs(
+        config=preset("smoke", "minatar"), variants="no-ewc,ewc-true", seeds="0-1", out=tmp_path
+    )
+    assert [(s.variant, s.seed) for s in plan_runs(args)] == [
+        ("no-ewc", 0),
+        ("ewc-true", 0),
+        ("no-ewc", 1),
+        ("ewc-true", 1),
+    ]
