@@ -6,7 +6,15 @@ and (2) one full Double DQN update at batch 32 on (4, 84, 84) uint8 frames (onli
 s and s', target forward on s', Huber TD loss, backward, gradient clipping, RMSprop step).
 Targets (issue 3): merged K = 10 costs at most 1.2x merged K = 1, and at most 10% of the update.
 
+With ``--fisher`` it times ``fisher_diagonal`` ("q_value", the shared parameters) instead: the
+batched path against the ``torch.func`` path (the same network behind a wrapper module, which
+the batched path does not know and leaves to ``torch.func``), on the MinAtar network (100
+batches of 32 = 3,200 samples, a task switch's estimate) and on the paper network (fewer
+batches: ``torch.func`` takes about a second per batch there on one CPU thread). Target: at
+most 1 s per switch on the MinAtar network.
+
     python bench/bench_ewc.py --device auto
+    python bench/bench_ewc.py --device auto --threads 1 --fisher
 """
 
 from __future__ import annotations
@@ -20,11 +28,14 @@ from typing import Literal
 
 import torch
 import tyro
+from torch import nn
 
 from ewc_dqn.dqn import double_dqn_targets, td_loss
 from ewc_dqn.ewc import EWCConfig, EWCConsolidator
 from ewc_dqn.ewc_maths import Tensors, ewc_penalty, quadratic_penalty
-from ewc_dqn.networks import NetworkConfig, QNetwork
+from ewc_dqn.fisher import fisher_diagonal
+from ewc_dqn.networks import NetworkConfig, QNetwork, build_q_network
+from ewc_dqn.transition import Transition
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,14 @@ class Args:
     threads: int = 0
     """torch CPU threads (0: torch's default). On a busy CPU, 1 keeps the update from being
     slowed by threads spinning against other processes, which would flatter the ratios."""
+    fisher: bool = False
+    """Time the Fisher estimate (batched path against torch.func) instead of the penalty."""
+    fisher_repeats: int = 5
+    """Timed calls of each Fisher measurement (the median is reported)."""
+    fisher_batches: int = 100
+    """Minibatches of ``batch_size`` in the MinAtar network's Fisher (paper: 100)."""
+    fisher_paper_batches: int = 10
+    """Minibatches of ``batch_size`` in the paper network's Fisher."""
 
 
 def ewc_penalty_naive(
@@ -80,6 +99,87 @@ def time_round_robin(
     return {name: statistics.median(v) for name, v in times.items()}
 
 
+class Opaque(nn.Module):
+    """A network behind a module type that ``fisher_diagonal``'s batched path does not know, so
+    that its Fisher is taken with ``torch.func`` (the path before the batched one)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, obs: torch.Tensor, task_id: int) -> torch.Tensor:
+        return self.net(obs, task_id)
+
+
+def fisher_main(args: Args, device: torch.device) -> dict[str, float]:
+    """Time ``fisher_diagonal`` by both paths on the MinAtar and paper networks; print the table,
+    return the timings (seconds)."""
+    gen = torch.Generator().manual_seed(args.seed)
+    torch.manual_seed(args.seed)
+    b = args.batch_size
+    jobs: dict[str, Callable[[], None]] = {}
+    samples: dict[str, int] = {}
+    results: dict[str, dict[str, torch.Tensor]] = {}
+    specs = [
+        ("minatar", (10, 10, 10), 1.0, 2, args.fisher_batches),
+        ("paper", (4, 84, 84), 1.0 / 255.0, 256, args.fisher_paper_batches),
+    ]
+    for arch, shape, scale, high, num in specs:
+        config = NetworkConfig(arch=arch, max_tasks=20)  # type: ignore[arg-type]
+        net = build_q_network(shape, 18, config, scale).to(device)
+        batches = [
+            Transition(
+                torch.randint(0, high, (b, *shape), dtype=torch.uint8, generator=gen),
+                torch.randint(0, 18, (b,), generator=gen),
+                torch.rand(b, generator=gen),
+                torch.full((b,), 0.99),
+                torch.randint(0, high, (b, *shape), dtype=torch.uint8, generator=gen),
+            ).to(device)
+            for _ in range(num)
+        ]
+        for label, model in (("batched", net), ("torch.func", Opaque(net))):
+            names = [n for n, _ in model.named_parameters() if ".task_" not in n]
+
+            key = f"{arch} {label}"
+
+            def fn(
+                model: nn.Module = model,
+                batches: list[Transition] = batches,
+                names: list[str] = names,
+                key: str = key,
+            ) -> None:
+                out = fisher_diagonal(model, batches, 3, "q_value", param_names=names)
+                results[key] = {n.removeprefix("net."): f for n, f in out.items()}
+
+            jobs[key] = fn
+            samples[key] = num * b
+    res = time_round_robin(jobs, device, args.fisher_repeats, min(args.warmup, 1))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(
+        f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}"
+    )
+    print(f"Fisher (q_value, shared parameters), median of {args.fisher_repeats}")
+    head = f"{'network':<10}{'path':<12}{'samples':>9}{'s/call':>10}{'s/3,200':>10}"
+    print(f"{head}{'max rel diff':>14}")
+    for arch, *_ in specs:
+        fast, slow = results[f"{arch} batched"], results[f"{arch} torch.func"]
+        diff = max(
+            float(((fast[n] - slow[n]).abs().max() / slow[n].abs().max().clamp_min(1e-30)).cpu())
+            for n in slow
+        )
+        for label in ("torch.func", "batched"):
+            key = f"{arch} {label}"
+            per = res[key] * 3200 / samples[key]
+            print(
+                f"{arch:<10}{label:<12}{samples[key]:>9,}{res[key]:>10.3f}{per:>10.3f}{diff:>14.1e}"
+            )
+        res[f"{arch} speed-up"] = res[f"{arch} torch.func"] / res[f"{arch} batched"]
+        print(f"{arch:<10}{'speed-up':<12}{res[f'{arch} speed-up']:>29.1f}x")
+    ok = res["minatar batched"] * 3200 / samples["minatar batched"] <= 1.0
+    print(f"MinAtar Fisher per 3,200 samples <= 1 s: {'PASS' if ok else 'FAIL'}")
+    return res
+
+
 def main(args: Args) -> dict[str, float]:
     """Run the benchmark, print the table, return the timings (seconds) and ratios."""
     if args.threads > 0:
@@ -88,6 +188,8 @@ def main(args: Args) -> dict[str, float]:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(args.device)
+    if args.fisher:
+        return fisher_main(args, device)
     gen = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)
     net = QNetwork((4, 84, 84), 18, NetworkConfig(arch="paper")).to(device)

@@ -32,3 +32,28 @@ def test_the_gpu_check_runs_on_the_cpu_and_prints_every_figure():
         "penalty+backward, merged, K=10",
     ):
         assert figure in text, figure
+
+
+def test_the_fisher_bench_runs_and_both_paths_agree():
+    out = subprocess.run(
+        [
+            sys.executable, "bench/bench_ewc.py", "--device", "cpu", "--threads", "1", "--fisher",
+            "--fisher-repeats", "1", "--fisher-batches", "2", "--fisher-paper-batches", "1",
+            "--warmup", "0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line.split() for line in out.stdout.splitlines()]
+    timed = [r for r in rows if len(r) == 6 and r[1] in ("torch.func", "batched")]
+    assert [(r[0], r[1]) for r in timed] == [
+        ("minatar", "torch.func"),
+        ("minatar", "batched"),
+        ("paper", "torch.func"),
+        ("paper", "batched"),
+    ]
+    assert all(float(r[5]) < 1e-4 for r in timed)  # max relative difference of the two paths
+    assert "MinAtar Fisher per 3,200 samples <= 1 s:" in out.stdout

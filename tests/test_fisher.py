@@ -9,8 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ewc_dqn import fisher
 from ewc_dqn.fisher import fisher_diagonal, fisher_overlap, layer_of
-from ewc_dqn.networks import TASK_PARAM_PATTERN, NetworkConfig, QNetwork
+from ewc_dqn.networks import (
+    TASK_PARAM_PATTERN,
+    NetworkConfig,
+    QNetwork,
+    TaskConv2d,
+    TaskLinear,
+)
 from ewc_dqn.transition import Transition
 
 NUM_IN, NUM_ACTIONS = 5, 3
@@ -217,3 +224,216 @@ def test_fisher_overlap_groups_by_layer_and_excludes_task_parameters():
     assert list(per_layer) == ["convs.0.conv", "fc.linear", "head.linear"]
     assert all(v == pytest.approx(1.0) for v in per_layer.values())
     assert layer_of("convs.0.conv.weight") == "convs.0.conv"
+
+
+# --- the batched path against the torch.func path ----------------------------------------------
+
+ATARI_SHAPE = (4, 84, 84)
+
+
+def _q_network(arch: str, seed: int) -> QNetwork:
+    """A network whose per-task gains and biases differ from 1 and 0 and from task to task, so
+    that a Fisher which dropped a gain, or read another task's, would differ."""
+    torch.manual_seed(seed)
+    minatar = arch == "minatar"
+    net = QNetwork(
+        (6, 10, 10) if minatar else ATARI_SHAPE,
+        5,
+        NetworkConfig(arch=arch, max_tasks=3),  # type: ignore[arg-type]
+        input_scale=1.0 if minatar else 1.0 / 255.0,
+    )
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if ".task_gains." in name:
+                p.uniform_(0.3, 2.0)
+            elif ".task_biases." in name:
+                p.uniform_(-0.3, 0.3)
+    return net
+
+
+def _q_batches(net: QNetwork, num: int, size: int, seed: int) -> list[Transition]:
+    gen = torch.Generator().manual_seed(seed)
+    high = 2 if net.input_scale == 1.0 else 256
+    out = []
+    for _ in range(num):
+        obs, next_obs = torch.randint(
+            0, high, (2, size, *net.in_shape), dtype=torch.uint8, generator=gen
+        )
+        out.append(
+            Transition(
+                obs,
+                torch.randint(0, net.num_actions, (size,), generator=gen),
+                torch.randn(size, generator=gen),
+                torch.where(torch.rand(size, generator=gen) < 0.2, 0.0, 0.99),
+                next_obs,
+            )
+        )
+    return out
+
+
+def _no_batched_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fisher._BatchedSquares, "build", classmethod(lambda cls, *a, **k: None))
+
+
+def _no_vmap(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("the torch.func path ran")
+
+    monkeypatch.setattr(fisher, "vmap", refuse)
+
+
+def _both_paths(monkeypatch, net, bs, task_id, estimator, names, target=None, **kw):
+    """The Fisher by the batched path (torch.func refused) and by the torch.func path."""
+    with monkeypatch.context() as m:
+        _no_vmap(m)
+        batched = fisher_diagonal(net, bs, task_id, estimator, target, names, **kw)
+    with monkeypatch.context() as m:
+        _no_batched_path(m)
+        reference = fisher_diagonal(net, bs, task_id, estimator, target, names, **kw)
+    assert not any(mod._forward_hooks for mod in net.modules())  # the hooks are gone again
+    return batched, reference
+
+
+def _assert_same(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:
+    assert set(got) == set(want)
+    for n in want:
+        assert got[n].shape == want[n].shape and got[n].dtype == want[n].dtype
+        # atol relative to the tensor's scale: entries that cancel to ~0 carry rounding only
+        atol = 1e-6 * float(want[n].abs().max()) + 1e-30
+        torch.testing.assert_close(got[n], want[n], rtol=1e-5, atol=atol, msg=n)
+
+
+SUBSET = [  # one of each kind, and the gains and biases of the task and of another one
+    "convs.0.conv.weight",
+    "fc.linear.bias",
+    "head.linear.weight",
+    "convs.0.task.task_gains.2",
+    "fc.task.task_biases.2",
+    "head.task.task_gains.0",
+]
+
+
+@pytest.mark.parametrize("estimator", ["q_value", "td"])
+@pytest.mark.parametrize("names", ["all", "shared", "subset"])
+@pytest.mark.parametrize("task_id", [0, 2])
+def test_batched_fisher_equals_torch_func_on_the_minatar_network(
+    monkeypatch, estimator, names, task_id
+):
+    net, target = _q_network("minatar", 0), _q_network("minatar", 1)
+    bs = _q_batches(net, 3, 7, seed=task_id)
+    param_names = {"all": None, "shared": net.shared_parameter_names(), "subset": SUBSET}[names]
+    got, want = _both_paths(monkeypatch, net, bs, task_id, estimator, param_names, target)
+    _assert_same(got, want)
+    if names != "shared":  # the task's own gains and biases are read, the others are zero
+        for name in SUBSET[3:]:
+            assert (got[name].sum() > 0) == name.endswith(f".{task_id}"), name
+
+
+@pytest.mark.parametrize("arch", ["nature", "paper"])
+@pytest.mark.parametrize("estimator", ["q_value", "td"])
+def test_batched_fisher_equals_torch_func_on_the_atari_networks(monkeypatch, arch, estimator):
+    net = _q_network(arch, 0)
+    bs = _q_batches(net, 2, 3, seed=3)
+    names = None if estimator == "q_value" else net.shared_parameter_names()
+    got, want = _both_paths(monkeypatch, net, bs, 1, estimator, names, target=net)
+    _assert_same(got, want)
+
+
+def test_batched_fisher_chunks_and_frozen_parameters(monkeypatch):
+    net = _q_network("minatar", 0)
+    bs = _q_batches(net, 2, 9, seed=4)
+    _, want = _both_paths(monkeypatch, net, bs, 1, "q_value", None)
+    with monkeypatch.context() as m:
+        _no_vmap(m)
+        m.setattr(fisher, "BATCHED_BYTES", 1)  # one sample per chunk
+        _assert_same(fisher_diagonal(net, bs, 1), want)
+        net.requires_grad_(False)  # named parameters that do not require grad count too
+        _assert_same(fisher_diagonal(net, bs, 1, param_names=list(want)), want)
+        # The parameters were not touched, nor their gradients.
+        assert all(p.grad is None and not p.requires_grad for p in net.parameters())
+
+
+def test_batched_fisher_is_the_path_a_q_network_takes_and_others_fall_back(monkeypatch):
+    calls = _counting_vmap(monkeypatch)
+    net = _q_network("minatar", 0)
+    bs = _q_batches(net, 2, 5, seed=5)
+    fisher_diagonal(net, bs, 1, "q_value")
+    fisher_diagonal(net, bs, 1, "td", target_model=net)
+    assert calls == []
+    fisher_diagonal(net, bs, 1, "softmax")
+    assert calls
+    calls.clear()
+    fisher_diagonal(LinearQ(0), batches(2, 4, seed=6), 0, "q_value")  # a module it does not know
+    assert calls
+    calls.clear()
+    handle = net.fc.linear.register_forward_hook(lambda mod, args, out: out * 2)  # a hook
+    try:
+        fisher_diagonal(net, bs, 1, "q_value")
+    finally:
+        handle.remove()
+    assert calls
+
+
+def _counting_vmap(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real_vmap = fisher.vmap
+
+    def counting_vmap(*args, **kwargs):
+        calls.append(1)
+        return real_vmap(*args, **kwargs)
+
+    monkeypatch.setattr(fisher, "vmap", counting_vmap)
+    return calls
+
+
+@pytest.mark.parametrize("how", ["registered twice", "shared weight", "called twice"])
+def test_batched_fisher_falls_back_when_a_layer_runs_twice(monkeypatch, how):
+    # One convolution applied twice in a row: its per-sample gradient is the sum of two terms,
+    # which the closed form, per call, would not square together.
+    net = QNetwork((16, 12, 12), 4, NetworkConfig(arch="minatar", max_tasks=2), input_scale=1.0)
+    conv = net.convs[0]
+    if how == "registered twice":  # seen before any forward: its parameters appear twice
+        net.convs.append(conv)
+    elif how == "shared weight":  # two layers, one kernel: seen before any forward
+        net.convs.append(TaskConv2d(16, 16, 3, 1, max_tasks=2))
+        net.convs[1].conv.weight = conv.conv.weight
+    else:  # seen in the forward only
+
+        def twice(x: torch.Tensor, task_id: int) -> torch.Tensor:
+            return TaskConv2d.forward(conv, TaskConv2d.forward(conv, x, task_id), task_id)
+
+        conv.forward = twice
+    net.fc = TaskLinear(16 * 8 * 8, 128, max_tasks=2)
+    bs = _q_batches(net, 2, 4, seed=7)
+    with monkeypatch.context() as m:
+        calls = _counting_vmap(m)
+        got = fisher_diagonal(net, bs, 1)
+    assert len(calls) == 2  # every batch by torch.func (16 samples a chunk)
+    assert not any(mod._forward_hooks for mod in net.modules())
+    with monkeypatch.context() as m:
+        _no_batched_path(m)
+        _assert_same(got, fisher_diagonal(net, bs, 1))
+
+
+def test_batched_fisher_falls_back_in_the_middle_of_a_batch(monkeypatch):
+    net = _q_network("minatar", 0)
+    bs = _q_batches(net, 2, 4, seed=8)
+    _, want = _both_paths(monkeypatch, net, bs, 1, "td", None, target=net)
+    conv, forwards = net.convs[0], []
+
+    def late_second_call(x: torch.Tensor, task_id: int) -> torch.Tensor:
+        forwards.append(x.shape[0])
+        y = TaskConv2d.forward(conv, x, task_id)
+        if len(forwards) > 5:  # an unused second call, from the third sample's chunk on
+            TaskConv2d.forward(conv, x, task_id)
+        return y
+
+    conv.forward = late_second_call
+    with monkeypatch.context() as m:
+        m.setattr(fisher, "BATCHED_BYTES", 1)  # one sample per chunk
+        calls = _counting_vmap(m)
+        got = fisher_diagonal(net, bs, 1, "td", net)
+    # The targets of batch 0 (2 forwards), the probe, samples 0 and 1 batched, then torch.func
+    # from sample 2 on (its chunk of 16 takes the rest of batch 0), and batch 1 by torch.func.
+    assert forwards[:6] == [4, 4, 1, 1, 1, 1] and len(calls) == 2
+    _assert_same(got, want)
