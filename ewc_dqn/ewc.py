@@ -39,9 +39,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
+from ewc_dqn.chunk_store import TensorDigests
 from ewc_dqn.errors import UserError
 from ewc_dqn.ewc_maths import (
     Quadratic,
@@ -211,6 +213,7 @@ class EWCConsolidator:
         # What penalty() evaluates: (sqrt(A), m, c) as lists in parameter order, for the key
         # (version of the stored terms, counted tasks); rebuilt when the key changes.
         self._version = 0
+        self._digests = TensorDigests()  # the terms' checkpoint digests
         self._eval_key: tuple[int, tuple[int, ...]] | None = None
         self._eval: tuple[list[torch.Tensor], list[torch.Tensor], float] | None = None
         self._param_list = list(self._params.values())
@@ -438,8 +441,11 @@ class EWCConsolidator:
 
     # -- checkpointing ----------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, Any]:
-        """Tensors and plain Python values only (safetensors + JSON friendly).
+    def state_dict(self, chunked: bool = False) -> dict[str, Any]:
+        """Tensors and plain Python values only (safetensors + JSON friendly); ``chunked``: the
+        tensors as ``Chunks`` for a checkpoint's chunk store, each hashed once (a term is replaced
+        by new tensors, never changed in place), so a checkpoint writes only the terms that are
+        new since the chunks on disk.
 
         Layout: ``{"format", "mode" ('separate' or 'online'), "metric" ('fisher' or 'uniform'),
         "param_names", "tasks": {str(task): {frames,
@@ -470,7 +476,7 @@ class EWCConsolidator:
             "frames": self._frames,
             "online_folds": self._online_folds,
             "aggregate_order": list(self._agg_order),
-            "tensors": tensors,
+            "tensors": self._digests.chunks(tensors) if chunked else tensors,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -504,6 +510,8 @@ class EWCConsolidator:
                     f"EWC state tensor {key!r} is {tuple(value.shape)}, parameter {name!r} is "
                     f"{tuple(param.shape)}"
                 )
+            if isinstance(value, np.ndarray):  # a term from the chunk store
+                value = torch.from_numpy(value)
             value = value.detach().to(device=self._device, dtype=param.dtype).clone()
             if owner == "online":
                 online.setdefault(kind, {})[name] = value

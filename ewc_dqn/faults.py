@@ -9,6 +9,8 @@ would) and ``raise`` (a ValueError standing for a bug). Unset, it costs one comp
 Stages, in the order of the end of a visit:
 
     saving              a checkpoint is about to be written (its state is taken)
+    renaming            its new chunks and its files are on disk and synced; it is not renamed
+                        into place yet
     saved               a checkpoint is complete on disk
     visit-end-saved     the checkpoint that records the visit's pending evaluation is on disk
     evaluated           the evaluation's rows are in the logs, not yet in a checkpoint

@@ -17,6 +17,12 @@ need a frame that is gone, and zero-filling it would show a stack the agent neve
 Memory per stored step: one frame (7,056 bytes at 84x84), a uint8 action, a float32 reward, a
 uint8 age and a uint8 of end flags: 7,063 bytes, against about 28 KB for stable-baselines3's
 ``ReplayBuffer`` with ``optimize_memory_usage`` and 56 KB without (``bench/bench_replay.py``).
+
+Checkpoints. Each copy's stream is cut into chunks of ``chunk_slots`` slots; a checkpoint stores
+each chunk's frames once, by the digest of its contents (``ewc_dqn.chunk_store``), so the
+checkpoint after a segment writes only the chunks the buffer wrote into since the one before.
+Which chunks those are follows from the entry count alone (entry ``t`` goes to slot
+``t % slots``), so a digest is computed again only for a chunk written since it was last computed.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ewc_dqn.chunk_store import Chunks, digests_of
 from ewc_dqn.transition import Transition
 
 TERMINATED = 1
@@ -35,6 +42,11 @@ TRUNCATED = 2
 """Bit of ``flags``: the episode hit its time limit at this entry (still bootstraps)."""
 
 _STATE_ARRAYS = ("frames", "action", "reward", "age", "flags")
+CHUNK_BYTES = 16 * 2**20
+"""Most frame bytes in one checkpoint chunk (a slot range of one copy)."""
+MIN_CHUNKS = 8
+"""Fewest chunks per copy, so that a segment shorter than the buffer rewrites only part of it
+whatever the buffer's size."""
 
 
 class FrameReplay:
@@ -75,6 +87,9 @@ class FrameReplay:
         self.stack = stack
         self.gamma = float(gamma)
         self.slots_per_env = slots
+        frame_bytes = math.prod(self.frame_shape)
+        self.chunk_slots = max(1, min(CHUNK_BYTES // frame_bytes, -(-slots // MIN_CHUNKS)))
+        """Slots of one copy per checkpoint chunk."""
         self._rng = rng
         # One extra all-zero frame at the end: masked stack positions gather from it, so a whole
         # batch of stacks is one np.take with no per-frame masking afterwards.
@@ -88,6 +103,8 @@ class FrameReplay:
         self._count = 0  # entries ever added per copy (vector steps); entry t lives in t % slots
         # Positions back from an entry, oldest first: window column i holds entry t - stack + i.
         self._back = np.arange(stack, -1, -1, dtype=np.int64)
+        # (copy, first slot of a chunk) -> (entries written into the chunk, its digest then).
+        self._digests: dict[tuple[int, int], tuple[int, str]] = {}
 
     # ----------------------------------------------------------------------------------- adding
 
@@ -311,11 +328,13 @@ class FrameReplay:
 
     # -------------------------------------------------------------------------------- state
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, chunked: bool = False) -> dict[str, Any]:
         """Config scalars and the filled part of each array (numpy; no RNG, no pickle).
 
         Arrays are (num_envs, filled, ...) in slot order; where the buffer is full they share
         memory with it (as ``torch.nn.Module.state_dict`` does), so save before the next ``add``.
+        ``chunked``: the frames as ``Chunks`` of ``chunk_slots`` slots of one copy each (views of
+        the buffer), with their digests, for a checkpoint.
         """
         held = self._held
         state: dict[str, Any] = {
@@ -327,11 +346,38 @@ class FrameReplay:
             "count": self._count,
         }
         for name in _STATE_ARRAYS:
-            state[name] = np.ascontiguousarray(getattr(self, f"_{name}")[:, :held])
+            if name == "frames" and chunked:
+                state[name] = self._frame_chunks()
+            else:
+                state[name] = np.ascontiguousarray(getattr(self, f"_{name}")[:, :held])
         return state
 
+    def _frame_chunks(self) -> Chunks:
+        """The held frames as chunks, copy by copy, oldest slot first; digests are computed for
+        the chunks written into since their last one."""
+        held, slots, size = self._held, self.slots_per_env, self.chunk_slots
+        laps, partial = divmod(self._count, slots)
+        parts: list[np.ndarray] = []
+        keys: list[tuple[int, int]] = []
+        stale: list[tuple[int, int]] = []  # (part, writes) of the digests computed now
+        for env in range(self.num_envs):
+            for start in range(0, held, size):
+                stop = min(start + size, slots)
+                writes = laps * (stop - start) + min(max(partial - start, 0), stop - start)
+                known = self._digests.get((env, start))
+                if known is None or known[0] != writes:
+                    stale.append((len(parts), writes))
+                parts.append(self._frames[env, start : min(stop, held)])
+                keys.append((env, start))
+        fresh = digests_of([parts[i] for i, _ in stale])
+        for (i, writes), digest in zip(stale, fresh, strict=True):
+            self._digests[keys[i]] = (writes, digest)
+        shape = (self.num_envs, held, *self.frame_shape)
+        return Chunks(shape, tuple(parts), tuple(self._digests[k][1] for k in keys))
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from ``state_dict`` output of a buffer with the same configuration.
+        """Restore from ``state_dict`` output of a buffer with the same configuration (frames as
+        an array or as ``Chunks``).
 
         Raises ValueError on a mismatched configuration or malformed arrays (the buffer is then
         unchanged) or on arrays that break an invariant (the buffer is then left empty).
@@ -354,6 +400,8 @@ class FrameReplay:
         if count < 0:
             raise ValueError(f"replay state has a negative count {count}")
         held = min(count, self.slots_per_env)
+        if isinstance(state["frames"], Chunks):
+            state = {**state, "frames": state["frames"].joined()}
         for name in _STATE_ARRAYS:
             ours = getattr(self, f"_{name}")
             theirs = np.asarray(state[name])
@@ -363,6 +411,7 @@ class FrameReplay:
                     f"replay state {name!r} is {theirs.dtype}{list(theirs.shape)}, "
                     f"expected {ours.dtype}{list(want)}"
                 )
+        self._digests.clear()
         for name in _STATE_ARRAYS:
             ours = getattr(self, f"_{name}")
             ours[:, :held] = state[name]

@@ -504,9 +504,10 @@ class Trainer:
             },
         }
         if self.ewc is not None:
-            state["ewc"] = self.ewc.state_dict()
+            state["ewc"] = self.ewc.state_dict(chunked=True)
         if self.config.save_replay:
-            state["replays"] = {str(k): r.state_dict() for k, r in self.replays.items()}
+            # Frames as chunks: a checkpoint writes only those new since the chunks on disk.
+            state["replays"] = {str(k): r.state_dict(chunked=True) for k, r in self.replays.items()}
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -590,7 +591,13 @@ class Trainer:
         self.check_finite()
         state = self.state_dict()
         self._fault.at("saving", self.step)
-        path = save_checkpoint(self.run_dir, self.step, state, keep=self.config.keep_checkpoints)
+        path = save_checkpoint(
+            self.run_dir,
+            self.step,
+            state,
+            keep=self.config.keep_checkpoints,
+            before_rename=lambda: self._fault.at("renaming", self.step),
+        )
         self._fault.at("saved", self.step)
         return path
 

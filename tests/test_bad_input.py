@@ -22,11 +22,13 @@ from envs.games import UnknownGameError
 from ewc_dqn import checkpoint
 from ewc_dqn.checkpoint import (
     CheckpointError,
+    chunks_of,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
     save_checkpoint,
 )
+from ewc_dqn.chunk_store import CHUNK_DIR
 from ewc_dqn.cli_errors import exit_on_user_errors
 from ewc_dqn.compare import CompareError
 from ewc_dqn.config import TrainConfig, preset
@@ -272,6 +274,22 @@ def test_a_checkpoint_that_does_not_fit_is_refused(damage, message, run, capsys)
     err = _main_error(train_agent.main, ["--resume", str(run), "--quiet"], capsys)
     assert "does not fit this run" in err and message in err
     assert _files(run) == before  # no log cut, no TensorBoard file, nothing renamed
+
+
+def test_missing_chunks_are_one_line_for_resume_and_evaluate(run, capsys):
+    checkpoints = list_checkpoints(run)
+    store = run / "checkpoints" / CHUNK_DIR
+    name = sorted(chunks_of(checkpoints[-1]) or [])[0] + ".bin"
+    (store / name).unlink()
+    err = _main_error(evaluate.main, [str(checkpoints[-1]), "--episodes", "1"], capsys)
+    assert f"checkpoint {checkpoints[-1]} is damaged: chunk {name} is missing" in err
+    shutil.rmtree(store)  # every checkpoint damaged: an error, not a fresh start
+    before = _files(run)
+    err = _main_error(train_agent.main, ["--resume", str(run), "--quiet"], capsys)
+    assert f"{run} holds no loadable checkpoint (" in err
+    for folder in checkpoints:
+        assert f"{folder.name}: checkpoint {folder} is damaged: chunk " in err
+    assert _files(run) == before  # nothing renamed or deleted
 
 
 def test_a_config_value_of_the_wrong_type_is_refused_on_resume(run, capsys):

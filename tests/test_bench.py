@@ -57,3 +57,26 @@ def test_the_fisher_bench_runs_and_both_paths_agree():
     ]
     assert all(float(r[5]) < 1e-4 for r in timed)  # max relative difference of the two paths
     assert "MinAtar Fisher per 3,200 samples <= 1 s:" in out.stdout
+
+
+def test_the_checkpoint_bench_runs_small_and_cleans_up(tmp_path):
+    scratch = tmp_path / "bench"
+    out = subprocess.run(
+        [sys.executable, "bench/bench_checkpoint.py", "--replays", "2", "--capacity", "2000",
+         "--between-steps", "4000", "--short-steps", "400", "--dir", str(scratch)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    for save in ("first", "steady", "short", "again", "load"):
+        for layout in ("chunked", "inline"):
+            assert any(line.startswith(f"{save} {layout} ") for line in lines), (save, layout)
+    assert any(line.startswith("resumed chunked ") for line in lines)
+    assert sum(line.startswith("--preset atari") and "of run time" in line for line in lines) == 2
+    added = {
+        line.split()[0] + " " + line.split()[1]: float(line.split(" s")[1].split("GB")[0])
+        for line in lines
+        if line.split()[:1] in (["first"], ["short"])
+    }
+    assert added["short chunked"] < added["short inline"] / 1.5  # only the new chunks
+    assert not scratch.exists()

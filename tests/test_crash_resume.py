@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,14 @@ import torch
 import evaluate
 import train_agent
 from ewc_dqn.agent import AgentConfig, DQNAgent
-from ewc_dqn.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from ewc_dqn.checkpoint import (
+    chunks_of,
+    list_checkpoints,
+    load_checkpoint,
+    referenced_chunks,
+    save_checkpoint,
+)
+from ewc_dqn.chunk_store import CHUNK_DIR, stored_digests
 from ewc_dqn.config import preset
 from ewc_dqn.networks import NetworkConfig, QNetwork
 from ewc_dqn.run_builder import build_trainer, make_schedule, resolve_device
@@ -68,6 +76,13 @@ def reference(tmp_path_factory) -> Path:
     return run
 
 
+def _tidy(run: Path) -> None:
+    """No temporary file or folder of a save left, no chunk that no checkpoint refers to."""
+    hidden = [p for p in (run / "checkpoints").rglob("*") if p.name.startswith(".")]
+    assert hidden == []
+    assert stored_digests(run / "checkpoints" / CHUNK_DIR) == referenced_chunks(run)
+
+
 def _same_as_reference(run: Path, reference: Path) -> None:
     for name in LOGS:
         assert (run / name).read_text() == (reference / name).read_text(), name
@@ -84,6 +99,7 @@ def _same_as_reference(run: Path, reference: Path) -> None:
     "stage",
     [
         "saving@600",  # the visit's checkpoint was being written: resumes from step 400
+        "renaming@600",  # its chunks and files were on disk, not yet renamed into place
         "visit-end-saved@600",  # its checkpoint holds the pending evaluation
         "evaluated@600",  # the evaluation's rows are in the logs, not in a checkpoint
         "evaluation-saved@600",  # the checkpoint after the evaluation is on disk
@@ -100,6 +116,7 @@ def test_a_kill_at_any_stage_of_a_visits_end_resumes_with_exact_logs(stage, refe
     summary = (run / "eval_summary.csv").read_text().splitlines()[1:]
     assert [int(row.split(",")[0]) for row in summary] == [0, 1, 2, 3]
     _same_as_reference(run, reference)
+    _tidy(run)  # what the killed save left is gone
 
 
 def test_a_stop_during_the_last_checkpoint_leaves_the_run_resumable(reference, tmp_path):
@@ -117,17 +134,26 @@ def test_a_stop_during_the_last_checkpoint_leaves_the_run_resumable(reference, t
     _same_as_reference(run, reference)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "non-finite"])
+@pytest.mark.parametrize("damage", ["truncated", "non-finite", "chunk-missing", "chunk-altered"])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(
     damage, reference, tmp_path, capsys
 ):
     run = tmp_path / "run"
     assert train_agent.main([*RUN, "--run-dir", str(run), "--stop-after-steps", "800"]) == 3
-    assert [p.name for p in list_checkpoints(run)] == ["step_000000000600", "step_000000000800"]
-    newest = latest_checkpoint(run)
+    older, newest = list_checkpoints(run)
+    assert [older.name, newest.name] == ["step_000000000600", "step_000000000800"]
     if damage == "truncated":
         tensors = newest / "tensors.safetensors"
         tensors.write_bytes(tensors.read_bytes()[:1000])
+    elif damage.startswith("chunk"):  # a chunk that only the newest checkpoint holds
+        only = sorted((chunks_of(newest) or set()) - (chunks_of(older) or set()))
+        chunk = run / "checkpoints" / CHUNK_DIR / f"{only[0]}.bin"
+        if damage == "chunk-missing":
+            chunk.unlink()
+        else:
+            data = bytearray(chunk.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            chunk.write_bytes(bytes(data))
     else:  # written by a version that did not check the weights of a diverged run
         _, state = load_checkpoint(newest)
         next(iter(state["agent"]["online"].values())).fill_(math.nan)
@@ -139,6 +165,25 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(
     assert "resuming from" in err and "step_000000000600" in err
     assert (run / "checkpoints" / "damaged-step_000000000800").is_dir()  # kept, set aside
     _same_as_reference(run, reference)
+
+
+def test_a_checkpoint_of_format_1_resumes_exactly(reference, tmp_path):
+    """A run checkpointed before the chunk store (format 1: every array in the safetensors
+    file, no chunks/ folder) resumes with this version and ends as the uninterrupted run."""
+    run = tmp_path / "run"
+    assert train_agent.main([*RUN, "--run-dir", str(run), "--stop-after-steps", "800"]) == 3
+    step, state = load_checkpoint(run)
+    # Format 1 held the EWC terms as tensors and the replays' frames as arrays.
+    state["ewc"]["tensors"] = {k: torch.from_numpy(v) for k, v in state["ewc"]["tensors"].items()}
+    shutil.rmtree(run / "checkpoints")
+    folder = save_checkpoint(run, step, state)  # arrays are written inline
+    doc = json.loads((folder / "state.json").read_text())
+    assert "__chunks__" not in json.dumps(doc) and not (run / "checkpoints" / CHUNK_DIR).exists()
+    doc["format_version"] = 1
+    (folder / "state.json").write_text(json.dumps(doc))
+    assert train_agent.main(["--resume", str(run), "--quiet", *CPU]) == 0
+    _same_as_reference(run, reference)
+    _tidy(run)
 
 
 def test_every_checkpoint_damaged_is_an_error_not_a_fresh_start(tmp_path):

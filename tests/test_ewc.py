@@ -543,3 +543,50 @@ def test_l2_strength_is_its_own_field():
     assert values["l2"] == pytest.approx(values["ewc"], rel=1e-6)  # l2_lam, not lam, scales L2
     with pytest.raises(ValueError, match="l2_lam must be finite and >= 0"):
         EWCConfig(l2_lam=-1.0).validate("l2")
+
+
+@pytest.mark.parametrize("kind", ["ewc", "online-ewc", "l2"])
+def test_chunked_state_goes_through_a_checkpoint_and_hashes_each_term_once(
+    kind, tmp_path, monkeypatch
+):
+    """``state_dict(chunked=True)``: the terms as chunks, each hashed when it is new (a task
+    consolidated again, an online fold) and never again while it stays; a checkpoint of it
+    restores the same penalty."""
+    from ewc_dqn import chunk_store
+    from ewc_dqn.checkpoint import load_checkpoint, save_checkpoint
+
+    hashed: list[int] = []
+    digest = chunk_store.content_digest
+
+    def counting(part: np.ndarray) -> str:
+        hashed.append(1)
+        return digest(part)
+
+    monkeypatch.setattr(chunk_store, "content_digest", counting)
+    model = small_net()
+    gen = torch.Generator().manual_seed(8)
+    cfg = EWCConfig(lam=7.0, l2_lam=3.0, start_frames=0)
+    ewc = EWCConsolidator(model, cfg, kind)
+    per_term = 2 * len(list(model.parameters()))  # a Fisher and an anchor per parameter
+    for step, task in enumerate((2, 0, 1, 0)):
+        ewc.add_frames(task, 3)
+        ewc.consolidate(task, *random_term(model, gen))
+        hashed.clear()
+        state = ewc.state_dict(chunked=True)
+        assert len(hashed) == per_term  # the new term alone (the online one: replaced)
+        assert all(isinstance(v, chunk_store.Chunks) for v in state["tensors"].values())
+        save_checkpoint(tmp_path, step, {"ewc": state})
+        hashed.clear()
+        assert ewc.state_dict(chunked=True)["tensors"].keys() == state["tensors"].keys()
+        assert hashed == []
+    restored = EWCConsolidator(model, cfg, kind)
+    restored.load_state_dict(load_checkpoint(tmp_path)[1]["ewc"])
+    assert restored.stats() == ewc.stats()
+    assert torch.equal(restored.penalty(), ewc.penalty())
+    # A term changed in place (nothing in EWC does it) is hashed again all the same.
+    term = next(iter(ewc.state_dict()["tensors"].values()))
+    with torch.no_grad():
+        term.add_(1.0)
+    hashed.clear()
+    ewc.state_dict(chunked=True)
+    assert len(hashed) == 1

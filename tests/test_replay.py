@@ -541,3 +541,59 @@ def test_load_accepts_an_empty_replay_and_refuses_a_negative_count():
     assert len(restored) == 0
     with pytest.raises(ValueError, match="negative count"):
         make().load_state_dict({**empty, "count": -1})
+
+
+# --- checkpoint chunks --------------------------------------------------------------------
+
+
+def test_chunked_frames_are_the_frames_and_only_written_chunks_are_hashed_again(monkeypatch):
+    """``state_dict(chunked=True)``: the chunks join to the frames, every digest is the digest of
+    its chunk's contents, and after a segment the digests computed again are exactly those of
+    the chunks the segment wrote into (partly filled, wrapped, across laps)."""
+    from ewc_dqn import chunk_store
+    from ewc_dqn.chunk_store import content_digest
+
+    hashed: list[int] = []
+
+    def counting(part: np.ndarray) -> str:
+        hashed.append(1)
+        return content_digest(part)
+
+    monkeypatch.setattr(chunk_store, "content_digest", counting)
+    replay = make(capacity=200, num_envs=2, frame_shape=(1, 3, 3), stack=2, seed=3)
+    slots, size = replay.slots_per_env, replay.chunk_slots
+    assert size == -(-slots // 8)
+    rng = np.random.default_rng(0)
+    steps = vector_steps(
+        [[(7, "terminated"), (3, "reset")], [(11, "truncated")]], 10_000, (1, 3, 3), rng
+    )
+    count = 0
+    for segment in (0, 5, 1, 30, 64, 100, 2, 13, 13, 250, 0, 99):
+        for _ in range(segment):
+            replay.add(*next(steps))
+        written = {(count + i) % slots // size for i in range(min(segment, slots))}
+        count += segment
+        hashed.clear()
+        chunks = replay.state_dict(chunked=True)["frames"]
+        if count == segment:  # the first state: every chunk is new
+            written = set(range(-(-min(count, slots) // size)))
+        assert len(hashed) == len(written) * replay.num_envs, (count, segment)
+        np.testing.assert_array_equal(chunks.joined(), replay.state_dict()["frames"])
+        assert chunks.shape == (2, min(count, slots), 1, 3, 3)
+        for part, digest in zip(chunks.parts, chunks.digests, strict=True):
+            assert digest == content_digest(part)
+            assert part.shape[0] <= size
+
+
+def test_a_chunked_state_loads_and_its_digests_start_afresh():
+    episodes = [[(5, "terminated")], [(9, "truncated")]]
+    replay = make(capacity=60, num_envs=2, stack=3, seed=1)
+    fill(replay, episodes=episodes, steps=47)
+    restored = make(capacity=60, num_envs=2, stack=3, seed=1)
+    fill(restored, episodes=episodes, steps=47, seed=9)  # as many entries, other frames
+    restored.state_dict(chunked=True)  # their digests, cached
+    restored.load_state_dict(replay.state_dict(chunked=True))
+    for a, b in zip(replay.sample(16), restored.sample(16), strict=True):
+        assert torch.equal(a, b)
+    mine, theirs = replay.state_dict(chunked=True), restored.state_dict(chunked=True)
+    assert mine["frames"].digests == theirs["frames"].digests

@@ -1,4 +1,5 @@
-"""The wrong agents a reviewer tried first, and wrong baselines: does the suite fail for each?
+"""The wrong agents a reviewer tried first, wrong baselines and wrong checkpoints: does the suite
+fail for each?
 
     python tools/named_mutants.py                 # each mutant against the tests that guard it
     python tools/named_mutants.py --suite         # each mutant against all of tests/ (slow)
@@ -52,6 +53,23 @@ COMPOSITION = (
 )
 RESUME = "tests/test_train_e2e.py::test_l2_and_rehearsal_resume_gives_identical_weights"
 LEGACY = "tests/test_compare.py::test_configs_from_before_consolidation_group_with_their_method"
+CKPT = "tests/test_checkpoint.py::"
+ONLY_NEW = CKPT + "test_a_checkpoint_writes_only_the_chunks_written_since_the_last"
+GC = CKPT + "test_garbage_collection_keeps_every_chunk_a_kept_checkpoint_refers_to"
+GC_UNREADABLE = CKPT + "test_a_kept_checkpoint_whose_state_cannot_be_read_stops_garbage_collection"
+FAILED_SAVE = CKPT + "test_a_failed_save_removes_its_new_chunks_and_leaves_the_others"
+KILLED_SAVE = CKPT + "test_a_save_killed_before_its_rename_is_cleaned_up_by_the_next"
+DAMAGED_CHUNK = CKPT + "test_a_damaged_chunk_fails_its_checkpoint_in_one_line"
+FORMAT_1 = CKPT + "test_a_format_1_checkpoint_with_its_arrays_inline_still_loads"
+REWRITTEN = CKPT + "test_a_damaged_chunk_is_written_again_not_referred_to_again"
+REPLAY_DIGESTS = (
+    "tests/test_replay.py::"
+    "test_chunked_frames_are_the_frames_and_only_written_chunks_are_hashed_again"
+)
+REPLAY_LOADED = "tests/test_replay.py::test_a_chunked_state_loads_and_its_digests_start_afresh"
+EWC_DIGESTS = (
+    "tests/test_ewc.py::test_chunked_state_goes_through_a_checkpoint_and_hashes_each_term_once"
+)
 
 MUTANTS = (
     NamedMutant(
@@ -230,6 +248,127 @@ MUTANTS = (
         'out += ["--consolidation", "none"]',
         'out += ["--consolidation", "ewc"]',
         ("tests/test_bad_input.py::test_no_ewc_is_consolidation_none",),
+    ),
+    # Checkpoints: the chunk store.
+    NamedMutant(
+        "chunks-always-written",
+        "a checkpoint writes every chunk again, not only those new since the chunks on disk",
+        "ewc_dqn/chunk_store.py",
+        "if digest not in missing and not _holds(chunk_path(store, digest), digest, part):",
+        "if True:",
+        (ONLY_NEW,),
+    ),
+    NamedMutant(
+        "replay-digest-kept-after-a-write",
+        "a replay chunk keeps the digest of its old contents after the buffer wrote into it",
+        "ewc_dqn/replay.py",
+        "if known is None or known[0] != writes:",
+        "if known is None:",
+        (REPLAY_DIGESTS,),
+    ),
+    NamedMutant(
+        "replay-writes-miscounted",
+        "the writes into a replay chunk are counted without the buffer's full laps",
+        "ewc_dqn/replay.py",
+        "writes = laps * (stop - start) + ",
+        "writes = ",
+        (REPLAY_DIGESTS,),
+    ),
+    NamedMutant(
+        "replay-digests-kept-after-a-load",
+        "a replay loaded from a state keeps the digests of the frames it held before",
+        "ewc_dqn/replay.py",
+        "        self._digests.clear()\n",
+        "        pass\n",
+        (REPLAY_LOADED,),
+    ),
+    NamedMutant(
+        "ewc-digest-by-key-and-version",
+        "an EWC term replaced by new tensors keeps the digest of the old ones",
+        "ewc_dqn/chunk_store.py",
+        "and seen[0] is tensor",
+        "and True",
+        (EWC_DIGESTS,),
+    ),
+    NamedMutant(
+        "gc-keeps-the-newest-checkpoint-only",
+        "garbage collection deletes the chunks of every kept checkpoint but the newest",
+        "ewc_dqn/checkpoint.py",
+        "for folder in list_checkpoints(run_dir):\n        chunks = chunks_of(folder)",
+        "for folder in list_checkpoints(run_dir)[-1:]:\n        chunks = chunks_of(folder)",
+        (GC,),
+    ),
+    NamedMutant(
+        "gc-skips-an-unreadable-checkpoint",
+        "garbage collection deletes the chunks of a kept checkpoint whose state.json is unreadable",
+        "ewc_dqn/checkpoint.py",
+        "if chunks is None:\n            return None",
+        "if chunks is None:\n            continue",
+        (GC_UNREADABLE,),
+    ),
+    NamedMutant(
+        "failed-save-keeps-its-chunks",
+        "a save that fails leaves the chunks it wrote in the store",
+        "ewc_dqn/checkpoint.py",
+        "remove(new_chunks)  # new to the store",
+        "pass  # new to the store",
+        (FAILED_SAVE,),
+    ),
+    NamedMutant(
+        "failed-save-removes-every-chunk",
+        "a save that fails removes every chunk, those of the checkpoints before it too",
+        "ewc_dqn/checkpoint.py",
+        "remove(new_chunks)  # new to the store",
+        'remove((root / CHUNK_DIR).glob("*.bin"))  # new to the store',
+        (FAILED_SAVE,),
+    ),
+    NamedMutant(
+        "killed-saves-never-cleaned",
+        "the temporary folder of a save that was killed stays on disk",
+        "ewc_dqn/checkpoint.py",
+        "    _remove_leftovers(root)\n",
+        "    pass\n",
+        (KILLED_SAVE,),
+    ),
+    NamedMutant(
+        "chunk-temp-files-never-cleaned",
+        "a chunk's temporary file left by a killed save stays on disk",
+        "ewc_dqn/chunk_store.py",
+        "stale = path.name.startswith(TEMP_PREFIX)",
+        "stale = False",
+        (KILLED_SAVE,),
+    ),
+    NamedMutant(
+        "damaged-chunk-trusted",
+        "a save trusts a chunk file of the right size that an earlier process left",
+        "ewc_dqn/chunk_store.py",
+        "if _vouched.get(path.absolute()) == signature:",
+        "if True:",
+        (REWRITTEN,),
+    ),
+    NamedMutant(
+        "chunks-checked-at-every-save",
+        "a save reads and hashes again the chunks this process has just written",
+        "ewc_dqn/chunk_store.py",
+        "    _vouch(path)\n    return path",
+        "    return path",
+        (REWRITTEN,),
+    ),
+    NamedMutant(
+        "chunks-read-unchecked",
+        "a chunk of the right size but altered contents loads without an error",
+        "ewc_dqn/chunk_store.py",
+        "if got != view.nbytes or content_digest(view) != digest:",
+        "if got != view.nbytes:",
+        (DAMAGED_CHUNK,),
+    ),
+    NamedMutant(
+        "format-1-refused",
+        "a checkpoint written before the chunk store no longer loads",
+        "ewc_dqn/checkpoint.py",
+        "READABLE_FORMATS = (1, 2)",
+        "READABLE_FORMATS = (2,)",
+        (FORMAT_1,),
     ),
     NamedMutant(
         "old-online-read-as-ewc",
