@@ -436,7 +436,7 @@ def test_a_format_1_checkpoint_with_its_arrays_inline_still_loads(tmp_path):
         load_checkpoint(tmp_path)
 
 
-def test_a_damaged_chunk_is_written_again_not_referred_to_again(tmp_path, monkeypatch):
+def test_a_damaged_chunk_is_written_again_not_referred_to_again(tmp_path, monkeypatch, hashed):
     """A resumed run that saves a chunk whose file on disk is damaged writes it again; a chunk
     this process wrote or loaded is not read again at every save."""
     from ewc_dqn import chunk_store
@@ -445,14 +445,7 @@ def test_a_damaged_chunk_is_written_again_not_referred_to_again(tmp_path, monkey
     _play(replay, 450, rng)
     state = {"replay": replay.state_dict(chunked=True)}
     save_checkpoint(tmp_path, 1, state)
-    hashed: list[int] = []
-    digest = chunk_store.content_digest
-
-    def counting(part: np.ndarray) -> str:
-        hashed.append(1)
-        return digest(part)
-
-    monkeypatch.setattr(chunk_store, "content_digest", counting)
+    hashed.clear()
     save_checkpoint(tmp_path, 2, state)
     assert hashed == []  # every chunk was written by this process
     name = _damage_a_chunk(tmp_path, "altered")

@@ -546,23 +546,13 @@ def test_l2_strength_is_its_own_field():
 
 
 @pytest.mark.parametrize("kind", ["ewc", "online-ewc", "l2"])
-def test_chunked_state_goes_through_a_checkpoint_and_hashes_each_term_once(
-    kind, tmp_path, monkeypatch
-):
+def test_chunked_state_goes_through_a_checkpoint_and_hashes_each_term_once(kind, tmp_path, hashed):
     """``state_dict(chunked=True)``: the terms as chunks, each hashed when it is new (a task
     consolidated again, an online fold) and never again while it stays; a checkpoint of it
     restores the same penalty."""
     from ewc_dqn import chunk_store
     from ewc_dqn.checkpoint import load_checkpoint, save_checkpoint
 
-    hashed: list[int] = []
-    digest = chunk_store.content_digest
-
-    def counting(part: np.ndarray) -> str:
-        hashed.append(1)
-        return digest(part)
-
-    monkeypatch.setattr(chunk_store, "content_digest", counting)
     model = small_net()
     gen = torch.Generator().manual_seed(8)
     cfg = EWCConfig(lam=7.0, l2_lam=3.0, start_frames=0)
