@@ -47,7 +47,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -237,10 +237,16 @@ def resolve_checkpoint(path: Path) -> Path:
     return latest
 
 
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[int, dict[str, Any]]:
+def load_checkpoint(
+    path: Path, device: torch.device | str = "cpu", parts: Collection[str] | None = None
+) -> tuple[int, dict[str, Any]]:
     """Load (step, state) from a checkpoint folder, a run folder (its newest checkpoint) or a file
     of a checkpoint. Tensors come back as torch tensors on ``device`` where they were tensors
-    and as numpy arrays where they were arrays."""
+    and as numpy arrays where they were arrays.
+
+    ``parts``: only these owners of the state (its top-level keys, e.g. ``("agent", "labeler")``)
+    are decoded; the others are left out of the returned state, and their chunks (the replays'
+    frames, the EWC terms: gigabytes at Atari scale) are never read or hashed."""
     folder = resolve_checkpoint(path)
     try:
         doc = json.loads((folder / STATE_FILE).read_text())
@@ -253,7 +259,10 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[int
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise CheckpointError(f"checkpoint {folder} has no valid step (got {step!r})")
     try:
-        state = _decode(doc.get("state"), tensors, torch.device(device), folder.parent / CHUNK_DIR)
+        node = doc.get("state")
+        if parts is not None and isinstance(node, dict) and isinstance(node.get("__dict__"), dict):
+            node = {"__dict__": {k: v for k, v in node["__dict__"].items() if k in parts}}
+        state = _decode(node, tensors, torch.device(device), folder.parent / CHUNK_DIR)
     except ChunkError as e:
         raise CheckpointError(f"checkpoint {folder} is damaged: {e}") from None
     except OSError as e:

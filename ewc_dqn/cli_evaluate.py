@@ -66,7 +66,8 @@ def evaluate_checkpoint(args: EvalArgs) -> dict:
     if not 0.0 <= args.epsilon <= 1.0:
         raise UserError(f"--epsilon must be in [0, 1], got {args.epsilon}")
     device = resolve_device(args.device)
-    policy = load_trained_policy(args.path, device)
+    # The network and the task inference only: the replays and EWC terms are never read.
+    policy = load_trained_policy(args.path, device, parts=("labeler",))
     ckpt, step, state, net = policy.checkpoint, policy.step, policy.state, policy.network
     config, schedule = policy.config, policy.schedule
     labels = config.task_labels if args.task_labels == "run" else args.task_labels

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import socket
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,16 +193,21 @@ class TrainedPolicy:
     schedule: Schedule
     network: QNetwork
     state: dict
-    """The whole checkpoint state (labeller, counters, ...), as ``load_checkpoint`` gives it."""
+    """The checkpoint's state as ``load_checkpoint`` gives it: every owner (labeller, replays,
+    counters, ...), or only the ``parts`` asked for."""
 
 
-def load_trained_policy(path: Path, device: torch.device) -> TrainedPolicy:
+def load_trained_policy(
+    path: Path, device: torch.device, parts: Collection[str] | None = None
+) -> TrainedPolicy:
     """The network of a checkpoint (or of a run folder's newest checkpoint) in eval mode;
-    CheckpointError when the checkpoint does not fit its run's config."""
+    CheckpointError when the checkpoint does not fit its run's config. ``parts``: the owners of
+    the state to load besides the agent (None: all of them; evaluation needs no replay)."""
     ckpt = resolve_checkpoint(path)
     config, schedule = load_run_config(ckpt.parent.parent)
     # On the CPU: only the network's weights go to the device (load_state_dict copies them).
-    step, state = load_checkpoint(ckpt, device="cpu")
+    wanted = None if parts is None else {"agent", *parts}
+    step, state = load_checkpoint(ckpt, device="cpu", parts=wanted)
     network = build_suite_network(config).to(device)
     try:
         network.load_state_dict(state["agent"]["online"])
