@@ -252,7 +252,9 @@ class Trainer:
                 self._log_train(task, eps, sps)
                 bar.set_postfix(game=visit.game, task=task, eps=f"{eps:.2f}", sps=f"{sps:.0f}")
             if self.frames >= self.next_eval_frames:
-                self.evaluate(visit)
+                # At a visit's last frame the end-of-visit evaluation that follows is this one.
+                if self.frames < visit.end_frame:
+                    self.evaluate(visit)
                 self.next_eval_frames += self.config.eval.every_frames
 
     def _segment_seed(self) -> int:

@@ -132,6 +132,19 @@ def test_evaluation_plays_the_agents_policy_at_the_configured_epsilon(tmp_path):
         assert torch.equal(v, state[k]), k
 
 
+def test_periodic_evaluations_and_the_end_of_visit_one_are_one_row_per_point(tmp_path):
+    """With ``eval.every_frames`` dividing the visit, the periodic evaluation due at a visit's
+    last frame is the end-of-visit one: each point of the curve is evaluated once, and every
+    visit ends with its evaluation."""
+    config = _minatar(visit_frames=600)
+    config = replace(config, eval=replace(config.eval, every_frames=200, frames=300))
+    trainer = _trainer(config, tmp_path)
+    assert trainer.train() is True
+    trainer.close()
+    steps = pd.read_csv(tmp_path / "eval_summary.csv")["step"].tolist()
+    assert steps == [200, 400, 600, 800, 1000, 1200]
+
+
 def test_evaluation_changes_no_training_state(tmp_path):
     """Evaluating with inferred labels reads the task inference without adding to it, and
     touches neither the weights nor the replay."""

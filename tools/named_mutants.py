@@ -386,6 +386,14 @@ MUTANTS = (
         "return {**config, **config_to_dict(parsed)}",
         (LEGACY,),
     ),
+    NamedMutant(
+        "visit-end-evaluated-twice",
+        "a periodic evaluation due at a visit's last frame runs besides the end-of-visit one",
+        "ewc_dqn/train.py",
+        "if self.frames < visit.end_frame:\n                    self.evaluate(visit)",
+        "if True:\n                    self.evaluate(visit)",
+        (LEARNING + "::test_periodic_evaluations_and_the_end_of_visit_one_are_one_row_per_point",),
+    ),
 )
 
 
