@@ -1,4 +1,5 @@
-"""Plots of one run: the paper's Fig. 4B (total normalised score vs frames) and per-game curves.
+"""Plots of one run: the paper's Fig. 4B (total normalised score vs frames), per-game evaluation
+curves and per-game training returns.
 
 Comparisons of several runs (confidence bands, aggregate statistics) live in ewc_dqn.compare.
 """
@@ -12,11 +13,14 @@ import matplotlib
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ewc_dqn.run_folder import load_run
+import pandas as pd
+
+from ewc_dqn.run_folder import TRAIN_CSV, load_run
 
 
 def write_run_plots(run_dir: Path) -> list[Path]:
-    """Write ``total_score.png`` and ``per_game.png`` into the run folder; return their paths."""
+    """Write ``total_score.png``, ``per_game.png`` and ``training_return.png`` into the run
+    folder; return their paths."""
     run = load_run(Path(run_dir))
     if run.summary.empty:
         return []
@@ -48,7 +52,57 @@ def write_run_plots(run_dir: Path) -> list[Path]:
     fig.tight_layout()
     out.append(Path(run_dir) / "per_game.png")
     fig.savefig(out[-1], dpi=110)
+    training = _training_returns(Path(run_dir), games)
+    if training:
+        out.append(Path(run_dir) / "training_return.png")
+        fig = training_return_figure(training, run.schedule, games, life_loss(run.config))
+        fig.savefig(out[-1], dpi=110)
     return out
+
+
+def life_loss(config: Mapping) -> bool:
+    """Whether the run's training episodes end at a lost life (the returns are then per life)."""
+    env = config.get("env", {})
+    return bool(env.get("terminal_on_life_loss", False)) if isinstance(env, Mapping) else False
+
+
+def _training_returns(run_dir: Path, games: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """Per game, the logged mean training return (``train/<game>/episode_return``) by frames."""
+    path = run_dir / TRAIN_CSV
+    if not path.exists() or path.stat().st_size == 0:
+        return {}
+    log = pd.read_csv(path)
+    out = {}
+    for game in games:
+        rows = log[log["tag"] == f"train/{game}/episode_return"]
+        if not rows.empty:
+            out[game] = rows
+    return out
+
+
+def training_return_figure(
+    training: Mapping[str, pd.DataFrame],
+    visits: Sequence[Mapping],
+    games: Sequence[str],
+    per_life: bool,
+) -> Figure:
+    """One panel per game: its logged training return over each of its visits (one line per
+    visit), the visits shaded."""
+    fig = Figure(figsize=(7, 1.8 * len(training) + 0.4))
+    axes = fig.subplots(len(training), 1, sharex=True, squeeze=False)
+    for ax, (game, rows) in zip(axes[:, 0], training.items(), strict=True):
+        for v in visits:  # one line per visit: nothing is learnt between them
+            start = float(v["start_frame"])
+            inside = rows[(rows["frames"] > start) & (rows["frames"] <= start + v["frames"])]
+            if v["game"] == game and not inside.empty:
+                ax.plot(inside["frames"], inside["value"], lw=1, color="C0")
+        _shade_visits(ax, visits, list(games), only=game)
+        ax.set_ylabel(game.replace("MinAtar/", ""), fontsize=8)
+    axes[-1, 0].set_xlabel("training frames")
+    unit = "per life (a lost life ends a training episode)" if per_life else "per episode"
+    fig.suptitle(f"raw training return {unit}, mean of each log period", fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def _shade_visits(ax, visits, games, only: str | None = None) -> None:

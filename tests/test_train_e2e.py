@@ -20,6 +20,7 @@ from envs.scores import reference_scores
 from ewc_dqn.audit import audit_run
 from ewc_dqn.checkpoint import latest_checkpoint, load_checkpoint
 from ewc_dqn.run_folder import EVAL_CSV, SUMMARY_CSV, load_run
+from ewc_dqn.run_plots import _training_returns, training_return_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 # Exact resume is a CPU guarantee (on CUDA only with --deterministic): pinned to the CPU, so the
@@ -371,3 +372,23 @@ def test_evaluate_checkpoint_is_reproducible_and_labels_inferred(tmp_path):
     assert {g["task_id"] for g in outs[0]["games"].values()} <= set(range(20))
     returns = [[g["returns"] for g in o["games"].values()] for o in (outs[0], outs[2])]
     assert returns[0] != returns[1]  # another seed plays other episodes
+
+
+def test_a_finished_run_plots_its_training_returns_one_line_per_visit(tmp_path):
+    """training_return.png: one panel per game, one line per visit of the game (nothing is
+    learnt between visits, so no line may join two), drawn from train.csv's per-game returns."""
+    run = tmp_path / "plots"
+    games = ["--games", "MinAtar/Breakout,MinAtar/Asterix"]  # episodes shorter than a visit
+    flags = ["--schedule.visits-per-game", "2", "--schedule.visit-frames", "800"]
+    assert train_agent.main([*MINATAR, *games, *flags, "--run-dir", str(run)]) == 0
+    assert (run / "training_return.png").exists()
+    record = load_run(run)
+    games = list(dict.fromkeys(record.eval["game"]))
+    training = _training_returns(run, games)
+    assert set(training) == set(games)
+    fig = training_return_figure(training, record.schedule, games, per_life=False)
+    for ax, game in zip(fig.axes, training, strict=True):
+        lines = ax.get_lines()
+        assert len(lines) == sum(v["game"] == game for v in record.schedule) == 2
+        plotted = np.concatenate([line.get_ydata() for line in lines])
+        np.testing.assert_array_equal(plotted, training[game]["value"].to_numpy())
