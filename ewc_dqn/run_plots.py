@@ -10,10 +10,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
+import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-
-import pandas as pd
 
 from ewc_dqn.run_folder import TRAIN_CSV, load_run
 
