@@ -415,6 +415,47 @@ def test_batched_fisher_falls_back_when_a_layer_runs_twice(monkeypatch, how):
         _assert_same(got, fisher_diagonal(net, bs, 1))
 
 
+@pytest.mark.parametrize(
+    "how, batched",
+    [
+        ("forward hook", False),
+        ("padding 'same'", False),
+        ("grouped convolution", False),
+        ("reflect padding", False),
+        ("zero padding 1", True),  # unfolded with its padding: the closed form holds
+    ],
+)
+def test_batched_fisher_takes_only_the_layers_its_closed_forms_hold_for(monkeypatch, how, batched):
+    """A hook that changes a layer's output, string padding, groups or a non-zero padding mode
+    would make the closed forms give another Fisher, so the model goes to torch.func; either way
+    the estimate is torch.func's."""
+    net = _q_network("minatar", 0)
+    if how == "forward hook":
+        net.fc.register_forward_hook(lambda module, args, out: 2.0 * out)
+    else:
+        old = net.convs[0].conv
+        cin, cout, side = old.in_channels, old.out_channels, 10
+        kwargs: dict = {
+            "padding 'same'": {"padding": "same"},
+            "grouped convolution": {"groups": cin},
+            "reflect padding": {"padding": 1, "padding_mode": "reflect"},
+            "zero padding 1": {"padding": 1},
+        }[how]
+        if how == "grouped convolution":
+            cout, side = cin, 8
+        net.convs[0].conv = nn.Conv2d(cin, cout, 3, **kwargs)
+        net.convs[0].task = type(net.convs[0].task)(cout, 3, spatial=True)
+        net.fc = TaskLinear(cout * side * side, 128, max_tasks=3)
+    bs = _q_batches(net, 2, 4, seed=9)
+    with monkeypatch.context() as m:
+        calls = _counting_vmap(m)
+        got = fisher_diagonal(net, bs, 1)
+    assert (calls == []) == batched
+    with monkeypatch.context() as m:
+        _no_batched_path(m)
+        _assert_same(got, fisher_diagonal(net, bs, 1))
+
+
 def test_batched_fisher_falls_back_in_the_middle_of_a_batch(monkeypatch):
     net = _q_network("minatar", 0)
     bs = _q_batches(net, 2, 4, seed=8)
