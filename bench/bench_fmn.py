@@ -84,6 +84,8 @@ class Args:
     window: int = FMNConfig.window
     """Window width (model observations) for the single run."""
     atari_pool_weight: float = FMNConfig.atari_pool_weight
+    minatar_new_task_cost: float = FMNConfig.minatar_new_task_cost
+    """Nats a MinAtar window must gain to make a new task."""
     """Frames' worth of the pooled background in Atari models' prior (0: symmetric prior)."""
     sweep: bool = False
     """Measure concentration x window instead of a single run."""
@@ -259,6 +261,7 @@ def main(args: Args) -> None:
                 concentration=args.concentration,
                 window=args.window,
                 atari_pool_weight=args.atari_pool_weight,
+                minatar_new_task_cost=args.minatar_new_task_cost,
             )
         ]
     for config in configs:
@@ -318,6 +321,7 @@ def run_seeds(args: Args, games: list[str]) -> None:
         concentration=args.concentration,
         window=args.window,
         atari_pool_weight=args.atari_pool_weight,
+        minatar_new_task_cost=args.minatar_new_task_cost,
     )
     print(f"{len(games)} games, {args.segments} segments x {args.segment_steps} steps per seed")
     aris = []
@@ -336,6 +340,7 @@ def run_draws(args: Args) -> None:
         concentration=args.concentration,
         window=args.window,
         atari_pool_weight=args.atari_pool_weight,
+        minatar_new_task_cost=args.minatar_new_task_cost,
     )
     print(
         f"{args.draws} draws of {args.draw_size} of {len(ATARI_GAMES) - len(UNPLAYABLE)} Atari "
