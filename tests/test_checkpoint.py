@@ -24,7 +24,7 @@ from ewc_dqn.checkpoint import (
     referenced_chunks,
     save_checkpoint,
 )
-from ewc_dqn.chunk_store import CHUNK_DIR, stored_digests
+from ewc_dqn.chunk_store import CHUNK_DIR, Chunks, content_digest, stored_digests
 from ewc_dqn.networks import NetworkConfig, QNetwork
 from ewc_dqn.replay import FrameReplay
 from ewc_dqn.transition import Transition
@@ -458,3 +458,19 @@ def test_a_damaged_chunk_is_written_again_not_referred_to_again(tmp_path, monkey
     hashed.clear()
     save_checkpoint(tmp_path, 4, state)
     assert hashed == [] and name in {f"{d}.bin" for d in chunks_of(latest_checkpoint(tmp_path))}
+
+
+def test_chunks_describe_one_array_or_are_refused():
+    """A chunked array's parts, digests and shape must agree; an empty one is zeros of the shape."""
+    a, b = np.arange(6, dtype=np.uint8), np.arange(4, dtype=np.uint8)
+    chunks = Chunks((2, 5), (a, b), (content_digest(a), content_digest(b)))
+    np.testing.assert_array_equal(chunks.joined(), np.concatenate([a, b]).reshape(2, 5))
+    assert chunks.dtype == np.uint8
+    with pytest.raises(ValueError, match="2 parts but 1 digests"):
+        Chunks((2, 5), (a, b), (content_digest(a),))
+    with pytest.raises(ValueError, match="share a dtype"):
+        Chunks((2, 5), (a, b.astype(np.int16)), (content_digest(a), content_digest(b)))
+    with pytest.raises(ValueError, match="do not add up to an array of shape"):
+        Chunks((2, 6), (a, b), (content_digest(a), content_digest(b)))
+    empty = Chunks((0, 3), (), ())
+    assert empty.joined().shape == (0, 3) and empty.dtype == np.uint8

@@ -58,7 +58,11 @@ TESTS: dict[str, tuple[str, ...]] = {
     ),
     "ewc_dqn/rehearsal.py": ("tests/test_rehearsal.py",),
     "ewc_dqn/replay.py": ("tests/test_replay.py",),
-    "ewc_dqn/chunk_store.py": ("tests/test_checkpoint.py", "tests/test_replay.py"),
+    "ewc_dqn/chunk_store.py": (
+        "tests/test_checkpoint.py",
+        "tests/test_replay.py",
+        "tests/test_ewc.py",
+    ),
     "ewc_dqn/ewc.py": ("tests/test_ewc.py",),
     "ewc_dqn/ewc_maths.py": ("tests/test_ewc.py",),
     "ewc_dqn/fisher.py": ("tests/test_fisher.py",),
