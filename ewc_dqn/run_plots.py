@@ -51,21 +51,21 @@ def write_run_plots(run_dir: Path) -> list[Path]:
     fig.tight_layout()
     out.append(Path(run_dir) / "per_game.png")
     fig.savefig(out[-1], dpi=110)
-    training = _training_returns(Path(run_dir), games)
+    training = training_returns(Path(run_dir), games)
     if training:
         out.append(Path(run_dir) / "training_return.png")
-        fig = training_return_figure(training, run.schedule, games, life_loss(run.config))
+        fig = training_return_figure(training, run.schedule, games, _life_loss(run.config))
         fig.savefig(out[-1], dpi=110)
     return out
 
 
-def life_loss(config: Mapping) -> bool:
+def _life_loss(config: Mapping) -> bool:
     """Whether the run's training episodes end at a lost life (the returns are then per life)."""
     env = config.get("env", {})
     return bool(env.get("terminal_on_life_loss", False)) if isinstance(env, Mapping) else False
 
 
-def _training_returns(run_dir: Path, games: Sequence[str]) -> dict[str, pd.DataFrame]:
+def training_returns(run_dir: Path, games: Sequence[str]) -> dict[str, pd.DataFrame]:
     """Per game, the logged mean training return (``train/<game>/episode_return``) by frames."""
     path = run_dir / TRAIN_CSV
     if not path.exists() or path.stat().st_size == 0:
@@ -90,10 +90,10 @@ def training_return_figure(
     fig = Figure(figsize=(7, 1.8 * len(training) + 0.4))
     axes = fig.subplots(len(training), 1, sharex=True, squeeze=False)
     for ax, (game, rows) in zip(axes[:, 0], training.items(), strict=True):
-        for v in visits:  # one line per visit: nothing is learnt between them
+        for v in (v for v in visits if v["game"] == game):  # one line per visit
             start = float(v["start_frame"])
             inside = rows[(rows["frames"] > start) & (rows["frames"] <= start + v["frames"])]
-            if v["game"] == game and not inside.empty:
+            if not inside.empty:
                 ax.plot(inside["frames"], inside["value"], lw=1, color="C0")
         _shade_visits(ax, visits, list(games), only=game)
         ax.set_ylabel(game.replace("MinAtar/", ""), fontsize=8)

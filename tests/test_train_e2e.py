@@ -20,7 +20,7 @@ from envs.scores import reference_scores
 from ewc_dqn.audit import audit_run
 from ewc_dqn.checkpoint import latest_checkpoint, load_checkpoint
 from ewc_dqn.run_folder import EVAL_CSV, SUMMARY_CSV, load_run
-from ewc_dqn.run_plots import _training_returns, training_return_figure
+from ewc_dqn.run_plots import training_return_figure, training_returns
 
 ROOT = Path(__file__).resolve().parents[1]
 # Exact resume is a CPU guarantee (on CUDA only with --deterministic): pinned to the CPU, so the
@@ -374,7 +374,7 @@ def test_evaluate_checkpoint_is_reproducible_and_labels_inferred(tmp_path):
     assert returns[0] != returns[1]  # another seed plays other episodes
 
 
-def test_a_finished_run_plots_its_training_returns_one_line_per_visit(tmp_path):
+def test_a_finished_run_plots_itstraining_returns_one_line_per_visit(tmp_path):
     """training_return.png: one panel per game, one line per visit of the game (nothing is
     learnt between visits, so no line may join two), drawn from train.csv's per-game returns."""
     run = tmp_path / "plots"
@@ -384,7 +384,7 @@ def test_a_finished_run_plots_its_training_returns_one_line_per_visit(tmp_path):
     assert (run / "training_return.png").exists()
     record = load_run(run)
     games = list(dict.fromkeys(record.eval["game"]))
-    training = _training_returns(run, games)
+    training = training_returns(run, games)
     assert set(training) == set(games)
     fig = training_return_figure(training, record.schedule, games, per_life=False)
     for ax, game in zip(fig.axes, training, strict=True):
