@@ -3,7 +3,10 @@
 A random policy plays each game through the package's own environments (``envs.make``), or,
 with ``--policy``, a trained agent plays the games of its run (epsilon-greedy, each game with
 its true task id; the others stay random), since a skilled player reaches screens a random one
-never shows (MinAtar games work too: ``--games MinAtar/Breakout,...``). The stream visits
+never shows (MinAtar games work too: ``--games MinAtar/Breakout,...``). With several
+checkpoints, ``--policy EARLY ... LATE``, the stream's visits go to them in turn (the first
+1/n of the visits to the first, and so on), so the screens change along the stream as they do
+in training while the agent learns. The stream visits
 every game once in random order, then revisits random games (never the same game twice in a
 row), ``segment_steps`` agent steps per visit. A revisit continues the game's own environment, as
 the training schedule does. ``ForgetMeNot.observe`` sees the newest frame of each step, as in
@@ -28,6 +31,8 @@ draw, draw i seeded by ``--draw-seed`` + i) and each draw is one line.
     python bench/bench_fmn.py --draws 5 --draw-seed 0 --segments 16 --segment-steps 1000
     python bench/bench_fmn.py --games MinAtar/Breakout,MinAtar/Freeway,MinAtar/Asterix \
         --policy runs/minatar/ewc-true/seed0 --sweep
+    python bench/bench_fmn.py --games minatar --segments 15 --segment-steps 5000 --seeds 0,1 \
+        --policy ckpts/step_000000100000 ckpts/step_000000700000 ckpts/step_000001500000
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -89,8 +95,9 @@ class Args:
     """Frames' worth of the pooled background in Atari models' prior (0: symmetric prior)."""
     sweep: bool = False
     """Measure concentration x window instead of a single run."""
-    policy: Path | None = None
-    """Checkpoint or run folder whose agent plays the games of its schedule (None: random)."""
+    policy: tuple[Path, ...] = ()
+    """Checkpoints or run folders whose agents play the games of their schedule, in turn along
+    the stream (none: random play)."""
     epsilon: float = 0.05
     """Exploration of the trained agent (probability of a random action)."""
 
@@ -100,11 +107,12 @@ def make_stream(
     segments: int,
     segment_steps: int,
     seed: int,
-    policy: TrainedPolicy | None = None,
+    policies: Sequence[TrainedPolicy] = (),
     epsilon: float = 0.05,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Frames (T, ...) uint8 as FMN sees them in training, true game index per step (T,), and
-    segment starts."""
+    segment starts. Visit i is played by ``policies[i * len(policies) // segments]`` (each
+    game it trained on; the others at random), or at random when there are none."""
     rng = np.random.default_rng(seed)
     order = [int(g) for g in rng.permutation(len(games))]
     while len(order) < segments:
@@ -113,14 +121,15 @@ def make_stream(
             order.append(game)
     order = order[:segments]
     suite = resolve_game(games[0]).suite
-    config = policy.config if policy else preset(DEFAULT_PRESET[suite], suite)
+    config = policies[0].config if policies else preset(DEFAULT_PRESET[suite], suite)
     env_config: EnvConfig = replace(config.env, num_envs=1)
-    trained = policy.schedule.games if policy else ()
-    tasks = {g: trained.index(g) for g in games if g in trained}
     envs, obs = {}, {}
     frames: list[np.ndarray] = []
-    for game in order:
+    for i, game in enumerate(order):
         name = games[game]
+        policy = policies[i * len(policies) // segments] if policies else None
+        trained = policy.schedule.games if policy else ()
+        tasks = {g: trained.index(g) for g in games if g in trained}
         if game not in envs:
             envs[game] = make_env(name, env_config, seed=seed + 1000 * game)
             obs[game] = envs[game].reset()
@@ -224,22 +233,20 @@ def main(args: Args) -> None:
     # the FMN uses no BLAS; torch is pinned in case an environment uses it.
     torch.set_num_threads(1)
     if args.draws:
+        if args.policy:
+            raise SystemExit("--draws plays at random; --policy plays the games of --games")
         run_draws(args)
         return
     games = parse_games(args.games)
     if len(games) < 2:
         raise SystemExit("--games needs at least two games")
+    policies = load_policies(args.policy, games)
     if args.seeds:
-        run_seeds(args, games)
+        run_seeds(args, games, policies)
         return
-    policy = None
-    if args.policy is not None:
-        policy = load_trained_policy(args.policy, torch.device("cpu"))
-        played = [g for g in games if g in policy.schedule.games]
-        print(f"policy: {policy.checkpoint} (step {policy.step:,}) plays {', '.join(played)}")
     start = time.perf_counter()
     frames, labels, starts = make_stream(
-        games, args.segments, args.segment_steps, args.seed, policy, args.epsilon
+        games, args.segments, args.segment_steps, args.seed, policies, args.epsilon
     )
     print(
         f"stream: {len(games)} games, {args.segments} segments x {args.segment_steps} steps = "
@@ -315,7 +322,16 @@ def summary_line(s: dict, fmn: ForgetMeNot, games: list[str]) -> str:
     )
 
 
-def run_seeds(args: Args, games: list[str]) -> None:
+def load_policies(paths: Sequence[Path], games: list[str]) -> list[TrainedPolicy]:
+    """The trained agents of ``--policy``, in the order given, each announced with its step."""
+    policies = [load_trained_policy(path, torch.device("cpu")) for path in paths]
+    for policy in policies:
+        played = [g for g in games if g in policy.schedule.games]
+        print(f"policy: {policy.checkpoint} (step {policy.step:,}) plays {', '.join(played)}")
+    return policies
+
+
+def run_seeds(args: Args, games: list[str], policies: Sequence[TrainedPolicy] = ()) -> None:
     """The single configuration on several stream seeds, one line per seed."""
     config = FMNConfig(
         concentration=args.concentration,
@@ -326,7 +342,9 @@ def run_seeds(args: Args, games: list[str]) -> None:
     print(f"{len(games)} games, {args.segments} segments x {args.segment_steps} steps per seed")
     aris = []
     for seed in (int(x) for x in args.seeds.split(",")):
-        frames, labels, starts = make_stream(games, args.segments, args.segment_steps, seed)
+        frames, labels, starts = make_stream(
+            games, args.segments, args.segment_steps, seed, policies, args.epsilon
+        )
         predicted, micros, fmn = run_fmn(config, frames)
         s = score(labels, predicted, starts, args.segment_steps)
         aris.append(s["ari"])

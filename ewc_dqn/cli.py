@@ -5,6 +5,7 @@
     ewc-dqn compare runs/sweep/*/seed* --out runs/sweep/comparison
     ewc-dqn sweep --preset minatar --variants no-ewc,ewc-true --seeds 0-2 --out runs/sweep
     ewc-dqn audit runs/quick
+    ewc-dqn export runs/sweep/*/seed* --out results/sweep
 
 Exit status: 0 done; 2 bad input (one line on stderr); 3 stopped on request, to be resumed; 1 a
 bug (a traceback), or a run that failed its audit or a sweep with a failed run.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from ewc_dqn import audit, cli_compare, cli_evaluate, cli_train, sweep
+from ewc_dqn import audit, cli_compare, cli_evaluate, cli_export, cli_train, sweep
 from ewc_dqn.errors import EXIT_BAD_INPUT, EXIT_FINISHED
 
 Command = Callable[[list[str]], int]
@@ -26,6 +27,7 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "compare": (cli_compare.cli_main, "group runs by variant and seed: plots, statistics, report"),
     "sweep": (sweep.sweep_main, "train every (variant, seed) of a preset, then compare them"),
     "audit": (audit.main, "check a run folder against the protocol (the frames of each stage)"),
+    "export": (cli_export.main, "copy runs' logs without their checkpoints, to keep or publish"),
 }
 """Subcommand -> (its entry point, taking the arguments after the subcommand; its summary)."""
 

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+import torch
+
+import train_agent
+from ewc_dqn.run_builder import load_trained_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,3 +87,37 @@ def test_the_checkpoint_bench_runs_small_and_cleans_up(tmp_path):
     }
     assert added["short chunked"] < added["short inline"] / 1.5  # only the new chunks
     assert not scratch.exists()
+
+
+def _bench_fmn():
+    spec = importlib.util.spec_from_file_location("bench_fmn", ROOT / "bench" / "bench_fmn.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_fmn"] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_fmn_bench_streams_are_played_by_the_policies_given(tmp_path, monkeypatch):
+    """``--policy`` plays the stream with the trained agents, in turn along the stream, in the
+    single run and with ``--seeds`` alike (a stream said to be a trained agent's must be)."""
+    bench = _bench_fmn()
+    games = ["MinAtar/Breakout", "MinAtar/Freeway"]
+    run = tmp_path / "run"
+    flags = ["--preset", "smoke", "--games", ",".join(games), "--quiet", "--device", "cpu"]
+    assert train_agent.main([*flags, "--run-dir", str(run)]) == 0
+    agent = load_trained_policy(run, torch.device("cpu"))
+    random_play = bench.make_stream(games, 4, 60, 0)[0]
+    played = bench.make_stream(games, 4, 60, 0, [agent], epsilon=0.0)[0]
+    assert not np.array_equal(random_play, played)
+    # one agent given twice plays the stream it plays alone; a random half is another stream
+    twice = bench.make_stream(games, 4, 60, 0, [agent, agent], epsilon=0.0)[0]
+    np.testing.assert_array_equal(twice, played)
+    half = bench.make_stream(games, 4, 60, 0, [agent], epsilon=1.0)[0]
+    assert not np.array_equal(half, played)
+
+    seen = []
+    real = bench.run_fmn
+    monkeypatch.setattr(bench, "run_fmn", lambda c, frames: seen.append(frames) or real(c, frames))
+    args = bench.Args(games=",".join(games), segments=4, segment_steps=60, seeds="0", epsilon=0.0)
+    bench.run_seeds(args, games, [agent])
+    np.testing.assert_array_equal(seen[0], played)

@@ -10,7 +10,7 @@ from ewc_dqn import cli, cli_compare, cli_evaluate, cli_train, sweep
 def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture) -> None:
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
-    for name in ("train", "evaluate", "compare", "sweep", "audit"):
+    for name in ("train", "evaluate", "compare", "sweep", "audit", "export"):
         assert f"  {name} " in out
 
 
@@ -18,10 +18,11 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture) -> None:
 def test_no_or_unknown_subcommand_is_bad_input(argv, capsys: pytest.CaptureFixture) -> None:
     assert cli.main(argv) == 2
     captured = capsys.readouterr()
-    assert "usage: ewc-dqn {train,evaluate,compare,sweep,audit}" in captured.out + captured.err
+    usage = "usage: ewc-dqn {train,evaluate,compare,sweep,audit,export}"
+    assert usage in captured.out + captured.err
 
 
-@pytest.mark.parametrize("name", ["train", "evaluate", "compare", "sweep"])
+@pytest.mark.parametrize("name", ["train", "evaluate", "compare", "sweep", "export"])
 def test_each_subcommand_has_its_flags(name: str, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_:
         cli.main([name, "--help"])

@@ -17,6 +17,7 @@ import evaluate
 import train_agent
 from envs.schedule import Schedule
 from envs.scores import reference_scores
+from ewc_dqn import cli
 from ewc_dqn.audit import audit_run
 from ewc_dqn.checkpoint import latest_checkpoint, load_checkpoint
 from ewc_dqn.run_folder import EVAL_CSV, SUMMARY_CSV, load_run
@@ -392,3 +393,26 @@ def test_a_finished_run_plots_itstraining_returns_one_line_per_visit(tmp_path):
         assert len(lines) == sum(v["game"] == game for v in record.schedule) == 2
         plotted = np.concatenate([line.get_ydata() for line in lines])
         np.testing.assert_array_equal(plotted, training[game]["value"].to_numpy())
+
+
+def test_an_exported_run_compares_like_the_run_and_keeps_no_checkpoint(tmp_path, capsys):
+    """``ewc-dqn export`` keeps what compare reads: the comparison of the exported logs is the
+    comparison of the run folder itself, number for number, without any checkpoint."""
+    run = tmp_path / "runs" / "one"
+    assert train_agent.main([*MINATAR, "--run-dir", str(run)]) == 0
+    out = tmp_path / "results"
+    assert cli.main(["export", str(run), "--out", str(out)]) == 0
+    exported = out / "ewc-true" / "seed0"
+    assert f"-> {exported} (finished)" in capsys.readouterr().out
+    assert latest_checkpoint(run) is not None and latest_checkpoint(exported) is None
+    assert not (exported / "tb").exists()
+    summaries = []
+    for folder, name in ((run, "a"), (exported, "b")):
+        evaluate.main(["compare", str(folder), "--out", str(tmp_path / name), "--reps", "50"])
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        summaries.append(json.dumps(summary["groups"], sort_keys=True).replace(str(folder), "RUN"))
+    assert summaries[0] == summaries[1]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["export", str(tmp_path / "nothing"), "--out", str(out)])
+    assert exit_.value.code == 2
+    assert "not run folders" in capsys.readouterr().err
