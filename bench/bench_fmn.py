@@ -90,9 +90,13 @@ class Args:
     window: int = FMNConfig.window
     """Window width (model observations) for the single run."""
     atari_pool_weight: float = FMNConfig.atari_pool_weight
+    """Frames' worth of the pooled background in Atari models' prior (0: symmetric prior)."""
     minatar_new_task_cost: float = FMNConfig.minatar_new_task_cost
     """Nats a MinAtar window must gain to make a new task."""
-    """Frames' worth of the pooled background in Atari models' prior (0: symmetric prior)."""
+    minatar_merge_observations: int = FMNConfig.minatar_merge_observations
+    """Probation of a new MinAtar task in model observations (0: no merges)."""
+    minatar_max_observations: int = FMNConfig.minatar_max_observations
+    """Most model observations a MinAtar task's counts stand for (0: no cap)."""
     sweep: bool = False
     """Measure concentration x window instead of a single run."""
     policy: tuple[Path, ...] = ()
@@ -100,6 +104,18 @@ class Args:
     the stream (none: random play)."""
     epsilon: float = 0.05
     """Exploration of the trained agent (probability of a random action)."""
+
+
+def fmn_config(args: Args) -> FMNConfig:
+    """The FMN settings of the single run, ``--seeds`` and ``--draws``."""
+    return FMNConfig(
+        concentration=args.concentration,
+        window=args.window,
+        atari_pool_weight=args.atari_pool_weight,
+        minatar_new_task_cost=args.minatar_new_task_cost,
+        minatar_merge_observations=args.minatar_merge_observations,
+        minatar_max_observations=args.minatar_max_observations,
+    )
 
 
 def make_stream(
@@ -263,14 +279,7 @@ def main(args: Args) -> None:
             "relapses  us"
         )
     else:
-        configs = [
-            FMNConfig(
-                concentration=args.concentration,
-                window=args.window,
-                atari_pool_weight=args.atari_pool_weight,
-                minatar_new_task_cost=args.minatar_new_task_cost,
-            )
-        ]
+        configs = [fmn_config(args)]
     for config in configs:
         predicted, micros, fmn = run_fmn(config, frames)
         s = score(labels, predicted, starts, args.segment_steps)
@@ -333,12 +342,7 @@ def load_policies(paths: Sequence[Path], games: list[str]) -> list[TrainedPolicy
 
 def run_seeds(args: Args, games: list[str], policies: Sequence[TrainedPolicy] = ()) -> None:
     """The single configuration on several stream seeds, one line per seed."""
-    config = FMNConfig(
-        concentration=args.concentration,
-        window=args.window,
-        atari_pool_weight=args.atari_pool_weight,
-        minatar_new_task_cost=args.minatar_new_task_cost,
-    )
+    config = fmn_config(args)
     print(f"{len(games)} games, {args.segments} segments x {args.segment_steps} steps per seed")
     aris = []
     for seed in (int(x) for x in args.seeds.split(",")):
@@ -354,12 +358,7 @@ def run_seeds(args: Args, games: list[str], policies: Sequence[TrainedPolicy] = 
 
 def run_draws(args: Args) -> None:
     """The single configuration on ``args.draws`` random draws of Atari games, one line each."""
-    config = FMNConfig(
-        concentration=args.concentration,
-        window=args.window,
-        atari_pool_weight=args.atari_pool_weight,
-        minatar_new_task_cost=args.minatar_new_task_cost,
-    )
+    config = fmn_config(args)
     print(
         f"{args.draws} draws of {args.draw_size} of {len(ATARI_GAMES) - len(UNPLAYABLE)} Atari "
         f"games, {args.segments} segments x {args.segment_steps} steps, stream seed {args.seed}"

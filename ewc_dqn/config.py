@@ -241,6 +241,14 @@ class TrainConfig:
                     f"{self.env.num_envs} copies, shorter than one window of task inference "
                     f"(fmn.window x {period_field} = {window} steps)"
                 )
+            probation = self.fmn.minatar_merge_observations * period
+            if self.suite == "minatar" and probation and vector_steps <= probation:
+                raise UserError(
+                    f"a visit of {shortest:,} frames is {vector_steps} steps, not longer than a "
+                    f"new task's probation (fmn.minatar_merge_observations x {period_field} = "
+                    f"{probation} steps): a game visited for less could be merged into the game "
+                    "before it; lengthen the visits or set --fmn.minatar-merge-observations 0"
+                )
         if self.task_labels == "true" and len(schedule.games) > self.network.max_tasks:
             raise UserError(
                 f"the schedule has {len(schedule.games)} games, each its own task with true "
@@ -316,6 +324,9 @@ MINATAR = TrainConfig(
     # (docs/continual-minatar.md). L2's strength keeps the stiffness match of docs/ewc.md at
     # that lambda: 40 x the mean Fisher per protected weight (8.8e-4) = 0.035.
     ewc=EWCConfig(lam=40.0, l2_lam=0.035, start_frames=0),
+    # A task that hands the stream back to its parent within 128 observations (1,024 agent
+    # steps) was a new board of the parent's game, not a new game: merged (docs/fmn.md).
+    fmn=FMNConfig(max_tasks=20, minatar_merge_observations=128),
     schedule=ScheduleConfig(
         pool=MINATAR_POOL, num_games=5, visits_per_game=3, visit_frames=100_000
     ),
@@ -371,6 +382,7 @@ SMOKE_MINATAR = replace(
     ),
     replay=ReplayConfig(capacity=2_000),
     ewc=replace(MINATAR.ewc, fisher_batches=2, fisher_batch_size=8),
+    fmn=replace(MINATAR.fmn, minatar_merge_observations=16),  # shorter than a 600-frame visit
     schedule=replace(
         MINATAR.schedule,
         games=("MinAtar/Breakout", "MinAtar/Freeway"),
@@ -388,8 +400,9 @@ SMOKE_MINATAR = replace(
 def scaled(config: TrainConfig, factor: float) -> TrainConfig:
     """``config`` with every count of time or memory multiplied by ``factor``: visit length and
     total budget, learning start, replay capacity, epsilon decay points, target period, EWC
-    activation delay and the Fisher's minibatches, the consolidation guard, checkpoint and log
-    periods, evaluation budget and episodes, and the episode cap. The ratios between them stay
+    activation delay and the Fisher's minibatches, the consolidation guard, a new task's
+    probation (MinAtar), checkpoint and log periods, evaluation budget and episodes, and the
+    episode cap. The ratios between them stay
     those of ``config`` (the learning budget, batch and update period are untouched), so the
     protocol's rules fire in the same order at a fraction of the cost: a dry run of the ``atari``
     preset on a CPU (docs/atari-protocol.md).
@@ -441,6 +454,7 @@ def scaled(config: TrainConfig, factor: float) -> TrainConfig:
     # Enough for a minibatch and a Fisher minibatch of whole stacks in every copy.
     least_replay = 2 * max(agent.batch_size, config.ewc.fisher_batch_size)
     least_replay += n * (env.frame_stack + 2)
+    merge = config.fmn.minatar_merge_observations
     return replace(
         config,
         env=env,
@@ -458,6 +472,7 @@ def scaled(config: TrainConfig, factor: float) -> TrainConfig:
             frames=count(config.eval.frames, 1),
             every_frames=frames(config.eval.every_frames, 0),
         ),
+        fmn=replace(config.fmn, minatar_merge_observations=count(merge, 1) if merge else 0),
         consolidation_min_steps=count(config.consolidation_min_steps, 0),
         # A checkpoint holds the whole state (networks, optimiser, every EWC term) however short
         # the run, so a scaled period would write it hundreds of times; one visit at least.

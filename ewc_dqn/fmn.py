@@ -46,8 +46,9 @@ from ewc_dqn.fmn_maths import (
     switch_rate,
 )
 
-STATE_FORMAT = 2
-"""Layout of ``ForgetMeNot.state_dict``. 2: MinAtar frames are plane counts (format 1, no
+STATE_FORMAT = 3
+"""Layout of ``ForgetMeNot.state_dict``. 3: each task's parent, birth and merge (format 2 ran
+without merges and is read as such). 2: MinAtar frames are plane counts (format 1, no
 ``format`` key, had one model per cell over the first set plane; such states are refused, Atari
 ones are read as they are)."""
 
@@ -72,6 +73,8 @@ class ForgetMeNot:
         self._shrinkage = 0.0
         self._pool_weight = 0.0
         self._new_task_cost = 0.0
+        self._max_observations = 0
+        self._merge_observations = 0
         # Models are columns: tasks 0..K-1, then the hold-out (always all-zero counts). Rows are
         # (feature, level) pairs, row p * levels + l.
         self._counts = np.zeros((0, 1), dtype=np.float32)  # (P * levels, K + 1) frames counted
@@ -93,14 +96,26 @@ class ForgetMeNot:
         self._switches = 0
         self._split_windows = 0
         self._cap_refusals = 0
+        # Per model column (tasks, then the hold-out): the task reported when it was born (-1:
+        # none), the model observation of its birth, and whether it was merged into its parent.
+        self._parent = np.full(1, -1, dtype=np.int64)
+        self._born = np.zeros(1, dtype=np.int64)
+        self._retired = np.zeros(1, dtype=bool)
+        self._merges = 0
 
     # ----------------------------------------------------------------------------------------
     # public interface
 
     @property
     def num_tasks(self) -> int:
-        """Tasks created so far (0 before the first frame)."""
+        """Task ids created so far (0 before the first frame), merged ones included."""
         return self._counts.shape[1] - 1
+
+    @property
+    def merged_tasks(self) -> list[int]:
+        """Ids merged into the task they were born from (``minatar_merge_observations``); they
+        are never reported again."""
+        return [int(k) for k in np.flatnonzero(self._retired)]
 
     @property
     def task(self) -> int:
@@ -130,12 +145,13 @@ class ForgetMeNot:
         self._check(frame)
         flat = self._offsets + self._encode(frame)
         k = self.num_tasks
-        return frame_log_likelihood(
+        ll = frame_log_likelihood(
             np.take(self._log_table, flat, axis=0)[:, :k],
             self._effective_totals[:k],
             self.config.concentration,
             self._levels,
         )
+        return np.where(self._retired[:k], -np.inf, ll)
 
     def stats(self) -> dict[str, float]:
         """Scalars for logging under ``tasks/``; log-likelihoods in nats per feature (Atari: per
@@ -147,6 +163,7 @@ class ForgetMeNot:
             "tasks/switches": float(self._switches),
             "tasks/split_windows": float(self._split_windows),
             "tasks/cap_refusals": float(self._cap_refusals),
+            "tasks/merged": float(self._merges),
             "tasks/posterior": float(np.exp(self._log_posterior[min(self._task, ll.shape[0] - 1)])),
             "tasks/log_likelihood": float(ll[min(self._task, ll.shape[0] - 1)]),
             "tasks/holdout_log_likelihood": float(ll[-1]),
@@ -180,6 +197,10 @@ class ForgetMeNot:
             "switches": self._switches,
             "split_windows": self._split_windows,
             "cap_refusals": self._cap_refusals,
+            "parent": self._parent.copy(),
+            "born": self._born.copy(),
+            "retired": self._retired.copy(),
+            "merges": self._merges,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -198,8 +219,10 @@ class ForgetMeNot:
         if version == 1:  # Atari models are unchanged; settings added since take their defaults
             new = ("atari_pool_weight", "minatar_")
             saved = {**{k: v for k, v in asdict(FMNConfig()).items() if k.startswith(new)}, **saved}
+        if version <= 2:  # saved before merges and the count cap: it ran without them
+            saved = {"minatar_merge_observations": 0, "minatar_max_observations": 0, **saved}
         elif version != STATE_FORMAT:
-            raise ValueError(f"FMN state format {version} is unknown (this version reads 1-2)")
+            raise ValueError(f"FMN state format {version} is unknown (this version reads 1-3)")
         if saved != mine:
             diff = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
             raise ValueError(f"FMN state was saved with another config (saved, current): {diff}")
@@ -220,6 +243,11 @@ class ForgetMeNot:
         self._switches = int(state["switches"])
         self._split_windows = int(state["split_windows"])
         self._cap_refusals = int(state["cap_refusals"])
+        models = self._counts.shape[1]
+        self._parent = np.array(state.get("parent", np.full(models, -1)), dtype=np.int64)
+        self._born = np.array(state.get("born", np.zeros(models)), dtype=np.int64)
+        self._retired = np.array(state.get("retired", np.zeros(models)), dtype=bool)
+        self._merges = int(state.get("merges", 0))
 
     # ----------------------------------------------------------------------------------------
     # frames
@@ -249,6 +277,7 @@ class ForgetMeNot:
             code = atari_code(shape, d, self.config.levels)
             self._period = self.config.update_period
             self._shrinkage = self._new_task_cost = 0.0
+            self._max_observations = self._merge_observations = 0
             self._pool_weight = self.config.atari_pool_weight
         elif len(shape) == 3:
             axis = self.config.channel_axis
@@ -265,6 +294,8 @@ class ForgetMeNot:
             self._shrinkage = self.config.minatar_shrinkage
             self._pool_weight = self.config.minatar_pool_weight
             self._new_task_cost = self.config.minatar_new_task_cost
+            self._max_observations = self.config.minatar_max_observations
+            self._merge_observations = self.config.minatar_merge_observations
         else:
             raise ValueError(
                 f"frame must be (H, W) greyscale or a 3-D MinAtar frame, got shape {shape}"
@@ -278,6 +309,9 @@ class ForgetMeNot:
         # known now; creating it here lets observe() return a valid id from the first frame.
         self._counts = np.zeros((features * code.levels, 2), dtype=np.float32)
         self._totals = np.zeros(2)
+        self._parent = np.full(2, -1, dtype=np.int64)
+        self._born = np.zeros(2, dtype=np.int64)
+        self._retired = np.zeros(2, dtype=bool)
         self._refresh_all()
         self._window = np.zeros((self.config.window, features), dtype=np.uint8)
         self._last_ll = np.zeros(2)
@@ -302,6 +336,7 @@ class ForgetMeNot:
             self.config.concentration,
             self._levels,
         )
+        ll = np.where(self._retired, -np.inf, ll)
         self._last_ll = ll
         self._window[self._window_fill] = levels
         self._window_fill += 1
@@ -313,7 +348,8 @@ class ForgetMeNot:
         self._set_task(best)
         if self._window_fill == self.config.window:
             self._close_window()
-            self._set_task(best)  # the hold-out may just have become task `best`
+            # the hold-out may just have become a task, a task may have been merged
+            self._set_task(int(np.argmax(self._log_posterior)))
 
     def _set_task(self, task: int) -> None:
         """Report ``task`` from now on; the hold-out is not a task until it wins a window, so
@@ -347,7 +383,7 @@ class ForgetMeNot:
         every model, each model starting from its committed counts (``block``: the frames'
         ``_block``, when already known)."""
         pairs, frames = self._block(start, stop) if block is None else block
-        return dirichlet_log_likelihood(
+        scores = dirichlet_log_likelihood(
             np.take(self._effective, pairs, axis=0),
             frames,
             self._effective_totals,
@@ -356,6 +392,7 @@ class ForgetMeNot:
             self.config.concentration,
             self._levels,
         )
+        return np.where(self._retired, -np.inf, scores)
 
     def _close_window(self) -> None:
         """Commit the window to its best explanation; promote the hold-out when it wins."""
@@ -392,16 +429,53 @@ class ForgetMeNot:
             pairs, frames = whole if (start, stop) == (0, w) else self._block(start, stop)
             self._counts[pairs, model] += frames
             self._totals[model] += stop - start
+            if self._max_observations and self._totals[model] > self._max_observations:
+                # keep the level distribution, cap the confidence: older windows fade
+                self._counts[:, model] *= np.float32(self._max_observations / self._totals[model])
+                self._totals[model] = self._max_observations
             if not self._pooled:  # symmetric prior: only the touched entries change
                 self._log_table[pairs, model] = np.log(
                     self._counts[pairs, model] + self.config.concentration
                 )
         if segments[-1][0] == holdout:
+            # born from the task that explained the window's start (a split window) or from
+            # the one reported until now
+            self._parent[holdout] = segments[0][0] if len(segments) > 1 else self._task
+            self._born[holdout] = self._observations
             self._add_holdout()
+        elif self._merge_observations and self._merge_children(segments[-1][0]):
+            pass  # _merge_children refreshed every model
         elif self._pooled:  # the pooled background changed: every model's prior changed
             self._refresh_all()
         self._window_fill = 0
         self._window_unsettled = False
+
+    def _merge_children(self, task: int) -> bool:
+        """Merge into ``task``, which has just won a window, its children still on probation:
+        they handed the stream back to it, so they were a second mode of its game. True when
+        one was merged (every model's prior is then refreshed)."""
+        children = np.flatnonzero(
+            (self._parent == task)
+            & ~self._retired
+            & (self._observations - self._born <= self._merge_observations)
+        )
+        if children.shape[0] == 0:
+            return False
+        for child in children:
+            self._counts[:, task] += self._counts[:, child]
+            self._totals[task] += self._totals[child]
+            self._counts[:, child] = 0.0
+            self._totals[child] = 0.0
+            self._retired[child] = True
+            self._parent[self._parent == child] = task  # its own children now descend from task
+            self._log_posterior[task] = np.logaddexp(
+                self._log_posterior[task], self._log_posterior[child]
+            )
+            self._log_posterior[child] = -np.inf
+            self._last_ll[child] = -np.inf
+            self._merges += 1
+        self._refresh_all()
+        return True
 
     @property
     def _pooled(self) -> bool:
@@ -440,6 +514,9 @@ class ForgetMeNot:
             empty = np.full((rows, 1), np.log(np.float32(self.config.concentration)), np.float32)
             self._log_table = np.concatenate([self._log_table, empty], axis=1)
             self._effective, self._effective_totals = self._counts, self._totals
+        self._parent = np.append(self._parent, -1)
+        self._born = np.append(self._born, 0)
+        self._retired = np.append(self._retired, False)
         self._last_ll = np.append(self._last_ll, self._last_ll[-1])
         # The new hold-out gets probability only through the HMM's switch mass.
         self._log_posterior = np.append(self._log_posterior, -np.inf)

@@ -48,6 +48,15 @@ class FMNConfig:
     ((plane, column)) model's prior, relative to its counts."""
     minatar_new_task_cost: float = 60.0
     """MinAtar: nats by which a window's hold-out score must beat every task's to start a task."""
+    minatar_merge_observations: int = 0
+    """MinAtar: probation of a new task, in model observations (0: no merges). A task that
+    hands the stream back to the task it was born from within this many observations of its
+    birth was a second mode of that game (a board the game's model had not seen), not a new
+    game: its counts join its parent's and its id is never reported again."""
+    minatar_max_observations: int = 0
+    """MinAtar: the most model observations a task's counts stand for (0: no cap). Beyond it a
+    task's counts are scaled down at each window it wins, so its model keeps the confidence of
+    that many observations and follows the game as the agent's play changes it."""
 
     def validate(self) -> None:
         """Raise UserError with a one-line message for values that cannot work."""
@@ -70,6 +79,16 @@ class FMNConfig:
         if self.minatar_update_period < 1:
             raise UserError(
                 f"minatar_update_period must be >= 1 agent step, got {self.minatar_update_period}"
+            )
+        if self.minatar_merge_observations < 0:
+            raise UserError(
+                "minatar_merge_observations must be >= 0 (0: no merges), got "
+                f"{self.minatar_merge_observations}"
+            )
+        if self.minatar_max_observations < 0:
+            raise UserError(
+                "minatar_max_observations must be >= 0 (0: no cap), got "
+                f"{self.minatar_max_observations}"
             )
         names = ("atari_pool_weight", "minatar_pool_weight", "minatar_shrinkage")
         for name in (*names, "minatar_new_task_cost"):

@@ -166,6 +166,21 @@ def test_configs_that_cannot_work_are_refused_before_anything_is_written(tmp_pat
         str(run),
     )
     assert "fmn.minatar_update_period" in err
+    # A game visited for less than a new task's probation could be merged into the one before.
+    err = _refused(
+        capsys,
+        "--preset",
+        "smoke",
+        "--games",
+        "MinAtar/Breakout,MinAtar/Freeway",
+        "--task-labels",
+        "inferred",
+        "--fmn.minatar-merge-observations",
+        "75",  # 600 agent steps: the smoke preset's visit
+        "--run-dir",
+        str(run),
+    )
+    assert "fmn.minatar_merge_observations" in err
     assert not run.exists()
 
 

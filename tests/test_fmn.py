@@ -355,7 +355,7 @@ def test_minatar_state_round_trip_mid_window_continues_exactly(tmp_path):
     state = ForgetMeNot(config)
     for frame in stream[:cut]:
         state.observe(frame)
-    assert state.state_dict()["format"] == 2
+    assert state.state_dict()["format"] == 3
     assert state.state_dict()["window_fill"] not in (0, config.window)
     assert_same_state(restored.state_dict(), uninterrupted.state_dict())
 
@@ -546,3 +546,110 @@ def test_five_minatar_games_get_one_task_each():
         assert counts.max() >= 0.9 * counts.sum(), (game, dict(zip(ids, counts, strict=True)))
     assert len(set(mains)) == 5, mains
     assert adjusted_rand_score(truth, predicted) >= 0.95
+
+
+MERGE = FMNConfig(minatar_merge_observations=128)
+
+
+def second_mode(source: np.ndarray) -> np.ndarray:
+    """The source's board with a plane it never uses filled: a screen of the same game that its
+    model has not seen (a cleared wall, a new wave)."""
+    mode = source.copy()
+    unused = int(np.flatnonzero(~source.any(axis=(1, 2)))[0])
+    mode[unused] = True
+    return mode
+
+
+def mode_stream(sources: list[np.ndarray], plan: list[tuple[str, int]], seed: int) -> list:
+    """Frames of ``plan``: (what, steps) with what 'A' (game 0), 'A2' (its second mode) or 'B'."""
+    rng = np.random.default_rng(seed)
+    boards = {"A": sources[0], "A2": second_mode(sources[0]), "B": sources[1]}
+    return [minatar_draw(boards[what], rng) for what, steps in plan for _ in range(steps)]
+
+
+def test_a_task_that_hands_the_stream_back_to_its_parent_is_merged_into_it():
+    """A game shows a board its task never saw: the hold-out wins and a task is born. When the
+    game's usual board returns within the probation, the newborn task was a second mode of the
+    game: its counts join the parent's, its id is never reported or inferred again, and the
+    mode's next appearance is the parent's. Without merges the mode keeps its own task."""
+    sources = minatar_sources(2, seed=21)
+    plan = [("A", 800), ("A2", 64), ("A", 200), ("A2", 64), ("A", 64), ("B", 400)]
+    frames = mode_stream(sources, plan, seed=21)
+    plain = ForgetMeNot()
+    plain_ids = [plain.observe(f) for f in frames]
+    assert plain.num_tasks == 3 and plain.merged_tasks == []
+    assert set(plain_ids[800:864]) == {0, 1}  # the mode got a task of its own...
+    assert 1 in plain_ids[1064:1128]  # ...and gets it again when it comes back
+
+    fmn = ForgetMeNot(MERGE)
+    ids = [fmn.observe(f) for f in frames]
+    assert fmn.merged_tasks == [1] and fmn.stats()["tasks/merged"] == 1
+    merged_at = next(t for t in range(864, len(ids)) if ids[t] == 0)
+    assert merged_at < 864 + 128 * MERGE.minatar_update_period
+    assert set(ids[merged_at:1192]) == {0}  # the mode's second appearance is the parent's
+    # the merged id is not given to the next new game, nor does its empty model take it
+    assert fmn.num_tasks == 3 and set(ids[1250:]) == {2} and 1 not in ids[merged_at:]
+    assert fmn.infer(frames[820]) == 0 and fmn.log_likelihoods(frames[820])[1] == -np.inf
+    counts = fmn.state_dict()["counts"]
+    assert counts[:, 1].sum() == 0 and fmn.state_dict()["totals"][1] == 0
+
+
+def test_a_new_game_longer_than_the_probation_is_not_merged():
+    """A new game visited for longer than the probation keeps its task when the stream goes
+    back to the game it followed; a visit shorter than the probation is refused by the run's
+    config (tests/test_bad_input.py)."""
+    sources = minatar_sources(2, seed=22)
+    frames = mode_stream(sources, [("A", 800), ("B", 1200), ("A", 400), ("B", 200)], seed=22)
+    fmn = ForgetMeNot(MERGE)
+    ids = np.array([fmn.observe(f) for f in frames])
+    assert fmn.merged_tasks == [] and fmn.num_tasks == 2
+    assert set(ids[850:2000]) == {1} and set(ids[2050:2400]) == {0} and set(ids[2450:]) == {1}
+
+
+def test_merges_survive_a_state_round_trip_in_the_middle_of_the_probation(tmp_path):
+    sources = minatar_sources(2, seed=21)
+    plan = [("A", 800), ("A2", 64), ("A", 200), ("A2", 64), ("A", 64)]
+    frames = mode_stream(sources, plan, seed=21)
+    cut = 901  # the child is on probation, inside a window
+    expected, got, uninterrupted, restored = interrupted_run(frames, cut, tmp_path, MERGE)
+    assert got == expected and uninterrupted.merged_tasks == [1]
+    assert_same_state(restored.state_dict(), uninterrupted.state_dict())
+
+
+def test_format_two_states_ran_without_merges():
+    """A state saved before merges (format 2) resumes with merges and the count cap off, as it
+    ran; with them on it is refused, naming the field."""
+    fmn = ForgetMeNot()
+    for frame in mode_stream(minatar_sources(2, seed=23), [("A", 100)], seed=23):
+        fmn.observe(frame)
+    old = fmn.state_dict()
+    old["format"] = 2
+    for key in ("parent", "born", "retired", "merges"):
+        del old[key]
+    for key in ("minatar_merge_observations", "minatar_max_observations"):
+        del old["config"][key]
+    restored = ForgetMeNot()
+    restored.load_state_dict(old)
+    assert restored.merged_tasks == [] and restored.state_dict()["parent"].tolist() == [-1, -1]
+    with pytest.raises(ValueError, match="minatar_merge_observations"):
+        ForgetMeNot(MERGE).load_state_dict(old)
+
+
+def test_merges_keep_one_task_per_game_on_a_real_stream_with_a_second_mode():
+    """Random play of the five MinAtar games, five visits of 10,000 agent steps (stream seed 3):
+    without merges SpaceInvaders' later boards start a second task (20 % of its steps); with the
+    ``minatar`` preset's merges they join its task and every game keeps one."""
+    frames, truth = minatar_stream(visits=5, steps=10_000, seed=3)
+    shares = {}
+    for config in (FMNConfig(), MERGE):
+        fmn = ForgetMeNot(config)
+        predicted = np.array([fmn.observe(frame) for frame in frames])
+        mains, least = set(), 1.0
+        for game in range(5):
+            ids, counts = np.unique(predicted[truth == game], return_counts=True)
+            mains.add(int(ids[np.argmax(counts)]))
+            least = min(least, counts.max() / counts.sum())
+        assert len(mains) == 5
+        shares[config.minatar_merge_observations] = (least, adjusted_rand_score(truth, predicted))
+    assert shares[0][0] < 0.9  # the stream does split a game without merges
+    assert shares[128][0] >= 0.98 and shares[128][1] >= 0.99
