@@ -95,8 +95,6 @@ class Args:
     """Nats a MinAtar window must gain to make a new task."""
     minatar_merge_observations: int = FMNConfig.minatar_merge_observations
     """Probation of a new MinAtar task in model observations (0: no merges)."""
-    minatar_max_observations: int = FMNConfig.minatar_max_observations
-    """Most model observations a MinAtar task's counts stand for (0: no cap)."""
     sweep: bool = False
     """Measure concentration x window instead of a single run."""
     policy: tuple[Path, ...] = ()
@@ -114,7 +112,6 @@ def fmn_config(args: Args) -> FMNConfig:
         atari_pool_weight=args.atari_pool_weight,
         minatar_new_task_cost=args.minatar_new_task_cost,
         minatar_merge_observations=args.minatar_merge_observations,
-        minatar_max_observations=args.minatar_max_observations,
     )
 
 

@@ -73,7 +73,6 @@ class ForgetMeNot:
         self._shrinkage = 0.0
         self._pool_weight = 0.0
         self._new_task_cost = 0.0
-        self._max_observations = 0
         self._merge_observations = 0
         # Models are columns: tasks 0..K-1, then the hold-out (always all-zero counts). Rows are
         # (feature, level) pairs, row p * levels + l.
@@ -219,8 +218,8 @@ class ForgetMeNot:
         if version == 1:  # Atari models are unchanged; settings added since take their defaults
             new = ("atari_pool_weight", "minatar_")
             saved = {**{k: v for k, v in asdict(FMNConfig()).items() if k.startswith(new)}, **saved}
-        if version <= 2:  # saved before merges and the count cap: it ran without them
-            saved = {"minatar_merge_observations": 0, "minatar_max_observations": 0, **saved}
+        if version <= 2:  # saved before merges: it ran without them
+            saved = {"minatar_merge_observations": 0, **saved}
         elif version != STATE_FORMAT:
             raise ValueError(f"FMN state format {version} is unknown (this version reads 1-3)")
         if saved != mine:
@@ -277,7 +276,7 @@ class ForgetMeNot:
             code = atari_code(shape, d, self.config.levels)
             self._period = self.config.update_period
             self._shrinkage = self._new_task_cost = 0.0
-            self._max_observations = self._merge_observations = 0
+            self._merge_observations = 0
             self._pool_weight = self.config.atari_pool_weight
         elif len(shape) == 3:
             axis = self.config.channel_axis
@@ -294,7 +293,6 @@ class ForgetMeNot:
             self._shrinkage = self.config.minatar_shrinkage
             self._pool_weight = self.config.minatar_pool_weight
             self._new_task_cost = self.config.minatar_new_task_cost
-            self._max_observations = self.config.minatar_max_observations
             self._merge_observations = self.config.minatar_merge_observations
         else:
             raise ValueError(
@@ -429,10 +427,6 @@ class ForgetMeNot:
             pairs, frames = whole if (start, stop) == (0, w) else self._block(start, stop)
             self._counts[pairs, model] += frames
             self._totals[model] += stop - start
-            if self._max_observations and self._totals[model] > self._max_observations:
-                # keep the level distribution, cap the confidence: older windows fade
-                self._counts[:, model] *= np.float32(self._max_observations / self._totals[model])
-                self._totals[model] = self._max_observations
             if not self._pooled:  # symmetric prior: only the touched entries change
                 self._log_table[pairs, model] = np.log(
                     self._counts[pairs, model] + self.config.concentration

@@ -53,10 +53,6 @@ class FMNConfig:
     hands the stream back to the task it was born from within this many observations of its
     birth was a second mode of that game (a board the game's model had not seen), not a new
     game: its counts join its parent's and its id is never reported again."""
-    minatar_max_observations: int = 0
-    """MinAtar: the most model observations a task's counts stand for (0: no cap). Beyond it a
-    task's counts are scaled down at each window it wins, so its model keeps the confidence of
-    that many observations and follows the game as the agent's play changes it."""
 
     def validate(self) -> None:
         """Raise UserError with a one-line message for values that cannot work."""
@@ -84,11 +80,6 @@ class FMNConfig:
             raise UserError(
                 "minatar_merge_observations must be >= 0 (0: no merges), got "
                 f"{self.minatar_merge_observations}"
-            )
-        if self.minatar_max_observations < 0:
-            raise UserError(
-                "minatar_max_observations must be >= 0 (0: no cap), got "
-                f"{self.minatar_max_observations}"
             )
         names = ("atari_pool_weight", "minatar_pool_weight", "minatar_shrinkage")
         for name in (*names, "minatar_new_task_cost"):
