@@ -315,7 +315,9 @@ MINATAR = TrainConfig(
         repeat_action_probability=0.1,
         max_episode_frames=27_000,
     ),
-    network=NetworkConfig(arch="minatar", max_tasks=20),
+    # 64 per-task parameter sets: merged task ids are never reused (a 1.5M-frame run merges
+    # about 40 second boards into their games' tasks, docs/fmn.md); 64 rows cost 21k floats.
+    network=NetworkConfig(arch="minatar", max_tasks=64),
     agent=MINATAR_AGENT,
     replay=ReplayConfig(capacity=100_000),
     # Lambda 40, not the paper's 400: of 40, 100 and 400 on this preset, 40 scored the highest
@@ -326,7 +328,7 @@ MINATAR = TrainConfig(
     ewc=EWCConfig(lam=40.0, l2_lam=0.035, start_frames=0),
     # A task that hands the stream back to its parent within 128 observations (1,024 agent
     # steps) was a new board of the parent's game, not a new game: merged (docs/fmn.md).
-    fmn=FMNConfig(max_tasks=20, minatar_merge_observations=128),
+    fmn=FMNConfig(max_tasks=64, minatar_merge_observations=128),
     schedule=ScheduleConfig(
         pool=MINATAR_POOL, num_games=5, visits_per_game=3, visit_frames=100_000
     ),
