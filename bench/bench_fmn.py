@@ -330,7 +330,8 @@ def summary_line(s: dict, fmn: ForgetMeNot, games: list[str]) -> str:
 
 def load_policies(paths: Sequence[Path], games: list[str]) -> list[TrainedPolicy]:
     """The trained agents of ``--policy``, in the order given, each announced with its step."""
-    policies = [load_trained_policy(path, torch.device("cpu")) for path in paths]
+    # the networks only: a checkpoint whose replay chunks are gone still plays
+    policies = [load_trained_policy(path, torch.device("cpu"), parts=()) for path in paths]
     for policy in policies:
         played = [g for g in games if g in policy.schedule.games]
         print(f"policy: {policy.checkpoint} (step {policy.step:,}) plays {', '.join(played)}")
