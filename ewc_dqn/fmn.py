@@ -95,10 +95,12 @@ class ForgetMeNot:
         self._switches = 0
         self._split_windows = 0
         self._cap_refusals = 0
-        # Per model column (tasks, then the hold-out): the task reported when it was born (-1:
-        # none), the model observation of its birth, and whether it was merged into its parent.
+        # Per model column (tasks, then the hold-out): the task it was born from while it is on
+        # probation (-1: not on probation), the model observation of its birth, the windows it
+        # and its parent won since then, and whether it was merged into its parent.
         self._parent = np.full(1, -1, dtype=np.int64)
         self._born = np.zeros(1, dtype=np.int64)
+        self._votes = np.zeros((1, 2), dtype=np.int64)
         self._retired = np.zeros(1, dtype=bool)
         self._merges = 0
 
@@ -198,6 +200,7 @@ class ForgetMeNot:
             "cap_refusals": self._cap_refusals,
             "parent": self._parent.copy(),
             "born": self._born.copy(),
+            "votes": self._votes.copy(),
             "retired": self._retired.copy(),
             "merges": self._merges,
         }
@@ -245,6 +248,7 @@ class ForgetMeNot:
         models = self._counts.shape[1]
         self._parent = np.array(state.get("parent", np.full(models, -1)), dtype=np.int64)
         self._born = np.array(state.get("born", np.zeros(models)), dtype=np.int64)
+        self._votes = np.array(state.get("votes", np.zeros((models, 2))), dtype=np.int64)
         self._retired = np.array(state.get("retired", np.zeros(models)), dtype=bool)
         self._merges = int(state.get("merges", 0))
 
@@ -309,6 +313,7 @@ class ForgetMeNot:
         self._totals = np.zeros(2)
         self._parent = np.full(2, -1, dtype=np.int64)
         self._born = np.zeros(2, dtype=np.int64)
+        self._votes = np.zeros((2, 2), dtype=np.int64)
         self._retired = np.zeros(2, dtype=bool)
         self._refresh_all()
         self._window = np.zeros((self.config.window, features), dtype=np.uint8)
@@ -432,44 +437,52 @@ class ForgetMeNot:
                     self._counts[pairs, model] + self.config.concentration
                 )
         if segments[-1][0] == holdout:
-            # born from the task that explained the window's start (a split window) or from
-            # the one reported until now
-            self._parent[holdout] = segments[0][0] if len(segments) > 1 else self._task
-            self._born[holdout] = self._observations
+            if self._merge_observations:  # on probation, against the task it was born from:
+                # the one that explained the window's start (a split window) or the one reported
+                self._parent[holdout] = segments[0][0] if len(segments) > 1 else self._task
+                self._born[holdout] = self._observations
             self._add_holdout()
-        elif self._merge_observations and self._merge_children(segments[-1][0]):
-            pass  # _merge_children refreshed every model
-        elif self._pooled:  # the pooled background changed: every model's prior changed
-            self._refresh_all()
+        else:
+            merged = bool(self._merge_observations) and self._probation(segments[-1][0])
+            if merged or self._pooled:  # a merge, or the pooled background: every prior changed
+                self._refresh_all()
         self._window_fill = 0
         self._window_unsettled = False
 
-    def _merge_children(self, task: int) -> bool:
-        """Merge into ``task``, which has just won a window, its children still on probation:
-        they handed the stream back to it, so they were a second mode of its game. True when
-        one was merged (every model's prior is then refreshed)."""
-        children = np.flatnonzero(
-            (self._parent == task)
-            & ~self._retired
-            & (self._observations - self._born <= self._merge_observations)
+    def _probation(self, winner: int) -> bool:
+        """Count the window won by ``winner`` for the tasks on probation, and decide those whose
+        probation has just ended: a task whose parent won more windows since its birth than it
+        did was a second mode of the parent's game (the stream went back to it) and is merged
+        into it; any other stays a task. True when a task was merged."""
+        merged = False
+        for child in np.flatnonzero(self._parent >= 0):
+            parent = int(self._parent[child])
+            if winner == child:
+                self._votes[child, 0] += 1
+            elif winner == parent:
+                self._votes[child, 1] += 1
+            if self._observations - self._born[child] < self._merge_observations:
+                continue
+            self._parent[child] = -1  # decided
+            if self._votes[child, 1] > self._votes[child, 0]:
+                self._merge(int(child), parent)
+                merged = True
+        return merged
+
+    def _merge(self, child: int, parent: int) -> None:
+        """Fold ``child``'s counts and filter mass into ``parent`` and retire its id."""
+        self._counts[:, parent] += self._counts[:, child]
+        self._totals[parent] += self._totals[child]
+        self._counts[:, child] = 0.0
+        self._totals[child] = 0.0
+        self._retired[child] = True
+        self._parent[self._parent == child] = parent  # its children on probation: now parent's
+        self._log_posterior[parent] = np.logaddexp(
+            self._log_posterior[parent], self._log_posterior[child]
         )
-        if children.shape[0] == 0:
-            return False
-        for child in children:
-            self._counts[:, task] += self._counts[:, child]
-            self._totals[task] += self._totals[child]
-            self._counts[:, child] = 0.0
-            self._totals[child] = 0.0
-            self._retired[child] = True
-            self._parent[self._parent == child] = task  # its own children now descend from task
-            self._log_posterior[task] = np.logaddexp(
-                self._log_posterior[task], self._log_posterior[child]
-            )
-            self._log_posterior[child] = -np.inf
-            self._last_ll[child] = -np.inf
-            self._merges += 1
-        self._refresh_all()
-        return True
+        self._log_posterior[child] = -np.inf
+        self._last_ll[child] = -np.inf
+        self._merges += 1
 
     @property
     def _pooled(self) -> bool:
@@ -510,6 +523,7 @@ class ForgetMeNot:
             self._effective, self._effective_totals = self._counts, self._totals
         self._parent = np.append(self._parent, -1)
         self._born = np.append(self._born, 0)
+        self._votes = np.concatenate([self._votes, np.zeros((1, 2), np.int64)])
         self._retired = np.append(self._retired, False)
         self._last_ll = np.append(self._last_ll, self._last_ll[-1])
         # The new hold-out gets probability only through the HMM's switch mass.

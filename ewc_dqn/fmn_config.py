@@ -49,10 +49,11 @@ class FMNConfig:
     minatar_new_task_cost: float = 60.0
     """MinAtar: nats by which a window's hold-out score must beat every task's to start a task."""
     minatar_merge_observations: int = 0
-    """MinAtar: probation of a new task, in model observations (0: no merges). A task that
-    hands the stream back to the task it was born from within this many observations of its
-    birth was a second mode of that game (a board the game's model had not seen), not a new
-    game: its counts join its parent's and its id is never reported again."""
+    """MinAtar: probation of a new task, in model observations (0: no merges). A task whose
+    parent (the task it was born from) won more windows than it did during this many
+    observations after its birth was a second mode of the parent's game (a board the game's
+    model had not seen), not a new game: its counts join the parent's and its id is never
+    reported again."""
 
     def validate(self) -> None:
         """Raise UserError with a one-line message for values that cannot work."""
