@@ -452,8 +452,8 @@ class ForgetMeNot:
     def _probation(self, winner: int) -> bool:
         """Count the window won by ``winner`` for the tasks on probation, and decide those whose
         probation has just ended: a task whose parent won more windows since its birth than it
-        did was a second mode of the parent's game (the stream went back to it) and is merged
-        into it; any other stays a task. True when a task was merged."""
+        did, and won this one, was a second mode of the parent's game (the stream went back to
+        it) and is merged into it; any other stays a task. True when a task was merged."""
         merged = False
         for child in np.flatnonzero(self._parent >= 0):
             parent = int(self._parent[child])
@@ -464,7 +464,9 @@ class ForgetMeNot:
             if self._observations - self._born[child] < self._merge_observations:
                 continue
             self._parent[child] = -1  # decided
-            if self._votes[child, 1] > self._votes[child, 0]:
+            # The parent must hold the stream now too: a new game that starts while the task
+            # is on probation goes to the young task, not back to the parent.
+            if winner == parent and self._votes[child, 1] > self._votes[child, 0]:
                 self._merge(int(child), parent)
                 merged = True
         return merged
