@@ -595,6 +595,19 @@ def test_a_task_that_hands_the_stream_back_to_its_parent_is_merged_into_it():
     assert fmn.num_tasks == 3 and set(ids[2250:]) == {2} and 1 not in ids[1900:]
 
 
+def test_a_task_holding_the_stream_when_its_probation_ends_is_kept():
+    """The parent won most windows of the probation, but the newborn task's boards hold the
+    stream when it ends (on a real stream: a new game that started meanwhile and went to the
+    young task): it stays a task."""
+    sources = minatar_sources(2, seed=21)
+    frames = mode_stream(sources, [("A", 800), ("A2", 64), ("A", 700), ("A2", 600)], seed=21)
+    fmn = ForgetMeNot(MERGE)
+    ids = [fmn.observe(f) for f in frames]
+    votes = fmn.state_dict()["votes"][1]
+    assert votes[1] > votes[0]  # the parent won the probation's windows...
+    assert fmn.merged_tasks == [] and set(ids[1600:]) == {1}  # ...but not its end
+
+
 def test_a_new_game_longer_than_the_probation_is_not_merged():
     """A new game visited for longer than the probation keeps its task when the stream goes
     back to the game it followed; a visit shorter than the probation is refused by the run's
