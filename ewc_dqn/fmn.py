@@ -450,23 +450,26 @@ class ForgetMeNot:
         self._window_unsettled = False
 
     def _probation(self, winner: int) -> bool:
-        """Count the window won by ``winner`` for the tasks on probation, and decide those whose
-        probation has just ended: a task whose parent won more windows since its birth than it
-        did, and won this one, was a second mode of the parent's game (the stream went back to
-        it) and is merged into it; any other stays a task. True when a task was merged."""
+        """Count the window won by ``winner`` for the tasks in the second half of their
+        probation, and decide those whose probation has just ended: a task whose parent won
+        more of those windows than it did was a second mode of the parent's game (the stream
+        went back to it) and is merged into it; any other stays a task. True when a task was
+        merged."""
         merged = False
         for child in np.flatnonzero(self._parent >= 0):
             parent = int(self._parent[child])
-            if winner == child:
-                self._votes[child, 0] += 1
-            elif winner == parent:
-                self._votes[child, 1] += 1
-            if self._observations - self._born[child] < self._merge_observations:
+            age = self._observations - self._born[child]
+            # Only the second half votes: a new game that starts late in the probation of a
+            # young task goes to that task, and must outvote the parent's earlier windows.
+            if 2 * age > self._merge_observations:
+                if winner == child:
+                    self._votes[child, 0] += 1
+                elif winner == parent:
+                    self._votes[child, 1] += 1
+            if age < self._merge_observations:
                 continue
             self._parent[child] = -1  # decided
-            # The parent must hold the stream now too: a new game that starts while the task
-            # is on probation goes to the young task, not back to the parent.
-            if winner == parent and self._votes[child, 1] > self._votes[child, 0]:
+            if self._votes[child, 1] > self._votes[child, 0]:
                 self._merge(int(child), parent)
                 merged = True
         return merged

@@ -50,10 +50,10 @@ class FMNConfig:
     """MinAtar: nats by which a window's hold-out score must beat every task's to start a task."""
     minatar_merge_observations: int = 0
     """MinAtar: probation of a new task, in model observations (0: no merges). A task whose
-    parent (the task it was born from) won more windows than it did during this many
-    observations after its birth was a second mode of the parent's game (a board the game's
-    model had not seen), not a new game: its counts join the parent's and its id is never
-    reported again."""
+    parent (the task it was born from) won more windows than it did in the second half of
+    this many observations after its birth was a second mode of the parent's game (a board
+    the game's model had not seen), not a new game: its counts join the parent's and its id is
+    never reported again."""
 
     def validate(self) -> None:
         """Raise UserError with a one-line message for values that cannot work."""

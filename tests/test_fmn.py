@@ -595,17 +595,18 @@ def test_a_task_that_hands_the_stream_back_to_its_parent_is_merged_into_it():
     assert fmn.num_tasks == 3 and set(ids[2250:]) == {2} and 1 not in ids[1900:]
 
 
-def test_a_task_holding_the_stream_when_its_probation_ends_is_kept():
+def test_a_task_that_wins_the_second_half_of_its_probation_is_kept():
     """The parent won most windows of the probation, but the newborn task's boards hold the
-    stream when it ends (on a real stream: a new game that started meanwhile and went to the
-    young task): it stays a task."""
+    stream in its second half, which alone votes (on a real stream: a new game that started
+    late in a young task's probation and went to it): it stays a task."""
     sources = minatar_sources(2, seed=21)
     frames = mode_stream(sources, [("A", 800), ("A2", 64), ("A", 700), ("A2", 600)], seed=21)
     fmn = ForgetMeNot(MERGE)
     ids = [fmn.observe(f) for f in frames]
+    assert sum(i == 0 for i in ids[800:1856]) > sum(i == 1 for i in ids[800:1856])
     votes = fmn.state_dict()["votes"][1]
-    assert votes[1] > votes[0]  # the parent won the probation's windows...
-    assert fmn.merged_tasks == [] and set(ids[1600:]) == {1}  # ...but not its end
+    assert votes[0] > votes[1]  # the second half is the newborn task's
+    assert fmn.merged_tasks == [] and set(ids[1600:]) == {1}
 
 
 def test_a_new_game_longer_than_the_probation_is_not_merged():
