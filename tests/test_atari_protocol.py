@@ -151,36 +151,18 @@ def test_configs_that_cannot_work_are_refused_before_anything_is_written(tmp_pat
         str(run),
     )
     assert "fmn.window" in err
-    # MinAtar's window spans its own observation period, not Atari's.
-    err = _refused(
-        capsys,
-        "--preset",
-        "smoke",
-        "--games",
-        "MinAtar/Breakout,MinAtar/Freeway",
-        "--task-labels",
-        "inferred",
-        "--fmn.minatar-update-period",
-        "200",
-        "--run-dir",
-        str(run),
-    )
-    assert "fmn.minatar_update_period" in err
-    # A game visited for less than a new task's probation could be merged into the one before.
-    err = _refused(
-        capsys,
-        "--preset",
-        "smoke",
-        "--games",
-        "MinAtar/Breakout,MinAtar/Freeway",
-        "--task-labels",
-        "inferred",
-        "--fmn.minatar-merge-observations",
-        "75",  # 600 agent steps: the smoke preset's visit
-        "--run-dir",
-        str(run),
-    )
-    assert "fmn.minatar_merge_observations" in err
+    minatar_inferred = ("--games", "MinAtar/Breakout,MinAtar/Freeway", "--task-labels", "inferred")
+    for flag, value in (
+        # MinAtar's window spans its own observation period, not Atari's.
+        ("--fmn.minatar-update-period", "200"),
+        # A game visited for less than a new task's probation could be merged into the one
+        # before: 75 observations x 8 steps are the smoke preset's 600-step visit.
+        ("--fmn.minatar-merge-observations", "75"),
+    ):
+        err = _refused(
+            capsys, "--preset", "smoke", *minatar_inferred, flag, value, "--run-dir", str(run)
+        )
+        assert flag[2:].replace("-", "_") in err
     assert not run.exists()
 
 
