@@ -152,7 +152,7 @@ class ForgetMeNot:
             self.config.concentration,
             self._levels,
         )
-        return np.where(self._retired[:k], -np.inf, ll)
+        return self._without_retired(ll)
 
     def stats(self) -> dict[str, float]:
         """Scalars for logging under ``tasks/``; log-likelihoods in nats per feature (Atari: per
@@ -339,7 +339,7 @@ class ForgetMeNot:
             self.config.concentration,
             self._levels,
         )
-        ll = np.where(self._retired, -np.inf, ll)
+        ll = self._without_retired(ll)
         self._last_ll = ll
         self._window[self._window_fill] = levels
         self._window_fill += 1
@@ -395,7 +395,7 @@ class ForgetMeNot:
             self.config.concentration,
             self._levels,
         )
-        return np.where(self._retired, -np.inf, scores)
+        return self._without_retired(scores)
 
     def _close_window(self) -> None:
         """Commit the window to its best explanation; promote the hold-out when it wins."""
@@ -473,6 +473,14 @@ class ForgetMeNot:
                 self._merge(int(child), parent)
                 merged = True
         return merged
+
+    def _without_retired(self, scores: np.ndarray) -> np.ndarray:
+        """``scores`` (one per model, or per task) with the merged ids' at -inf, so they never
+        win a window, the filter or ``infer``; as they are until a merge has happened (always on
+        Atari), so the observation path pays nothing for merges it does not make."""
+        if not self._merges:
+            return scores
+        return np.where(self._retired[: scores.shape[0]], -np.inf, scores)
 
     def _merge(self, child: int, parent: int) -> None:
         """Fold ``child``'s counts and filter mass into ``parent`` and retire its id."""
