@@ -292,6 +292,16 @@ class DQNAgent:
             }
         )
 
+    def forget_task(self, task_id: int) -> None:
+        """Make ``task_id``'s gains and biases, in both networks, and their optimiser state what
+        they were before the id was first used: the id now names another task (a task id that
+        inference merged away and gave to a new task). The shared weights are untouched."""
+        for param in self.online.reset_task(task_id):  # type: ignore[operator]
+            # A never-used task's parameters have no optimiser state (they never had a
+            # gradient): dropping it restarts their moments and Adam's step count.
+            self.optimizer.state.pop(param, None)
+        self.target.reset_task(task_id)  # type: ignore[operator]
+
     def sync_target(self) -> None:
         """Copy the online network's parameters into the target network."""
         self.target.load_state_dict(self.online.state_dict())

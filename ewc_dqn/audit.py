@@ -170,14 +170,30 @@ def _check_consolidation(
     n = int(cfg["env"]["num_envs"])
     events = train[train["tag"] == f"{ns}/consolidated_task"]
     done = {(int(s), int(v)) for s, v in zip(events["step"], events["value"], strict=True)}
+    # Ids that task inference merged away (and may give to a new task): the loop dropped their
+    # terms and step counts, logged at the switch where it learnt of it.
+    gone = train[train["tag"] == "tasks/forgotten_task"]
+    forgotten: dict[int, set[int]] = {}
+    for s, v in zip(gone["step"], gone["value"], strict=True):
+        forgotten.setdefault(int(s), set()).add(int(v))
     steps = rows.index.to_numpy()
     task = rows["train/task"].to_numpy()
     task_steps = rows["train/task_steps"].to_numpy()
     last_estimate: dict[int, float] = {}
     steps_of: dict[int, float] = {}
+    forgotten_steps = sorted(forgotten)
     for i in range(len(rows)):
         t = int(task[i])
-        if i > 0 and steps[i] - steps[i - 1] == n and int(task[i - 1]) != t:
+        while forgotten_steps and forgotten_steps[0] <= steps[i]:
+            for k in forgotten[forgotten_steps.pop(0)]:
+                last_estimate.pop(k, None)
+                steps_of.pop(k, None)
+        if (
+            i > 0
+            and steps[i] - steps[i - 1] == n
+            and int(task[i - 1]) != t
+            and int(task[i - 1]) in steps_of
+        ):
             left = int(task[i - 1])
             trained = steps_of[left] - last_estimate.get(left, 0.0)
             if left not in last_estimate or trained >= guard:
@@ -189,7 +205,13 @@ def _check_consolidation(
                 last_estimate[left] = steps_of[left]
         steps_of[t] = task_steps[i]
     tasks_with_terms: set[int] = set()
-    for step, t in sorted(done):
+    events_in_order = sorted(
+        [(s, 1, t) for s, t in done] + [(s, 0, k) for s, ks in forgotten.items() for k in ks]
+    )
+    for step, consolidated, t in events_in_order:
+        if not consolidated:
+            tasks_with_terms.discard(t)
+            continue
         tasks_with_terms.add(t)
         stored = train[(train["step"] == step) & (train["tag"] == f"{ns}/stored_terms")]
         if _consolidation(cfg) != "online-ewc" and len(stored):
@@ -208,7 +230,8 @@ def _check_ewc_active(
     if ns is None or not (path / FINAL_FILE).exists():
         return
     table = read_json(path / FINAL_FILE)["training_steps_by_task"]
-    task_of = {game: int(max(used, key=used.get)) for game, used in table.items()}
+    # Labels are task ids, with '.<generation>' for an id given to a later task ('3.2').
+    task_of = {game: int(max(used, key=used.get).split(".")[0]) for game, used in table.items()}
     seen: set[str] = set()
     frames = rows["train/frames"].to_numpy()
     for visit in visits:

@@ -315,8 +315,9 @@ MINATAR = TrainConfig(
         repeat_action_probability=0.1,
         max_episode_frames=27_000,
     ),
-    # 64 per-task parameter sets: merged task ids are never reused (a 1.5M-frame run merges
-    # about 40 second boards into their games' tasks, docs/fmn.md); 64 rows cost 21k floats.
+    # 64 per-task parameter sets: room for the ids of task inference, which retires the id of
+    # every second board it merges into its game's task (about 60 in a 1.5M-frame run,
+    # docs/fmn.md) until a new task takes it; 64 rows cost 21k floats.
     network=NetworkConfig(arch="minatar", max_tasks=64),
     agent=MINATAR_AGENT,
     replay=ReplayConfig(capacity=100_000),

@@ -31,6 +31,10 @@ class ConsolidationPolicy:
         """Record that ``task`` was consolidated (or tried to be) at ``task_steps``."""
         self.consolidated_at[task] = task_steps
 
+    def forget(self, task: int) -> None:
+        """The id ``task`` names another task now: its next departure consolidates it."""
+        self.consolidated_at.pop(task, None)
+
     def state_dict(self) -> dict[str, int]:
         return {str(k): v for k, v in self.consolidated_at.items()}
 

@@ -293,6 +293,19 @@ class EWCConsolidator:
         if task_id in self._agg_order:
             self._agg, self._agg_order = None, []
 
+    def forget(self, task_id: int) -> None:
+        """Drop everything kept for ``task_id``: its term ('ewc', 'l2'), a term held back until
+        it is active ('online-ewc'), and its frame counts and activation clock; the id then
+        names another task (task inference merged it away and gave it to a new task). What
+        was already folded into the running online term stays there."""
+        self._tasks.pop(task_id, None)
+        self._pending.pop(task_id, None)
+        if self._fisher.pop(task_id, None) is not None:
+            del self._anchor[task_id]
+            self._version += 1
+            if task_id in self._agg_order:
+                self._agg, self._agg_order = None, []
+
     def _fold_online(
         self, fisher: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor]
     ) -> None:

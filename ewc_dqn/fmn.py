@@ -46,11 +46,12 @@ from ewc_dqn.fmn_maths import (
     switch_rate,
 )
 
-STATE_FORMAT = 3
-"""Layout of ``ForgetMeNot.state_dict``. 3: each task's parent, birth and merge (format 2 ran
-without merges and is read as such). 2: MinAtar frames are plane counts (format 1, no
-``format`` key, had one model per cell over the first set plane; such states are refused, Atari
-ones are read as they are)."""
+STATE_FORMAT = 4
+"""Layout of ``ForgetMeNot.state_dict``. 4: each id's generation (how often it was given to a
+new task; format 3 never reused an id and is read as generation 1). 3: each task's parent, birth
+and merge (format 2 ran without merges and is read as such). 2: MinAtar frames are plane counts
+(format 1, no ``format`` key, had one model per cell over the first set plane; such states are
+refused, Atari ones are read as they are)."""
 
 
 class ForgetMeNot:
@@ -102,6 +103,9 @@ class ForgetMeNot:
         self._born = np.zeros(1, dtype=np.int64)
         self._votes = np.zeros((1, 2), dtype=np.int64)
         self._retired = np.zeros(1, dtype=bool)
+        # Per model column: how many tasks the id has been given to (a merged id is given to the
+        # next new task, so that the ids in use stay few; the hold-out's is 0).
+        self._generation = np.zeros(1, dtype=np.int64)
         self._merges = 0
 
     # ----------------------------------------------------------------------------------------
@@ -109,14 +113,25 @@ class ForgetMeNot:
 
     @property
     def num_tasks(self) -> int:
-        """Task ids created so far (0 before the first frame), merged ones included."""
+        """Task ids created so far (0 before the first frame), merged ones included: every id
+        reported or inferred is below it."""
         return self._counts.shape[1] - 1
 
     @property
     def merged_tasks(self) -> list[int]:
-        """Ids merged into the task they were born from (``minatar_merge_observations``); they
-        are never reported again."""
+        """Ids now retired: merged into the task they were born from
+        (``minatar_merge_observations``) and not yet given to a new task. A retired id is
+        never reported or inferred; the next new task takes the lowest one."""
         return [int(k) for k in np.flatnonzero(self._retired)]
+
+    def generation(self, task: int) -> int:
+        """How many tasks ``task`` has been given to: 1 for an id's first task, 2 once it was
+        merged and given to a new task, and so on; 0 while it is retired (merged and not yet
+        reused) or not yet created. A change of generation tells the owner of per-task state
+        (replay, per-task parameters, EWC terms) that the id now names another task."""
+        if not 0 <= task < self.num_tasks or self._retired[task]:
+            return 0
+        return int(self._generation[task])
 
     @property
     def task(self) -> int:
@@ -165,6 +180,7 @@ class ForgetMeNot:
             "tasks/split_windows": float(self._split_windows),
             "tasks/cap_refusals": float(self._cap_refusals),
             "tasks/merged": float(self._merges),
+            "tasks/live": float(self.num_tasks - int(self._retired.sum())),
             "tasks/posterior": float(np.exp(self._log_posterior[min(self._task, ll.shape[0] - 1)])),
             "tasks/log_likelihood": float(ll[min(self._task, ll.shape[0] - 1)]),
             "tasks/holdout_log_likelihood": float(ll[-1]),
@@ -202,6 +218,7 @@ class ForgetMeNot:
             "born": self._born.copy(),
             "votes": self._votes.copy(),
             "retired": self._retired.copy(),
+            "generation": self._generation.copy(),
             "merges": self._merges,
         }
 
@@ -223,8 +240,8 @@ class ForgetMeNot:
             saved = {**{k: v for k, v in asdict(FMNConfig()).items() if k.startswith(new)}, **saved}
         if version <= 2:  # saved before merges: it ran without them
             saved = {"minatar_merge_observations": 0, **saved}
-        elif version != STATE_FORMAT:
-            raise ValueError(f"FMN state format {version} is unknown (this version reads 1-3)")
+        elif version > STATE_FORMAT:
+            raise ValueError(f"FMN state format {version} is unknown (this version reads 1-4)")
         if saved != mine:
             diff = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
             raise ValueError(f"FMN state was saved with another config (saved, current): {diff}")
@@ -250,6 +267,9 @@ class ForgetMeNot:
         self._born = np.array(state.get("born", np.zeros(models)), dtype=np.int64)
         self._votes = np.array(state.get("votes", np.zeros((models, 2))), dtype=np.int64)
         self._retired = np.array(state.get("retired", np.zeros(models)), dtype=bool)
+        # Before format 4 no id was reused: every task id is in its first generation.
+        first = np.append(np.ones(models - 1), 0)
+        self._generation = np.array(state.get("generation", first), dtype=np.int64)
         self._merges = int(state.get("merges", 0))
 
     # ----------------------------------------------------------------------------------------
@@ -315,6 +335,7 @@ class ForgetMeNot:
         self._born = np.zeros(2, dtype=np.int64)
         self._votes = np.zeros((2, 2), dtype=np.int64)
         self._retired = np.zeros(2, dtype=bool)
+        self._generation = np.array([1, 0], dtype=np.int64)
         self._refresh_all()
         self._window = np.zeros((self.config.window, features), dtype=np.uint8)
         self._last_ll = np.zeros(2)
@@ -418,7 +439,8 @@ class ForgetMeNot:
             if score > scores[winner]:
                 segments = [(first, 0, at), (second, at, w)]
                 self._split_windows += 1
-        if segments[-1][0] == holdout and self.num_tasks >= self.config.max_tasks:
+        at_cap = self.num_tasks >= self.config.max_tasks and not self._retired.any()
+        if segments[-1][0] == holdout and at_cap:
             if self._cap_refusals == 0:
                 warnings.warn(
                     f"FMN reached max_tasks={self.config.max_tasks}: frames that fit no task now "
@@ -437,11 +459,11 @@ class ForgetMeNot:
                     self._counts[pairs, model] + self.config.concentration
                 )
         if segments[-1][0] == holdout:
+            task = self._new_task()
             if self._merge_observations:  # on probation, against the task it was born from:
                 # the one that explained the window's start (a split window) or the one reported
-                self._parent[holdout] = segments[0][0] if len(segments) > 1 else self._task
-                self._born[holdout] = self._observations
-            self._add_holdout()
+                self._parent[task] = segments[0][0] if len(segments) > 1 else self._task
+                self._born[task] = self._observations
         else:
             merged = bool(self._merge_observations) and self._probation(segments[-1][0])
             if merged or self._pooled:  # a merge, or the pooled background: every prior changed
@@ -523,6 +545,31 @@ class ForgetMeNot:
         self._effective_totals = totals
         self._log_table = np.log(self._effective + beta)
 
+    def _new_task(self) -> int:
+        """The hold-out, having won a window, becomes a task: the lowest retired id when there
+        is one, else a new id; a fresh, empty hold-out takes its place. Returns the task's id."""
+        retired = np.flatnonzero(self._retired)
+        if retired.shape[0] == 0:
+            self._add_holdout()
+            return self.num_tasks - 1
+        task, holdout = int(retired[0]), self.num_tasks
+        for column in (self._counts, self._last_ll, self._log_posterior):
+            column[..., task] = column[..., holdout]
+        self._counts[:, holdout] = 0.0
+        self._totals[task], self._totals[holdout] = self._totals[holdout], 0.0
+        # The new hold-out gets probability only through the HMM's switch mass.
+        self._log_posterior[holdout] = -np.inf
+        self._retired[task] = False
+        self._generation[task] += 1
+        self._votes[task] = 0
+        if self._pooled:
+            self._refresh_all()
+        else:
+            beta = np.float32(self.config.concentration)
+            self._log_table[:, task] = np.log(self._counts[:, task] + beta)
+            self._log_table[:, holdout] = np.log(beta)
+        return task
+
     def _add_holdout(self) -> None:
         """The old hold-out has become the newest task; append a fresh, empty hold-out."""
         rows = self._counts.shape[0]
@@ -538,6 +585,8 @@ class ForgetMeNot:
         self._born = np.append(self._born, 0)
         self._votes = np.concatenate([self._votes, np.zeros((1, 2), np.int64)])
         self._retired = np.append(self._retired, False)
+        self._generation[-1] = 1
+        self._generation = np.append(self._generation, 0)
         self._last_ll = np.append(self._last_ll, self._last_ll[-1])
         # The new hold-out gets probability only through the HMM's switch mass.
         self._log_posterior = np.append(self._log_posterior, -np.inf)

@@ -24,6 +24,12 @@ class TaskLabeler(Protocol):
 
     def eval_label(self, frame: np.ndarray, true_task: int) -> int: ...
 
+    def generation(self, task: int) -> int:
+        """How many tasks the id ``task`` has named (0: none now). When it changes, the id
+        names another task, and what was kept for it (replay, per-task parameters, EWC
+        terms) belongs to the old one."""
+        ...
+
     def stats(self) -> dict[str, float]: ...
 
     def state_dict(self) -> dict[str, Any]: ...
@@ -47,6 +53,9 @@ class TrueLabels:
 
     def eval_label(self, frame: np.ndarray, true_task: int) -> int:
         return true_task
+
+    def generation(self, task: int) -> int:
+        return 1 if task in self._seen else 0
 
     def stats(self) -> dict[str, float]:
         return {"tasks/num_tasks": float(self.num_tasks)}
@@ -73,6 +82,9 @@ class InferredLabels:
 
     def eval_label(self, frame: np.ndarray, true_task: int) -> int:
         return self.fmn.infer(fmn_frame(frame))
+
+    def generation(self, task: int) -> int:
+        return self.fmn.generation(task)
 
     def stats(self) -> dict[str, float]:
         return dict(self.fmn.stats())

@@ -72,6 +72,14 @@ class TaskConditioned(nn.Module):
             return x * g[..., None, None] + b[..., None, None]
         return x * g + b
 
+    @torch.no_grad()
+    def reset_task(self, task: int) -> list[nn.Parameter]:
+        """Give ``task`` the gains and biases it was created with (ones, zeros); returns them."""
+        gain, bias = self.task_gains[task], self.task_biases[task]
+        gain.fill_(1.0)
+        bias.zero_()
+        return [gain, bias]
+
 
 class TaskConv2d(nn.Module):
     """A shared convolution followed by a per-task gain and bias."""
@@ -170,6 +178,15 @@ class QNetwork(nn.Module):
                 raise ValueError(f"task runs {runs} hold an empty run")
         if sum(n for _, n in runs) != batch:
             raise ValueError(f"task runs {runs} do not cover the batch of {batch}")
+
+    def reset_task(self, task: int) -> list[nn.Parameter]:
+        """Give ``task`` the gains and biases of every layer as they were created, for an id
+        that now names another task; returns those parameters (their optimiser state is the
+        agent's to drop)."""
+        if not 0 <= task < self.config.max_tasks:
+            raise ValueError(f"task id {task} outside [0, {self.config.max_tasks})")
+        layers = [m for m in self.modules() if isinstance(m, TaskConditioned)]
+        return [p for layer in layers for p in layer.reset_task(task)]
 
     def shared_parameter_names(self) -> list[str]:
         """Names of the parameters shared by all tasks (what EWC protects by default)."""

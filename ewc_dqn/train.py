@@ -86,6 +86,10 @@ class TaskCounters:
         self.steps[task] = self.steps.get(task, 0) + steps
         self.frames[task] = self.frames.get(task, 0) + frames
 
+    def forget(self, task: int) -> None:
+        self.steps.pop(task, None)
+        self.frames.pop(task, None)
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "steps": {str(k): v for k, v in self.steps.items()},
@@ -139,7 +143,9 @@ class Trainer:
         self.eval_index = 0
         self.pending_eval: int | None = None  # visit whose end-of-visit evaluation is due
         self.next_eval_frames = config.eval.every_frames or math.inf
-        self.label_counts: dict[tuple[int, int], int] = defaultdict(int)  # (true, used) -> steps
+        # (true task, task id used, the id's generation) -> agent steps
+        self.label_counts: dict[tuple[int, int, int], int] = defaultdict(int)
+        self.task_generation: dict[int, int] = {}  # task id -> the labeler's generation of it
         # Transient.
         self.run_lock: RunLock | None = None  # the run folder's lock, released by close()
         self._fault = FaultPoint.from_env()
@@ -214,10 +220,10 @@ class Trainer:
         t0, s0 = time.perf_counter(), self.step
         while self.frames < end_frame and not self._stop.requested:
             task = self.labeler.train_label(obs[0, -c:], visit.task)
-            self.label_counts[(visit.task, task)] += n
             if task != self.current_task:
                 self._switch_task(task)
                 need_first = True
+            self.label_counts[(visit.task, task, self.task_generation[task])] += n
             replay = self.replays[task]
             if need_first:
                 # A stream opens with obs as an episode start: after a task switch in the
@@ -285,8 +291,11 @@ class Trainer:
 
     def _switch_task(self, task: int) -> None:
         """The acting task changes: consolidate the task just left, open the new one."""
+        # Task inference retires ids (merged into another task) and gives them to new tasks
+        # only while a task is left, so this is where the loop learns of it.
+        self._forget_renamed_tasks()
         left = self.current_task
-        if left is not None and self.ewc is not None:
+        if left is not None and left in self.task_generation and self.ewc is not None:
             left_steps = self.counters.steps.get(left, 0)
             if self.consolidation.due(left, left_steps):
                 self.consolidate(left)
@@ -294,8 +303,28 @@ class Trainer:
         if task not in self.replays:
             self.replays[task] = self.make_replay(self.rng)
             self.replay_born[task] = self.counters.steps.get(task, 0)
+        self.task_generation[task] = self.labeler.generation(task)
         self.current_task = task
         self._acc["tasks/switches"].append(1.0)
+
+    def _forget_renamed_tasks(self) -> None:
+        """Forget what the loop keeps for every task id whose generation changed (it was
+        merged into another task, or merged and given to a new one): its replay and step
+        counters (epsilon and learning start again), its consolidation record and EWC term,
+        and the agent's gains and biases of it with their optimiser state. The new task of a
+        reused id thus starts as a never-used id would."""
+        for task, generation in list(self.task_generation.items()):
+            if self.labeler.generation(task) == generation:
+                continue
+            del self.task_generation[task]
+            self.replays.pop(task, None)
+            self.replay_born.pop(task, None)
+            self.counters.forget(task)
+            self.consolidation.forget(task)
+            if self.ewc is not None:
+                self.ewc.forget(task)
+            self.agent.forget_task(task)
+            self.logger.log(self.step, self.frames, {"tasks/forgotten_task": float(task)})
 
     def consolidate(self, task: int) -> None:
         """(Re)compute the Fisher of ``task`` from its replay (all ones for L2, drawing nothing)
@@ -336,7 +365,7 @@ class Trainer:
                 "perf/steps_per_second": sps,
                 "perf/updates": float(self.agent.updates),
                 "perf/target_syncs": float(self.agent.target_syncs),
-                "tasks/label_ari": adjusted_rand_from_counts(self.label_counts),
+                "tasks/label_ari": self._label_ari(),
             }
         )
         scalars.update(self.labeler.stats())
@@ -398,7 +427,7 @@ class Trainer:
         )
         total = paper_total(scores)
         mean = paper_mean(scores)
-        ari = adjusted_rand_from_counts(self.label_counts)
+        ari = self._label_ari()
         base = {
             "eval_index": self.eval_index,
             "step": self.step,
@@ -459,7 +488,7 @@ class Trainer:
                 "frames": self.frames,
                 "evaluations": self.eval_index,
                 "num_tasks": self.labeler.num_tasks,
-                "label_ari": adjusted_rand_from_counts(self.label_counts),
+                "label_ari": self._label_ari(),
                 "training_steps_by_task": self._label_table(),
             },
         )
@@ -468,9 +497,16 @@ class Trainer:
         """Agent steps of training per game and per task id used (the true id with true labels,
         FMN's with inferred ones): the confusion table behind ``label_ari``."""
         table: dict[str, dict[str, int]] = {}
-        for (true, used), steps in sorted(self.label_counts.items()):
-            table.setdefault(self.schedule.games[true], {})[str(used)] = steps
+        for (true, used, generation), steps in sorted(self.label_counts.items()):
+            table.setdefault(self.schedule.games[true], {})[_label_name(used, generation)] = steps
         return table
+
+    def _label_ari(self) -> float:
+        """Adjusted Rand index of the games against the task labels used in training (an id
+        given to a new task is a new label)."""
+        return adjusted_rand_from_counts(
+            {(true, (used, gen)): steps for (true, used, gen), steps in self.label_counts.items()}
+        )
 
     # ------------------------------------------------------------------------------- state
 
@@ -487,7 +523,12 @@ class Trainer:
                 else self.next_eval_frames,
                 # The agent's (in the loop's fields, where checkpoints have always kept it).
                 "update_debt": self.agent.update_debt,
-                "label_counts": [[t, u, c] for (t, u), c in sorted(self.label_counts.items())],
+                # [true, used, steps], with the id's generation appended when not its first
+                "label_counts": [
+                    [t, u, c] if g == 1 else [t, u, c, g]
+                    for (t, u, g), c in sorted(self.label_counts.items())
+                ],
+                "task_generation": {str(k): v for k, v in sorted(self.task_generation.items())},
             },
             "counters": self.counters.state_dict(),
             "consolidated_at": self.consolidation.state_dict(),
@@ -518,10 +559,12 @@ class Trainer:
         loop = state["loop"]
         _check_types(loop, _LOOP_TYPES, "loop")
         if not all(
-            isinstance(row, list) and len(row) == 3 and all(_is_int(x) for x in row)
+            isinstance(row, list) and len(row) in (3, 4) and all(_is_int(x) for x in row)
             for row in loop["label_counts"]
         ):
-            raise ValueError("loop.label_counts must be a list of [true task, task, steps]")
+            raise ValueError(
+                "loop.label_counts must be a list of [true task, task, steps(, generation)]"
+            )
         if (self.ewc is None) != ("ewc" not in state):
             raise ValueError(
                 "it holds no consolidation terms (a --consolidation none run's) and this run "
@@ -536,7 +579,13 @@ class Trainer:
         self.pending_eval = loop["pending_eval"]
         nxt = loop["next_eval_frames"]
         self.next_eval_frames = math.inf if nxt is None else nxt
-        self.label_counts = defaultdict(int, {(t, u): c for t, u, c in loop["label_counts"]})
+        self.label_counts = defaultdict(
+            int,
+            {
+                (row[0], row[1], row[3] if len(row) == 4 else 1): row[2]
+                for row in loop["label_counts"]
+            },
+        )
         self.counters.load_state_dict(state["counters"])
         self.consolidation.load_state_dict(state["consolidated_at"])
         self.agent.load_state_dict(state["agent"])
@@ -556,6 +605,13 @@ class Trainer:
                 born[int(task)] = self.counters.steps.get(int(task), 0)
             self.replays[int(task)] = replay
         self.replay_born = born
+        # Checkpoints from before ids were reused: every id known to the loop is in its first
+        # generation.
+        known = set(self.replays) | ({self.current_task} - {None})
+        saved_generations = loop.get("task_generation", {str(k): 1 for k in known})
+        if not isinstance(saved_generations, dict):
+            raise ValueError("loop.task_generation must be a dict of task id -> generation")
+        self.task_generation = {int(k): int(v) for k, v in saved_generations.items()}
         self._cut_logs(state.get("log_sizes"))
 
     def _cut_logs(self, sizes: Any) -> None:
@@ -640,6 +696,12 @@ _LOOP_TYPES: dict[str, tuple[type | None, ...]] = {
     "label_counts": (list,),
 }
 """The loop fields of a checkpoint and the JSON types each may have."""
+
+
+def _label_name(task: int, generation: int) -> str:
+    """A task label of the confusion table: the id, then '.<generation>' from its second task on
+    ('3', '3.2')."""
+    return str(task) if generation == 1 else f"{task}.{generation}"
 
 
 def _is_int(x: Any) -> bool:

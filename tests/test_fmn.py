@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 from scipy.special import gammaln
 from sklearn.metrics import adjusted_rand_score
+from synthetic_frames import minatar_draw, minatar_sources, mode_stream
 
 from ewc_dqn.fmn import FMNConfig, ForgetMeNot
 from ewc_dqn.fmn_frames import PLANE_COUNT_BINS, minatar_code, minatar_features
@@ -322,28 +324,6 @@ def test_state_round_trip_mid_window_continues_exactly(tmp_path):
     assert restored.stats() == uninterrupted.stats()
 
 
-def minatar_sources(n: int, seed: int) -> list[np.ndarray]:
-    """n random (10, 10, 10) 0/1 plane patterns, each using its own planes."""
-    rng = np.random.default_rng(seed)
-    sources = []
-    for k in range(n):
-        base = np.zeros((10, 10, 10), dtype=bool)
-        used = rng.choice(10, size=3, replace=False)
-        base[used] = rng.random((3, 10, 10)) < 0.15 + 0.1 * k
-        sources.append(base)
-    return sources
-
-
-def minatar_draw(source: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The source's planes with each row rolled by -1, 0 or 1 cells (objects that move)."""
-    shifts = rng.integers(-1, 2, size=(10, 10))
-    out = np.empty_like(source)
-    for c in range(10):
-        for r in range(10):
-            out[c, r] = np.roll(source[c, r], shifts[c, r])
-    return out.astype(np.uint8)
-
-
 def test_minatar_state_round_trip_mid_window_continues_exactly(tmp_path):
     rng = np.random.default_rng(14)
     sources = minatar_sources(3, seed=14)
@@ -355,7 +335,7 @@ def test_minatar_state_round_trip_mid_window_continues_exactly(tmp_path):
     state = ForgetMeNot(config)
     for frame in stream[:cut]:
         state.observe(frame)
-    assert state.state_dict()["format"] == 3
+    assert state.state_dict()["format"] == 4
     assert state.state_dict()["window_fill"] not in (0, config.window)
     assert_same_state(restored.state_dict(), uninterrupted.state_dict())
 
@@ -551,28 +531,14 @@ def test_five_minatar_games_get_one_task_each():
 MERGE = FMNConfig(minatar_merge_observations=128)
 
 
-def second_mode(source: np.ndarray) -> np.ndarray:
-    """The source's board with a plane it never uses filled: a screen of the same game that its
-    model has not seen (a cleared wall, a new wave)."""
-    mode = source.copy()
-    unused = int(np.flatnonzero(~source.any(axis=(1, 2)))[0])
-    mode[unused] = True
-    return mode
-
-
-def mode_stream(sources: list[np.ndarray], plan: list[tuple[str, int]], seed: int) -> list:
-    """Frames of ``plan``: (what, steps) with what 'A' (game 0), 'A2' (its second mode) or 'B'."""
-    rng = np.random.default_rng(seed)
-    boards = {"A": sources[0], "A2": second_mode(sources[0]), "B": sources[1]}
-    return [minatar_draw(boards[what], rng) for what, steps in plan for _ in range(steps)]
-
-
-def test_a_task_that_hands_the_stream_back_to_its_parent_is_merged_into_it():
+@pytest.mark.parametrize("max_tasks", [32, 2])
+def test_a_task_that_hands_the_stream_back_to_its_parent_is_merged_into_it(max_tasks):
     """A game shows a board its task never saw: the hold-out wins and a task is born. When the
     game's usual board wins most windows of the newborn task's probation, the task was a second
-    mode of the game: at the probation's end its counts join the parent's, its id is never
-    reported or inferred again, and the mode's next appearance is the parent's. Without merges
-    the mode keeps its own task."""
+    mode of the game: at the probation's end its counts join the parent's, its id is retired
+    (never reported or inferred), and the mode's next appearance is the parent's. The next new
+    game takes the retired id, in its second generation, even with every id of ``max_tasks``
+    made. Without merges the mode keeps its own task."""
     sources = minatar_sources(2, seed=21)
     plan = [("A", 800), ("A2", 64), ("A", 1200), ("A2", 64), ("A", 64), ("B", 400)]
     frames = mode_stream(sources, plan, seed=21)
@@ -582,17 +548,24 @@ def test_a_task_that_hands_the_stream_back_to_its_parent_is_merged_into_it():
     assert set(plain_ids[800:864]) == {0, 1}  # the mode got a task of its own...
     assert 1 in plain_ids[2064:2128]  # ...and gets it again when it comes back
 
-    fmn = ForgetMeNot(MERGE)
-    ids = [fmn.observe(f) for f in frames]
+    fmn = ForgetMeNot(replace(MERGE, max_tasks=max_tasks))
+    new_game = 2192
+    ids = [fmn.observe(f) for f in frames[:864]]
     assert set(ids[800:864]) == {0, 1}  # on probation, the mode is reported as its own task
+    assert fmn.generation(1) == 1
+    ids += [fmn.observe(f) for f in frames[864:new_game]]
     assert fmn.merged_tasks == [1] and fmn.stats()["tasks/merged"] == 1
-    assert set(ids[864 + 128 * MERGE.minatar_update_period : 2192]) == {0}  # then the parent's
+    assert set(ids[864 + 128 * MERGE.minatar_update_period :]) == {0}  # then the parent's
     assert fmn.infer(frames[820]) == 0 and fmn.log_likelihoods(frames[820])[1] == -np.inf
+    assert fmn.generation(1) == 0 and fmn.stats()["tasks/live"] == 1
     state = fmn.state_dict()
     assert state["counts"][:, 1].sum() == 0 and state["totals"][1] == 0
     assert state["votes"][1, 1] > state["votes"][1, 0]  # the parent won the probation
-    # the merged id is not given to the next new game, nor does its empty model take it
-    assert fmn.num_tasks == 3 and set(ids[2250:]) == {2} and 1 not in ids[1900:]
+    # the next new game takes the retired id: no new id, and nothing of the mode's left in it
+    ids += [fmn.observe(f) for f in frames[new_game:]]
+    assert fmn.num_tasks == 2 and fmn.merged_tasks == [] and fmn.generation(1) == 2
+    assert set(ids[2250:]) == {1} and fmn.stats()["tasks/cap_refusals"] == 0
+    assert fmn.infer(frames[-1]) == 1 and fmn.infer(frames[820]) == 0
 
 
 def test_a_task_that_wins_the_second_half_of_its_probation_is_kept():
@@ -621,14 +594,34 @@ def test_a_new_game_longer_than_the_probation_is_not_merged():
     assert set(ids[850:2000]) == {1} and set(ids[2050:2400]) == {0} and set(ids[2450:]) == {1}
 
 
-def test_merges_survive_a_state_round_trip_in_the_middle_of_the_probation(tmp_path):
+@pytest.mark.parametrize("cut", [1201, 2301])  # on probation; after the id's reuse
+def test_merges_survive_a_state_round_trip(tmp_path, cut):
     sources = minatar_sources(2, seed=21)
-    plan = [("A", 800), ("A2", 64), ("A", 1200), ("A2", 64), ("A", 64)]
+    plan = [("A", 800), ("A2", 64), ("A", 1200), ("A2", 64), ("A", 64), ("B", 400), ("A2", 64)]
     frames = mode_stream(sources, plan, seed=21)
-    cut = 1201  # the child is on probation, inside a window
     expected, got, uninterrupted, restored = interrupted_run(frames, cut, tmp_path, MERGE)
-    assert got == expected and uninterrupted.merged_tasks == [1]
+    assert got == expected and uninterrupted.generation(1) == restored.generation(1) == 2
     assert_same_state(restored.state_dict(), uninterrupted.state_dict())
+
+
+def test_format_three_states_never_reused_an_id():
+    """A state saved before ids were reused (format 3) reads every id as in its first
+    generation, and gives its retired ids to the next new tasks."""
+    sources = minatar_sources(2, seed=21)
+    plan = [("A", 800), ("A2", 64), ("A", 1200), ("A2", 64), ("A", 64), ("B", 400)]
+    frames = mode_stream(sources, plan, seed=21)
+    fmn = ForgetMeNot(MERGE)
+    for frame in frames[:2192]:
+        fmn.observe(frame)
+    old = fmn.state_dict()
+    old["format"] = 3
+    del old["generation"]
+    restored = ForgetMeNot(MERGE)
+    restored.load_state_dict(old)
+    assert [restored.generation(k) for k in range(2)] == [1, 0]
+    for frame in frames[2192:]:
+        restored.observe(frame)
+    assert restored.generation(1) == 2 and restored.num_tasks == 2
 
 
 def test_format_two_states_ran_without_merges():

@@ -4,7 +4,10 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
+import torch
+from synthetic_frames import minatar_sources, mode_stream
 
+from ewc_dqn.checkpoint import load_checkpoint
 from ewc_dqn.config import preset
 from ewc_dqn.rand_index import adjusted_rand_from_counts
 from ewc_dqn.run_builder import build_trainer, make_schedule, resolve_device
@@ -92,3 +95,54 @@ def test_adjusted_rand_from_counts_matches_sklearn():
         counts[(int(t), int(u))] = counts.get((int(t), int(u)), 0) + 1
     assert abs(adjusted_rand_from_counts(counts) - adjusted_rand_score(true, used)) < 1e-12
     assert adjusted_rand_from_counts({(0, 3): 5, (1, 4): 7}) == 1.0
+
+
+def test_a_merged_id_given_to_a_new_task_starts_afresh(tmp_path):
+    """Task inference merges a second board of a game into the game's task and gives the
+    retired id to the next new game. The loop must then forget all it kept for the id: the new
+    game starts with an empty replay, its own step counts (epsilon, learning start), no EWC
+    term, and per-task gains and biases (both networks) as created, without optimiser state."""
+    trainer = _trainer(tmp_path, task_labels="inferred", consolidation_min_steps=0)
+    fmn, agent = trainer.labeler.fmn, trainer.agent
+    frames = mode_stream(
+        minatar_sources(2, seed=21),
+        [("A", 800), ("A2", 64), ("A", 400), ("B", 200)],
+        seed=21,
+    )
+    gains = agent.online.fc.task.task_gains[1]
+    seen = []
+    for frame in frames:
+        task = trainer.labeler.train_label(frame, 0)
+        if task == trainer.current_task:
+            continue
+        _fill(trainer, task, 40)
+        seen.append((task, fmn.generation(task)))
+        if seen[-1] == (1, 1):  # the second board's task learns: its gains move
+            agent.update(trainer.replays[1].sample(32), 1)
+            agent.sync_target()
+            assert not torch.equal(gains, torch.ones_like(gains)) and gains in agent.optimizer.state
+        if seen[-1] == (1, 2):
+            break
+    assert seen[:2] == [(0, 1), (1, 1)] and seen[-1] == (1, 2), seen
+    assert _consolidations(trainer, 1) == 0 and trainer.ewc.stats()["ewc/stored_terms"] == 1
+    assert len(trainer.replays[1]) <= 40 + 1 and trainer.counters.steps[1] == 40
+    for net in (agent.online, agent.target):
+        for name, p in net.named_parameters():
+            if name.endswith(".task_gains.1") or name.endswith(".task_biases.1"):
+                assert torch.equal(p, torch.ones_like(p) if "gains" in name else 0 * p), name
+                assert p not in agent.optimizer.state, name
+    path = trainer.save()
+    trainer.close()
+    log = pd.read_csv(tmp_path / TRAIN_CSV)
+    assert log[log["tag"] == "tasks/forgotten_task"]["value"].tolist() == [1.0]
+    # A checkpoint keeps the generations; one from before ids were reused has every id in its
+    # first (the merged id, retired in its FMN state, is then forgotten at the next switch).
+    _, state = load_checkpoint(path)
+    for generations in ({0: 1, 1: 2}, None):
+        (tmp_path / str(generations)).mkdir()
+        resumed = _trainer(tmp_path / str(generations), task_labels="inferred")
+        if generations is None:
+            del state["loop"]["task_generation"]
+        resumed.restore(path, state)
+        assert resumed.task_generation == (generations or {0: 1, 1: 1})
+        resumed.close()
