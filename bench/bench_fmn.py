@@ -43,6 +43,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -95,6 +96,12 @@ class Args:
     """Nats a MinAtar window must gain to make a new task."""
     minatar_merge_observations: int = FMNConfig.minatar_merge_observations
     """Probation of a new MinAtar task in model observations (0: no merges)."""
+    atari_merge_observations: int = FMNConfig.atari_merge_observations
+    """Probation of a new Atari task in model observations (0: no merges)."""
+    atari_features: Literal["pixels", "level-planes"] = FMNConfig.atari_features
+    """What an Atari task models: 'pixels' or 'level-planes' (FMNConfig.atari_features)."""
+    downscale: int = FMNConfig.downscale
+    """Block-average factor per side of Atari frames."""
     sweep: bool = False
     """Measure concentration x window instead of a single run."""
     policy: tuple[Path, ...] = ()
@@ -112,6 +119,9 @@ def fmn_config(args: Args) -> FMNConfig:
         atari_pool_weight=args.atari_pool_weight,
         minatar_new_task_cost=args.minatar_new_task_cost,
         minatar_merge_observations=args.minatar_merge_observations,
+        atari_merge_observations=args.atari_merge_observations,
+        atari_features=args.atari_features,
+        downscale=args.downscale,
     )
 
 
@@ -265,6 +275,7 @@ def main(args: Args) -> None:
         f"stream: {len(games)} games, {args.segments} segments x {args.segment_steps} steps = "
         f"{frames.shape[0]} frames, seed {args.seed} ({time.perf_counter() - start:.0f} s to play)"
     )
+
     if args.sweep:
         configs = [
             FMNConfig(concentration=c, window=w)
@@ -277,6 +288,7 @@ def main(args: Args) -> None:
         )
     else:
         configs = [fmn_config(args)]
+
     for config in configs:
         predicted, micros, fmn = run_fmn(config, frames)
         s = score(labels, predicted, starts, args.segment_steps)

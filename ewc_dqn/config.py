@@ -241,13 +241,15 @@ class TrainConfig:
                     f"{self.env.num_envs} copies, shorter than one window of task inference "
                     f"(fmn.window x {period_field} = {window} steps)"
                 )
-            probation = self.fmn.minatar_merge_observations * period
-            if self.suite == "minatar" and probation and vector_steps <= probation:
+            merge_field = f"{'atari' if self.suite == 'atari' else 'minatar'}_merge_observations"
+            probation = getattr(self.fmn, merge_field) * period
+            if probation and vector_steps <= probation:
+                flag = "--fmn." + merge_field.replace("_", "-")
                 raise UserError(
                     f"a visit of {shortest:,} frames is {vector_steps} steps, not longer than a "
-                    f"new task's probation (fmn.minatar_merge_observations x {period_field} = "
+                    f"new task's probation (fmn.{merge_field} x {period_field} = "
                     f"{probation} steps): a game visited for less could be merged into the game "
-                    "before it; lengthen the visits or set --fmn.minatar-merge-observations 0"
+                    f"before it; lengthen the visits or set {flag} 0"
                 )
         if self.task_labels == "true" and len(schedule.games) > self.network.max_tasks:
             raise UserError(
@@ -457,7 +459,11 @@ def scaled(config: TrainConfig, factor: float) -> TrainConfig:
     # Enough for a minibatch and a Fisher minibatch of whole stacks in every copy.
     least_replay = 2 * max(agent.batch_size, config.ewc.fisher_batch_size)
     least_replay += n * (env.frame_stack + 2)
-    merge = config.fmn.minatar_merge_observations
+
+    def probation(observations: int) -> int:
+        """A probation scales with the visits it must stay shorter than; 0 (no merges) stays."""
+        return count(observations, 1) if observations else 0
+
     return replace(
         config,
         env=env,
@@ -475,7 +481,11 @@ def scaled(config: TrainConfig, factor: float) -> TrainConfig:
             frames=count(config.eval.frames, 1),
             every_frames=frames(config.eval.every_frames, 0),
         ),
-        fmn=replace(config.fmn, minatar_merge_observations=count(merge, 1) if merge else 0),
+        fmn=replace(
+            config.fmn,
+            atari_merge_observations=probation(config.fmn.atari_merge_observations),
+            minatar_merge_observations=probation(config.fmn.minatar_merge_observations),
+        ),
         consolidation_min_steps=count(config.consolidation_min_steps, 0),
         # A checkpoint holds the whole state (networks, optimiser, every EWC term) however short
         # the run, so a scaled period would write it hundreds of times; one visit at least.

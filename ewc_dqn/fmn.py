@@ -36,7 +36,7 @@ from dataclasses import asdict
 import numpy as np
 
 from ewc_dqn.fmn_config import FMNConfig
-from ewc_dqn.fmn_frames import FrameCode, atari_code, minatar_code
+from ewc_dqn.fmn_frames import FrameCode, atari_code, atari_level_plane_code, minatar_code
 from ewc_dqn.fmn_maths import (
     best_two_segments,
     dirichlet_log_likelihood,
@@ -242,6 +242,8 @@ class ForgetMeNot:
             saved = {"minatar_merge_observations": 0, **saved}
         elif version > STATE_FORMAT:
             raise ValueError(f"FMN state format {version} is unknown (this version reads 1-4)")
+        # saved before Atari merges and level planes could be configured: it ran without them
+        saved = {"atari_merge_observations": 0, "atari_features": "pixels", **saved}
         if saved != mine:
             diff = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
             raise ValueError(f"FMN state was saved with another config (saved, current): {diff}")
@@ -297,11 +299,19 @@ class ForgetMeNot:
         if len(shape) == 2:
             if shape[0] % d or shape[1] % d or min(shape) == 0:
                 raise ValueError(f"greyscale frame {shape} is not divisible by downscale={d}")
-            code = atari_code(shape, d, self.config.levels)
             self._period = self.config.update_period
-            self._shrinkage = self._new_task_cost = 0.0
-            self._merge_observations = 0
-            self._pool_weight = self.config.atari_pool_weight
+            self._merge_observations = self.config.atari_merge_observations
+            if self.config.atari_features == "level-planes":  # planes: MinAtar's model
+                if max(shape) // d > 254:
+                    raise ValueError(f"greyscale frame {shape} / {d} has more than 254 rows")
+                code = atari_level_plane_code(shape, d, self.config.levels)
+                self._shrinkage = self.config.minatar_shrinkage
+                self._pool_weight = self.config.minatar_pool_weight
+                self._new_task_cost = self.config.minatar_new_task_cost
+            else:
+                code = atari_code(shape, d, self.config.levels)
+                self._shrinkage = self._new_task_cost = 0.0
+                self._pool_weight = self.config.atari_pool_weight
         elif len(shape) == 3:
             axis = self.config.channel_axis
             channels = shape[axis]

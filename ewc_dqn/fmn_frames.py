@@ -7,6 +7,9 @@ share counts within a group. Groups are contiguous runs of features.
 - **Atari** (``atari_code``): an (H, W) uint8 greyscale frame is block-averaged by ``downscale``
   (84x84 -> 42x42, OpenCV ``INTER_AREA``: exact block means) and each pixel quantised to
   ``levels`` grey levels (``level = grey * levels // 256``); one group, unused by the Atari model.
+- **Atari level planes** (``atari_level_plane_code``, ``FMNConfig.atari_features``): the same
+  downscaled, quantised frame as one 0/1 plane per grey level, coded as MinAtar planes are
+  (below): where each grey level lies, row by row and column by column, not at every pixel.
 - **MinAtar** (``minatar_code``): (C, H, W) 0/1 planes become three blocks of counts, each plane
   its own group in each block:
     rows:   set cells of plane c in row r, 0..W      (C * H features)
@@ -20,7 +23,7 @@ share counts within a group. Groups are contiguous runs of features.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -39,12 +42,13 @@ class FrameCode:
     valid:  (P, L) bool, the levels each feature can take
     """
 
-    kind: str  # "atari" or "minatar"
+    kind: str  # "atari", "atari-planes" or "minatar"
     levels: int
     groups: np.ndarray
     valid: np.ndarray
     downscale: int = 1
     channel_axis: int = 0
+    levels_in_frame: int = 0  # grey levels of an Atari frame coded as level planes
 
     @property
     def num_features(self) -> int:
@@ -53,13 +57,15 @@ class FrameCode:
     def encode(self, frame: np.ndarray, lut: np.ndarray) -> np.ndarray:
         """(P,) uint8 level of every feature of a frame already checked for shape and dtype.
         ``lut`` maps grey values to levels (Atari only)."""
+        if self.kind == "minatar":
+            return minatar_features(np.moveaxis(frame, self.channel_axis, 0))
+        d = self.downscale
+        if d > 1:
+            h, w = frame.shape
+            frame = cv2.resize(frame, (w // d, h // d), interpolation=cv2.INTER_AREA)
         if self.kind == "atari":
-            d = self.downscale
-            if d > 1:
-                h, w = frame.shape
-                frame = cv2.resize(frame, (w // d, h // d), interpolation=cv2.INTER_AREA)
             return np.take(lut, frame.reshape(-1))
-        return minatar_features(np.moveaxis(frame, self.channel_axis, 0))
+        return level_plane_features(np.take(lut, frame), self.levels_in_frame)
 
 
 def atari_code(shape: tuple[int, ...], downscale: int, levels: int) -> FrameCode:
@@ -72,6 +78,14 @@ def atari_code(shape: tuple[int, ...], downscale: int, levels: int) -> FrameCode
         valid=np.ones((pixels, levels), dtype=bool),
         downscale=downscale,
     )
+
+
+def atari_level_plane_code(shape: tuple[int, ...], downscale: int, levels: int) -> FrameCode:
+    """Features of an (H, W) greyscale frame as ``levels`` planes of its downscaled pixels, one
+    per grey level, counted as MinAtar planes are."""
+    height, width = shape[0] // downscale, shape[1] // downscale
+    planes = minatar_code(levels, height, width, 0)
+    return replace(planes, kind="atari-planes", downscale=downscale, levels_in_frame=levels)
 
 
 def minatar_code(channels: int, height: int, width: int, channel_axis: int) -> FrameCode:
@@ -87,6 +101,20 @@ def minatar_code(channels: int, height: int, width: int, channel_axis: int) -> F
     return FrameCode(
         kind="minatar", levels=levels, groups=groups, valid=valid, channel_axis=channel_axis
     )
+
+
+def level_plane_features(levels: np.ndarray, num_levels: int) -> np.ndarray:
+    """``minatar_features`` of the one-hot planes of an (H, W) map of grey levels, without
+    making them: pixels of each level per row and per column, and each level's count bin."""
+    height, width = levels.shape
+    flat = levels.astype(np.intp)
+    rows = np.bincount(
+        (flat * height + np.arange(height)[:, None]).ravel(), minlength=num_levels * height
+    )
+    cols = np.bincount((flat * width + np.arange(width)).ravel(), minlength=num_levels * width)
+    totals = rows.reshape(num_levels, height).sum(axis=1)
+    bins = np.searchsorted(PLANE_COUNT_BINS, totals, side="right")
+    return np.concatenate([rows, cols, bins]).astype(np.uint8)
 
 
 def minatar_features(planes: np.ndarray) -> np.ndarray:

@@ -163,6 +163,12 @@ def test_configs_that_cannot_work_are_refused_before_anything_is_written(tmp_pat
             capsys, "--preset", "smoke", *minatar_inferred, flag, value, "--run-dir", str(run)
         )
         assert flag[2:].replace("-", "_") in err
+    err = _refused(
+        capsys,
+        *("--preset", "smoke", "--task-labels", "inferred", "--run-dir", str(run)),
+        *("--fmn.atari-merge-observations", "100000"),
+    )
+    assert "fmn.atari_merge_observations" in err
     assert not run.exists()
 
 

@@ -16,7 +16,12 @@ from sklearn.metrics import adjusted_rand_score
 from synthetic_frames import minatar_draw, minatar_sources, mode_stream
 
 from ewc_dqn.fmn import FMNConfig, ForgetMeNot
-from ewc_dqn.fmn_frames import PLANE_COUNT_BINS, minatar_code, minatar_features
+from ewc_dqn.fmn_frames import (
+    PLANE_COUNT_BINS,
+    level_plane_features,
+    minatar_code,
+    minatar_features,
+)
 from ewc_dqn.fmn_maths import (
     best_two_segments,
     dirichlet_log_likelihood,
@@ -660,3 +665,67 @@ def test_merges_keep_one_task_per_game_on_a_real_stream_with_a_second_mode():
         shares[config.minatar_merge_observations] = (least, adjusted_rand_score(truth, predicted))
     assert shares[0][0] < 0.9  # the stream does split a game without merges
     assert shares[128][0] >= 0.98 and shares[128][1] >= 0.99
+
+
+def test_atari_merges_fold_a_new_screen_back_and_reuse_its_id():
+    """``atari_merge_observations``: a new screen of a game (a quarter of the frame redrawn, a
+    new room) that hands the stream back to the game's task within the probation is merged
+    into it (the symmetric prior's log table is rebuilt from the merged counts), and the next
+    new game takes its id. Without merges the screen keeps a task of its own."""
+    a, b = make_sources(2, seed=5)
+    room = a.copy()
+    room[:21, :21] = np.random.default_rng(6).integers(0, 16, (21, 21))
+    rng = np.random.default_rng(5)
+    boards = {"A": a, "A2": room, "B": b}
+    plan = [("A", 400), ("A2", 48), ("A", 400), ("B", 200)]
+    frames = [draw(boards[what], rng) for what, steps in plan for _ in range(steps)]
+    runs = {}
+    for probation in (0, 16):
+        fmn = ForgetMeNot(FMNConfig(atari_merge_observations=probation))
+        runs[probation] = (np.array([fmn.observe(f) for f in frames]), fmn)
+    ids, fmn = runs[0]
+    assert fmn.num_tasks == 3 and set(ids[-150:]) == {2} and fmn.infer(frames[420]) == 1
+    ids, fmn = runs[16]
+    assert 1 in ids[400:448] and set(ids[520:848]) == {0}
+    assert fmn.num_tasks == 2 and fmn.generation(1) == 2 and set(ids[-150:]) == {1}
+    assert fmn.infer(frames[420]) == 0 and fmn.infer(frames[-1]) == 1
+    np.testing.assert_allclose(
+        fmn.state_dict()["counts"][:, 0].sum(), fmn.state_dict()["totals"][0] * 42 * 42
+    )
+    # Just after the id was given to the new game, its model is its counts: a state round trip
+    # (which rebuilds every model from the counts) changes no likelihood.
+    reborn = 848 + int(np.argmax(ids[848:] == 1))
+    fmn = ForgetMeNot(FMNConfig(atari_merge_observations=16))
+    for frame in frames[: reborn + 1]:
+        fmn.observe(frame)
+    assert fmn.generation(1) == 2
+    copy = ForgetMeNot(FMNConfig(atari_merge_observations=16))
+    copy.load_state_dict(fmn.state_dict())
+    for frame in (frames[0], frames[420], frames[-1]):
+        np.testing.assert_array_equal(fmn.log_likelihoods(frame), copy.log_likelihoods(frame))
+    for frame in frames[reborn + 1 : reborn + 9]:  # the hold-out's scores too
+        assert fmn.observe(frame) == copy.observe(frame) and fmn.stats() == copy.stats()
+
+
+def test_level_plane_features_count_the_one_hot_planes_of_a_level_map():
+    levels = np.random.default_rng(0).integers(0, 16, (21, 21))
+    planes = (levels[None] == np.arange(16)[:, None, None]).astype(np.uint8)
+    np.testing.assert_array_equal(level_plane_features(levels, 16), minatar_features(planes))
+
+
+def test_atari_level_planes_separate_games_and_round_trip(tmp_path):
+    """``atari_features='level-planes'``: synthetic Atari games are told apart and recognised
+    on their return, and a state round trip in the middle of a window continues exactly."""
+    config = FMNConfig(atari_features="level-planes", downscale=4)
+    order, segment = [0, 1, 2, 0, 1], 200
+    truth, frames = zip(*piecewise_stream(order, segment, seed=3), strict=True)
+    fmn = ForgetMeNot(config)
+    predicted = np.array([fmn.observe(frame) for frame in frames])
+    assert fmn.num_tasks == 3
+    assert adjusted_rand_score(truth, predicted) > 0.95
+    assert fmn.state_dict()["counts"].shape[0] == (16 * 21 * 2 + 16) * 22  # (features, levels)
+    expected, got, uninterrupted, restored = interrupted_run(list(frames), 501, tmp_path, config)
+    assert got == expected
+    assert_same_state(restored.state_dict(), uninterrupted.state_dict())
+    with pytest.raises(ValueError, match="another config"):
+        ForgetMeNot(FMNConfig()).load_state_dict(uninterrupted.state_dict())
