@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ewc_dqn import compare_stats as st
-from ewc_dqn.config import not_a_variant_fields
+from ewc_dqn.config import not_a_variant_fields, unused_field_prefixes
 from ewc_dqn.errors import UserError
 from ewc_dqn.rand_index import partition_ari
 from ewc_dqn.run_folder import SCHEDULE_FILE, RunRecord, load_run
@@ -121,9 +121,18 @@ def group_labels(configs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any
     """Give each config its group: ``(label, distinguishing fields)``, one per config.
 
     Runs are grouped by ``variant`` and by every non-ignored field whose value differs among
-    runs of that variant; such fields appear in the label: ``ewc-true [ewc.lam=100]``.
+    runs of that variant, leaving out the fields a run does not use (``unused_field_prefixes``:
+    task inference's settings with true labels, EWC's without consolidation); such fields
+    appear in the label: ``ewc-true [ewc.lam=100]``.
     """
-    flats = [{k: v for k, v in flatten_config(c).items() if not is_ignored(k)} for c in configs]
+    flats = [
+        {
+            k: v
+            for k, v in flatten_config(c).items()
+            if not is_ignored(k) and not k.startswith(unused_field_prefixes(c))
+        }
+        for c in configs
+    ]
     variants = [str(c.get("variant", "unknown")) for c in configs]
     out: list[tuple[str, dict[str, Any]]] = []
     for variant, flat in zip(variants, flats, strict=True):

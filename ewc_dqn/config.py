@@ -586,6 +586,18 @@ def not_a_variant_fields(config: Any = None, prefix: str = "") -> frozenset[str]
     return frozenset(names)
 
 
+def unused_field_prefixes(config: dict[str, Any]) -> tuple[str, ...]:
+    """Dotted-name prefixes of the settings a run with this ``config_to_dict`` output never
+    reads, so they cannot set it apart from another run: task inference's (``fmn.``) with true
+    labels, consolidation's (``ewc.``, the consolidation guard) without consolidation."""
+    unused: list[str] = []
+    if config.get("task_labels") == "true":
+        unused.append("fmn.")
+    if config.get("consolidation") == "none":
+        unused += ["ewc.", "consolidation_min_steps"]
+    return tuple(unused)
+
+
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     """Nested plain dict of every field (tuples as lists), for config.json."""
     return _plain(dataclasses.asdict(config))

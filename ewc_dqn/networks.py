@@ -20,7 +20,7 @@ matching ``TASK_PARAM_PATTERN`` by default.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -44,7 +44,8 @@ class NetworkConfig:
     arch: Arch = "paper"
     """'paper': conv 32-64-128, FC 1024 (Kirkpatrick et al. 2017, Table S2); 'nature': conv
     32-64-64, FC 512 (Mnih et al. 2015); 'minatar': conv 16 3x3, FC 128 (Young & Tian 2019)."""
-    max_tasks: int = 20
+    # Not a variant (ewc_dqn.config.NOT_A_VARIANT): sets no task uses change nothing in training.
+    max_tasks: int = field(default=20, metadata={"not_a_variant": True})
     """Number of per-task gain/bias sets allocated (the most tasks a run may create)."""
 
 

@@ -455,6 +455,35 @@ def test_config_grouping_ignores_bookkeeping() -> None:
     ]
 
 
+def test_settings_a_run_does_not_use_do_not_split_its_group() -> None:
+    """Task inference's settings differ between true-label runs (and the per-task parameter
+    sets allocated between any runs), EWC's between runs without consolidation: the same
+    experiment. Between inferred-label runs, task inference's settings do split."""
+
+    def run(variant: str, labels: str, consolidation: str, **fields: dict) -> dict:
+        return {
+            "variant": variant,
+            "task_labels": labels,
+            "consolidation": consolidation,
+            "network": {"max_tasks": 20},
+            "fmn": {"max_tasks": 20},
+            "ewc": {"lam": 400},
+            **fields,
+        }
+
+    configs = [
+        run("ewc-true", "true", "ewc"),
+        run("ewc-true", "true", "ewc", network={"max_tasks": 64}, fmn={"max_tasks": 64}),
+        run("no-ewc", "true", "none"),
+        run("no-ewc", "true", "none", ewc={"lam": 40}, fmn={"max_tasks": 64}),
+        run("ewc-inferred", "inferred", "ewc"),
+        run("ewc-inferred", "inferred", "ewc", network={"max_tasks": 64}, fmn={"max_tasks": 64}),
+    ]
+    labels = [label for label, _ in group_labels(configs)]
+    assert labels[:4] == ["ewc-true", "ewc-true", "no-ewc", "no-ewc"]
+    assert labels[4:] == ["ewc-inferred [fmn.max_tasks=20]", "ewc-inferred [fmn.max_tasks=64]"]
+
+
 def test_cli_args_and_error_exit(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     import tyro
 
