@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import importlib.util
 import subprocess
 import sys
@@ -114,6 +116,16 @@ def test_the_fmn_bench_streams_are_played_by_the_policies_given(tmp_path, monkey
     np.testing.assert_array_equal(twice, played)
     half = bench.make_stream(games, 4, 60, 0, [agent], epsilon=1.0)[0]
     assert not np.array_equal(half, played)
+    # two different agents: the first plays the first half of the visits, the second the rest
+    still = copy.deepcopy(agent.network)
+    with torch.no_grad():
+        still.head.linear.weight.zero_()  # Q-values that ignore the frame: one action always
+    other = dataclasses.replace(agent, network=still)
+    mixed = bench.make_stream(games, 4, 60, 0, [agent, other], epsilon=0.0)[0]
+    np.testing.assert_array_equal(mixed[:120], played[:120])
+    assert not np.array_equal(mixed[120:], played[120:])
+    swapped = bench.make_stream(games, 4, 60, 0, [other, agent], epsilon=0.0)[0]
+    assert not np.array_equal(swapped[:120], played[:120])
 
     seen = []
     real = bench.run_fmn
