@@ -70,7 +70,8 @@ def audit_run(path: Path) -> AuditReport:
     report = AuditReport()
     train = pd.read_csv(path / TRAIN_CSV)
     rows = train.pivot_table(index="step", columns="tag", values="value", aggfunc="last")
-    rows = rows.sort_index()
+    # The training log lines (an evaluation or a consolidation logs at other steps too).
+    rows = rows[rows["train/task"].notna()].sort_index()
     n = int(cfg["env"]["num_envs"])
     _check_learning_start(rows, cfg, n, report)
     _check_epsilon(rows, cfg, n, report)
@@ -101,6 +102,8 @@ def _check_learning_start(rows: pd.DataFrame, cfg: dict, n: int, report: AuditRe
             )
         if did_update:
             first_update.setdefault(t, task_steps[i])
+    if not report.checked["learning_start"]:
+        return  # logged every few steps: which task's steps the updates came in is not known
     for t in np.unique(task).astype(int):
         reached = task_steps[task == t].max() >= start + max(n, every)
         if reached and t not in first_update:

@@ -180,6 +180,19 @@ def test_l2_and_rehearsal_resume_gives_identical_weights(games, visits, flags, v
         assert len(share.loc[701:]) > 10 and (share.loc[401:] == 0.25).all()
 
 
+@pytest.mark.parametrize(
+    "run", ["minatar-study/ewc-true/seed1", "minatar-study-before-id-reuse/ewc-inferred/seed0"]
+)
+def test_audit_reads_a_study_run_logged_every_few_thousand_steps(run):
+    """A study's runs log every 5,000 steps, and evaluations and consolidations log between
+    those lines: the audit checks what such logs can show and reports nothing false (the logs
+    of results/, real runs of the ``minatar`` preset)."""
+    report = audit_run(ROOT / "results" / run)
+    assert report.ok, report.describe()
+    assert report.checked["learning_start"] == 0 and report.checked["evaluation"] == 15
+    assert report.checked["epsilon"] > 0 and report.checked["ewc_active"] > 0
+
+
 def test_kill_9_between_checkpoints_resumes_exactly(tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     args = [*MINATAR, "--checkpoint-every", "200"]
