@@ -50,7 +50,7 @@ def plot_total_curves(
 ) -> None:
     """Total clipped normalised score vs frames per group, 95% bootstrap bands (Fig. 4B); when
     all runs share one schedule, each visit shaded and named after its game."""
-    fig = Figure(figsize=(8, 4.5))
+    fig = Figure(figsize=(10, 4.5))
     ax = fig.subplots()
     if train_spans:
         shade_training(ax, train_spans, sorted(train_spans))
@@ -64,7 +64,8 @@ def plot_total_curves(
     _frames_axis(ax)
     ax.set_ylabel("total normalised score (each game clipped at 1)")
     ax.set_title("Total score during continual training (mean over runs, 95% bootstrap CI)")
-    ax.legend(fontsize=8, loc="best")
+    # Beside the axes: inside, it would hide the names of the visits along the top.
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
