@@ -699,6 +699,8 @@ def test_atari_merges_fold_a_new_screen_back_and_reuse_its_id():
     for frame in frames[: reborn + 1]:
         fmn.observe(frame)
     assert fmn.generation(1) == 2
+    # the fresh hold-out has no filter mass of its own (only the switch mass of the next step)
+    assert fmn.state_dict()["log_posterior"][-1] == -np.inf
     copy = ForgetMeNot(FMNConfig(atari_merge_observations=16))
     copy.load_state_dict(fmn.state_dict())
     for frame in (frames[0], frames[420], frames[-1]):
