@@ -275,7 +275,6 @@ def main(args: Args) -> None:
         f"stream: {len(games)} games, {args.segments} segments x {args.segment_steps} steps = "
         f"{frames.shape[0]} frames, seed {args.seed} ({time.perf_counter() - start:.0f} s to play)"
     )
-
     if args.sweep:
         configs = [
             FMNConfig(concentration=c, window=w)
@@ -288,7 +287,6 @@ def main(args: Args) -> None:
         )
     else:
         configs = [fmn_config(args)]
-
     for config in configs:
         predicted, micros, fmn = run_fmn(config, frames)
         s = score(labels, predicted, starts, args.segment_steps)
