@@ -23,12 +23,12 @@ Each format is saved at four points of the same run:
 
 Then each format's newest checkpoint is loaded into a fresh Trainer (``Trainer.restore``, files
 first dropped from the page cache with ``posix_fadvise``, as after a restart), and the resumed
-Trainer of the chunked run saves once more after a few steps (**resumed**: its replays' digests
-are computed again; only the chunks of those steps are new). For each save: seconds, bytes of
-the files it added (the new checkpoint folder and its new chunks) and what ``checkpoints/`` holds
-after it; last, the share of run time that checkpoints take at ``--steps-per-second`` agent
-steps/s with each preset's checkpoint period and visit length (a steady checkpoint per period,
-the last at the visit's end, and one after the visit's evaluation).
+Trainer of the chunked run saves once more after a few steps (**resumed**: the digests checked
+by the load are kept; only the chunks of those steps are new and hashed). For each save:
+seconds, bytes of the files it added (the new checkpoint folder and its new chunks) and what
+``checkpoints/`` holds after it; last, the share of run time that checkpoints take at
+``--steps-per-second`` agent steps/s with each preset's checkpoint period and visit length (a
+steady checkpoint per period, the last at the visit's end, and one after the visit's evaluation).
 
     python bench/bench_checkpoint.py --dir /tmp/bench-checkpoint
 

@@ -241,8 +241,9 @@ def load_checkpoint(
     path: Path, device: torch.device | str = "cpu", parts: Collection[str] | None = None
 ) -> tuple[int, dict[str, Any]]:
     """Load (step, state) from a checkpoint folder, a run folder (its newest checkpoint) or a file
-    of a checkpoint. Tensors come back as torch tensors on ``device`` where they were tensors
-    and as numpy arrays where they were arrays.
+    of a checkpoint. Tensors come back as torch tensors on ``device`` where they were tensors,
+    as numpy arrays where they were arrays, and as ``Chunks`` (the array read, with the digests
+    just checked; ``np.asarray`` gives the array) where they were chunks.
 
     ``parts``: only these owners of the state (its top-level keys, e.g. ``("agent", "labeler")``)
     are decoded; the others are left out of the returned state, and their chunks (the replays'
@@ -363,9 +364,9 @@ def _encode(obj: Any, path: str, tensors: dict[str, torch.Tensor], chunks: list[
     raise TypeError(f"cannot checkpoint a {type(obj).__name__} at {path or '/'}")
 
 
-def _decode_chunks(node: Any, store: Path) -> np.ndarray:
-    """An array from its chunks; ChunkError for any description but the one ``_encode`` writes
-    (plain numbers, a list of non-negative sizes, the list of parts)."""
+def _decode_chunks(node: Any, store: Path) -> Chunks:
+    """An array from its chunks (``Chunks``, digests checked); ChunkError for any description
+    but the one ``_encode`` writes (plain numbers, a list of non-negative sizes, the parts)."""
     if not (isinstance(node, dict) and {"dtype", "shape", "parts"} <= set(node)):
         raise ChunkError("a chunked array lacks its dtype, shape or parts")
     shape = node["shape"]

@@ -33,7 +33,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -61,11 +61,18 @@ class Chunks:
     bytes of the array of ``shape`` (a replay's frames, ``(copies, slots, C, H, W)``, as the slot
     ranges of copy 0, then of copy 1, ...); ``digests[i]`` is ``content_digest(parts[i])``, the
     name of its file. The parts may be views of live storage: save before changing it.
+    ``whole``: the array itself when the parts are views of it, one after the other (as
+    ``read_chunks`` gives them), so that ``joined`` need not copy.
+
+    Read back from the store, an array comes as ``Chunks`` rather than joined, so its owner can
+    keep the digests the read has just checked instead of hashing the same bytes again at its
+    next save (``np.asarray`` of it is the array).
     """
 
     shape: tuple[int, ...]
     parts: tuple[np.ndarray, ...]
     digests: tuple[str, ...]
+    whole: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.parts) != len(self.digests):
@@ -74,16 +81,24 @@ class Chunks:
             raise ValueError("the parts of one array must share a dtype")
         if sum(p.size for p in self.parts) != int(np.prod(self.shape)):
             raise ValueError(f"the parts do not add up to an array of shape {self.shape}")
+        if self.whole is not None and tuple(self.whole.shape) != tuple(self.shape):
+            raise ValueError(f"whole is {self.whole.shape}, not the array of shape {self.shape}")
 
     @property
     def dtype(self) -> np.dtype:
         return self.parts[0].dtype if self.parts else np.dtype(np.uint8)
 
     def joined(self) -> np.ndarray:
-        """The whole array (a copy)."""
+        """The whole array: ``whole`` where it is set, else a copy of the parts joined."""
+        if self.whole is not None:
+            return self.whole
         if not self.parts:
             return np.zeros(self.shape, dtype=self.dtype)
         return np.concatenate([p.reshape(-1) for p in self.parts]).reshape(self.shape)
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        array = self.joined()
+        return array if dtype is None else array.astype(dtype, copy=False)
 
 
 class TensorDigests:
@@ -123,6 +138,11 @@ class TensorDigests:
             out[key] = Chunks(tuple(array.shape), (array,), (digest,))
         self._known = known
         return out
+
+    def remember(self, key: str, tensor: torch.Tensor, digest: str) -> None:
+        """Take ``digest`` (checked when it was read) as the digest of ``tensor`` under ``key``
+        while it stays this object at its current version, as if ``chunks`` had computed it."""
+        self._known[key] = (tensor, _version_of(tensor), digest)
 
 
 def _version_of(tensor: torch.Tensor) -> int | None:
@@ -211,12 +231,13 @@ def _threads(tasks: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=max(1, min(tasks, _WORKERS)))
 
 
-def read_chunks(store: Path, dtype: np.dtype, shape: tuple[int, ...], parts: object) -> np.ndarray:
+def read_chunks(store: Path, dtype: np.dtype, shape: tuple[int, ...], parts: object) -> Chunks:
     """The array of ``shape`` from its parts, ``[[digest, part shape], ...]`` as a checkpoint
-    records them. ChunkError for a description that is not one of plain numbers in the store,
-    and when a part is missing, has the wrong size or does not match its digest. Every part's
-    file is found and sized before the array is allocated, so an altered description cannot ask
-    for more memory than the chunks on disk hold."""
+    records them, as ``Chunks`` whose parts are views of the one array read (``whole``) and
+    whose digests have just been checked. ChunkError for a description that is not one of plain
+    numbers in the store, and when a part is missing, has the wrong size or does not match its
+    digest. Every part's file is found and sized before the array is allocated, so an altered
+    description cannot ask for more memory than the chunks on disk hold."""
     if dtype.kind not in "biuf" or dtype.hasobject:
         raise ChunkError(f"chunks of dtype {dtype} are not stored")  # raw bytes: numbers only
     if any(n < 0 for n in shape):
@@ -248,7 +269,7 @@ def read_chunks(store: Path, dtype: np.dtype, shape: tuple[int, ...], parts: obj
     with _threads(len(planned)) as pool:
         for _ in pool.map(_read_one, planned, views):
             pass  # the first ChunkError is raised here
-    return out
+    return Chunks(shape, tuple(views), tuple(d for d, _, _ in planned), whole=out)
 
 
 def _read_one(plan: tuple[str, tuple[int, ...], Path], view: np.ndarray) -> None:

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ewc_dqn.chunk_store import TensorDigests
+from ewc_dqn.chunk_store import Chunks, TensorDigests
 from ewc_dqn.errors import UserError
 from ewc_dqn.ewc_maths import (
     Quadratic,
@@ -513,6 +513,7 @@ class EWCConsolidator:
         anchor: dict[int, dict[str, torch.Tensor]] = {}
         online: dict[str, dict[str, torch.Tensor]] = {}
         pending: dict[str, dict[int, dict[str, torch.Tensor]]] = {"fisher": {}, "anchor": {}}
+        remembered: dict[str, tuple[torch.Tensor, str]] = {}
         for key, value in state["tensors"].items():
             owner, kind, name = _split_key(key)
             if kind not in ("fisher", "anchor") or name not in self._params:
@@ -523,9 +524,16 @@ class EWCConsolidator:
                     f"EWC state tensor {key!r} is {tuple(value.shape)}, parameter {name!r} is "
                     f"{tuple(param.shape)}"
                 )
-            if isinstance(value, np.ndarray):  # a term from the chunk store
+            digest = None
+            if isinstance(value, Chunks):  # a term from the chunk store, its digest checked
+                digest = value.digests[0] if len(value.digests) == 1 else None
+                value = value.joined()
+            if isinstance(value, np.ndarray):
                 value = torch.from_numpy(value)
+            same_bytes = value.dtype == param.dtype
             value = value.detach().to(device=self._device, dtype=param.dtype).clone()
+            if digest is not None and same_bytes:
+                remembered[key] = (value, digest)
             if owner == "online":
                 online.setdefault(kind, {})[name] = value
             elif owner.startswith("task") and owner[4:].isdigit():
@@ -564,6 +572,8 @@ class EWCConsolidator:
         order = [int(k) for k in state["aggregate_order"]]
         if any(k not in fisher for k in order):
             raise ValueError(f"EWC state: aggregate order {order} names unknown tasks")
+        for key, (tensor, digest) in remembered.items():
+            self._digests.remember(key, tensor, digest)
         # Merging in the saved order reproduces the saved aggregate bit for bit.
         self._version += 1
         self._agg, self._agg_order = None, []

@@ -352,28 +352,47 @@ class FrameReplay:
                 state[name] = np.ascontiguousarray(getattr(self, f"_{name}")[:, :held])
         return state
 
-    def _frame_chunks(self) -> Chunks:
-        """The held frames as chunks, copy by copy, oldest slot first; digests are computed for
-        the chunks written into since their last one."""
+    def _chunk_layout(self) -> list[tuple[int, int, int, int]]:
+        """``(copy, first slot, stop slot, entries written into it)`` of each checkpoint chunk of
+        the held frames, copy by copy, oldest slot first: the parts of ``state_dict(chunked=True)``
+        are ``frames[copy, first:stop]``. The write count names a chunk's contents: a chunk whose
+        count has not moved since its digest was computed still has that digest."""
         held, slots, size = self._held, self.slots_per_env, self.chunk_slots
         laps, partial = divmod(self._count, slots)
-        parts: list[np.ndarray] = []
-        keys: list[tuple[int, int]] = []
-        stale: list[tuple[int, int]] = []  # (part, writes) of the digests computed now
+        layout = []
         for env in range(self.num_envs):
             for start in range(0, held, size):
                 stop = min(start + size, slots)
                 writes = laps * (stop - start) + min(max(partial - start, 0), stop - start)
-                known = self._digests.get((env, start))
-                if known is None or known[0] != writes:
-                    stale.append((len(parts), writes))
-                parts.append(self._frames[env, start : min(stop, held)])
-                keys.append((env, start))
-        fresh = digests_of([parts[i] for i, _ in stale])
-        for (i, writes), digest in zip(stale, fresh, strict=True):
-            self._digests[keys[i]] = (writes, digest)
-        shape = (self.num_envs, held, *self.frame_shape)
-        return Chunks(shape, tuple(parts), tuple(self._digests[k][1] for k in keys))
+                layout.append((env, start, min(stop, held), writes))
+        return layout
+
+    def _frame_chunks(self) -> Chunks:
+        """The held frames as chunks, copy by copy, oldest slot first; digests are computed for
+        the chunks written into since their last one."""
+        layout = self._chunk_layout()
+        stale = [
+            (i, (env, start), writes)
+            for i, (env, start, _, writes) in enumerate(layout)
+            if self._digests.get((env, start), (None,))[0] != writes
+        ]
+        parts = tuple(self._frames[env, start:stop] for env, start, stop, _ in layout)
+        fresh = digests_of([parts[i] for i, _, _ in stale])
+        for (_, key, writes), digest in zip(stale, fresh, strict=True):
+            self._digests[key] = (writes, digest)
+        shape = (self.num_envs, self._held, *self.frame_shape)
+        digests = tuple(self._digests[(env, start)][1] for env, start, _, _ in layout)
+        return Chunks(shape, parts, digests)
+
+    def _adopt_digests(self, frames: Chunks) -> None:
+        """Keep the digests of frames just loaded from chunks (checked by the read) where the
+        chunks are this buffer's own, so the next save does not hash them again."""
+        layout = self._chunk_layout()
+        shapes = [(stop - start, *self.frame_shape) for _, start, stop, _ in layout]
+        if [tuple(p.shape) for p in frames.parts] != shapes:
+            return  # chunked otherwise (another chunk size): hashed at the next save
+        for (env, start, _, writes), digest in zip(layout, frames.digests, strict=True):
+            self._digests[(env, start)] = (writes, digest)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from ``state_dict`` output of a buffer with the same configuration (frames as
@@ -400,8 +419,9 @@ class FrameReplay:
         if count < 0:
             raise ValueError(f"replay state has a negative count {count}")
         held = min(count, self.slots_per_env)
-        if isinstance(state["frames"], Chunks):
-            state = {**state, "frames": state["frames"].joined()}
+        chunks = state["frames"] if isinstance(state["frames"], Chunks) else None
+        if chunks is not None:
+            state = {**state, "frames": chunks.joined()}
         for name in _STATE_ARRAYS:
             ours = getattr(self, f"_{name}")
             theirs = np.asarray(state[name])
@@ -422,3 +442,5 @@ class FrameReplay:
         except ValueError:
             self._count = 0
             raise
+        if chunks is not None:
+            self._adopt_digests(chunks)

@@ -474,3 +474,80 @@ def test_chunks_describe_one_array_or_are_refused():
         Chunks((2, 6), (a, b), (content_digest(a), content_digest(b)))
     empty = Chunks((0, 3), (), ())
     assert empty.joined().shape == (0, 3) and empty.dtype == np.uint8
+
+
+def _digests_are_of_their_parts(chunks: Chunks) -> bool:
+    return list(chunks.digests) == [content_digest(p) for p in chunks.parts]
+
+
+def test_a_replay_loaded_from_chunks_hashes_only_what_it_writes_afterwards(
+    tmp_path, monkeypatch, hashed
+):
+    """A resumed run's first save does not hash its replays again: the digests the load has just
+    checked are kept, and only the chunks written into since are hashed (and right)."""
+    from ewc_dqn import chunk_store
+
+    replay, rng = _replay(), np.random.default_rng(12)
+    _play(replay, replay.slots_per_env + 100, rng)  # full, wrapped: write counts past one lap
+    save_checkpoint(tmp_path, 1, {"replay": replay.state_dict(chunked=True)})
+    monkeypatch.setattr(chunk_store, "_vouched", {})  # a new process
+    resumed = _replay()
+    resumed.load_state_dict(load_checkpoint(tmp_path)[1]["replay"])
+    hashed.clear()
+    assert _digests_are_of_their_parts(resumed.state_dict(chunked=True)["frames"])
+    assert hashed == []
+    segment = replay.slots_per_env // 20
+    _play(resumed, segment, rng)
+    hashed.clear()
+    after = resumed.state_dict(chunked=True)["frames"]
+    start = (replay.slots_per_env + 100) % replay.slots_per_env
+    touched = {(start + i) // replay.chunk_slots for i in range(segment)}
+    assert len(hashed) == len(touched) * replay.num_envs
+    assert _digests_are_of_their_parts(after)
+
+
+def test_frames_loaded_in_other_chunks_are_hashed_at_the_next_save(hashed):
+    """Digests of chunks that are not this buffer's own (another chunk size) are not taken."""
+    replay, rng = _replay(), np.random.default_rng(13)
+    _play(replay, 700, rng)
+    state = replay.state_dict()
+    frames = state["frames"]
+    halves = (frames[:, :350].reshape(-1), frames[:, 350:].reshape(-1))  # not the replay's chunks
+    whole = np.concatenate(halves).reshape(frames.shape)
+    state["frames"] = Chunks(frames.shape, halves, tuple(content_digest(h) for h in halves))
+    np.testing.assert_array_equal(np.asarray(state["frames"]), whole)
+    other = _replay()
+    other.load_state_dict(state)
+    hashed.clear()
+    chunks = other.state_dict(chunked=True)["frames"]
+    assert len(hashed) == len(chunks.parts) and _digests_are_of_their_parts(chunks)
+
+
+@pytest.mark.parametrize("kind", ["ewc", "online-ewc", "l2"])
+def test_ewc_terms_loaded_from_chunks_are_not_hashed_again(kind, tmp_path, hashed):
+    """The terms of a resumed consolidator keep their checked digests until a term changes."""
+    from ewc_dqn.ewc import EWCConfig, EWCConsolidator
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    ewc = EWCConsolidator(model, EWCConfig(lam=2.0, start_frames=1), kind)
+
+    def consolidate(consolidator: EWCConsolidator, task: int, scale: float) -> None:
+        consolidator.add_frames(task, 3)
+        fisher = {n: torch.full_like(p, scale) for n, p in model.named_parameters()}
+        consolidator.consolidate(task, fisher)
+
+    consolidate(ewc, 0, 1.0)
+    consolidate(ewc, 1, 2.0)
+    save_checkpoint(tmp_path, 1, {"ewc": ewc.state_dict(chunked=True)})
+    resumed = EWCConsolidator(model, EWCConfig(lam=2.0, start_frames=1), kind)
+    resumed.load_state_dict(load_checkpoint(tmp_path)[1]["ewc"])
+    assert torch.equal(resumed.penalty(), ewc.penalty())
+    hashed.clear()
+    terms = resumed.state_dict(chunked=True)["tensors"]
+    assert hashed == [] and all(_digests_are_of_their_parts(c) for c in terms.values())
+    consolidate(resumed, 1, 3.0)  # task 1's term (or the online one) is replaced
+    hashed.clear()
+    terms = resumed.state_dict(chunked=True)["tensors"]
+    assert 0 < len(hashed) < len(terms) or kind == "online-ewc"
+    assert len(hashed) > 0 and all(_digests_are_of_their_parts(c) for c in terms.values())

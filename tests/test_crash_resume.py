@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -173,8 +174,12 @@ def test_a_checkpoint_of_format_1_resumes_exactly(reference, tmp_path):
     run = tmp_path / "run"
     assert train_agent.main([*RUN, "--run-dir", str(run), "--stop-after-steps", "800"]) == 3
     step, state = load_checkpoint(run)
-    # Format 1 held the EWC terms as tensors and the replays' frames as arrays.
-    state["ewc"]["tensors"] = {k: torch.from_numpy(v) for k, v in state["ewc"]["tensors"].items()}
+    # Format 1 held the EWC terms as tensors and the replays' frames as arrays (chunks load as
+    # ``Chunks``; ``np.asarray`` is the array they hold).
+    terms = state["ewc"]["tensors"]
+    state["ewc"]["tensors"] = {k: torch.from_numpy(np.asarray(v)) for k, v in terms.items()}
+    for replay in state["replays"].values():
+        replay["frames"] = np.asarray(replay["frames"])
     shutil.rmtree(run / "checkpoints")
     folder = save_checkpoint(run, step, state)  # arrays are written inline
     doc = json.loads((folder / "state.json").read_text())
