@@ -4,7 +4,8 @@ Memory: allocated numpy bytes per transition of capacity at 84x84 frames, stack 
 (the issue's bound for FrameReplay: 7.2 KB). Speed: median wall time of one ``add`` of a vector
 step of ``num_envs`` copies while ``fill_steps`` vector steps are stored, then of
 ``sample(batch_size)`` (wall times include first-touch page faults of the lazily allocated storage,
-for every buffer alike).
+for every buffer alike). The floor line is the memory copy every sampler must make: ``np.take``
+of ``batch_size * (stack + 1)`` random frames from a filled array of ``capacity`` frames.
 stable-baselines3 is given what it needs: whole (4, 84, 84) stacks for obs and next_obs.
 
     python bench/bench_replay.py --capacity 50000 --num-envs 8
@@ -118,6 +119,21 @@ def main(args: Args) -> None:
     print(
         f"{'FrameReplay':<42}{ours.bytes_per_transition():>17,.0f}"
         f"{ours_add * 1e6:>9.1f}{ours_sample * 1e6:>11.1f}   (len() {ours_len * 1e6:.1f} us)"
+    )
+
+    # The floor of any sampler: copying the batch's stack + 1 frames per transition (obs and
+    # next_obs share the others) from random places of a store of the same size.
+    store = np.random.default_rng(args.seed).integers(
+        0, 256, size=(args.capacity, *FRAME), dtype=np.uint8
+    )
+    rows = np.random.default_rng(args.seed + 1)
+    frames = args.batch_size * (STACK + 1)
+    copy = median_seconds(
+        lambda: np.take(store, rows.integers(0, len(store), frames), axis=0), args.repeats
+    )
+    print(
+        f"{'floor: np.take of ' + str(frames) + ' random frames':<42}{'':>17}{'':>9}"
+        f"{copy * 1e6:>11.1f}   ({frames * store[0].nbytes / 1e6:.2f} MB)"
     )
 
     infos: list[dict] = [{} for _ in range(n)]
