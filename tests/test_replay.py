@@ -585,14 +585,17 @@ def test_chunked_frames_are_the_frames_and_only_written_chunks_are_hashed_again(
             assert part.shape[0] <= size
 
 
-def test_a_chunked_state_loads_and_its_digests_start_afresh():
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "arrays"])
+def test_a_state_loads_and_its_digests_start_afresh(chunked):
+    """Loading replaces the digests of the frames held before: by those of the chunks loaded,
+    or by none (computed at the next save) when the state holds plain arrays."""
     episodes = [[(5, "terminated")], [(9, "truncated")]]
     replay = make(capacity=60, num_envs=2, stack=3, seed=1)
     fill(replay, episodes=episodes, steps=47)
     restored = make(capacity=60, num_envs=2, stack=3, seed=1)
     fill(restored, episodes=episodes, steps=47, seed=9)  # as many entries, other frames
     restored.state_dict(chunked=True)  # their digests, cached
-    restored.load_state_dict(replay.state_dict(chunked=True))
+    restored.load_state_dict(replay.state_dict(chunked=chunked))
     for a, b in zip(replay.sample(16), restored.sample(16), strict=True):
         assert torch.equal(a, b)
     mine, theirs = replay.state_dict(chunked=True), restored.state_dict(chunked=True)

@@ -66,7 +66,15 @@ REPLAY_DIGESTS = (
     "tests/test_replay.py::"
     "test_chunked_frames_are_the_frames_and_only_written_chunks_are_hashed_again"
 )
-REPLAY_LOADED = "tests/test_replay.py::test_a_chunked_state_loads_and_its_digests_start_afresh"
+REPLAY_ADOPTED = (
+    "tests/test_checkpoint.py::"
+    "test_a_replay_loaded_from_chunks_hashes_only_what_it_writes_afterwards"
+)
+REPLAY_OTHER_CHUNKS = (
+    "tests/test_checkpoint.py::test_frames_loaded_in_other_chunks_are_hashed_at_the_next_save"
+)
+EWC_ADOPTED = "tests/test_checkpoint.py::test_ewc_terms_loaded_from_chunks_are_not_hashed_again"
+REPLAY_LOADED = "tests/test_replay.py::test_a_state_loads_and_its_digests_start_afresh"
 EWC_DIGESTS = (
     "tests/test_ewc.py::test_chunked_state_goes_through_a_checkpoint_and_hashes_each_term_once"
 )
@@ -262,8 +270,8 @@ MUTANTS = (
         "replay-digest-kept-after-a-write",
         "a replay chunk keeps the digest of its old contents after the buffer wrote into it",
         "ewc_dqn/replay.py",
-        "if known is None or known[0] != writes:",
-        "if known is None:",
+        "if self._digests.get((env, start), (None,))[0] != writes",
+        "if (env, start) not in self._digests",
         (REPLAY_DIGESTS,),
     ),
     NamedMutant(
@@ -281,6 +289,30 @@ MUTANTS = (
         "        self._digests.clear()\n",
         "        pass\n",
         (REPLAY_LOADED,),
+    ),
+    NamedMutant(
+        "replay-digests-not-kept-from-the-load",
+        "a replay loaded from chunks hashes all its frames again at the next save",
+        "ewc_dqn/replay.py",
+        "            self._adopt_digests(chunks)\n",
+        "            pass\n",
+        (REPLAY_ADOPTED,),
+    ),
+    NamedMutant(
+        "replay-digests-kept-from-other-chunks",
+        "a replay takes the digests of chunks cut otherwise than its own as its chunks' digests",
+        "ewc_dqn/replay.py",
+        "            return  # chunked otherwise",
+        "            pass  # chunked otherwise",
+        (REPLAY_OTHER_CHUNKS,),
+    ),
+    NamedMutant(
+        "ewc-digests-not-kept-from-the-load",
+        "EWC terms loaded from chunks are hashed again at the next save",
+        "ewc_dqn/ewc.py",
+        "            self._digests.remember(key, tensor, digest)\n",
+        "            pass\n",
+        (EWC_ADOPTED,),
     ),
     NamedMutant(
         "ewc-digest-by-key-and-version",
