@@ -109,6 +109,9 @@ class Args:
     the stream (none: random play)."""
     epsilon: float = 0.05
     """Exploration of the trained agent (probability of a random action)."""
+    join_alternations: str = ""
+    """With ``--draws``: also the ARI after joining alternating ids, for each ``L:K`` (or
+    ``L:K:mutual``) of this comma-separated list (``join_alternating``)."""
 
 
 def fmn_config(args: Args) -> FMNConfig:
@@ -202,6 +205,43 @@ def time_with_tasks(config: FMNConfig, frames: np.ndarray) -> tuple[float, float
         fmn.observe(frame)
     n = frames.shape[0]
     return (time.perf_counter() - wall) / n * 1e6, (time.process_time() - cpu) / n * 1e6
+
+
+def join_alternating(predicted: np.ndarray, short: int, handovers: int, mutual: bool) -> np.ndarray:
+    """The reported ids relabelled after the fact: two ids are joined (union-find, the lower id
+    names the group) when the stream went from a run of one to a run of the other, both runs
+    no longer than ``short`` steps, at least ``handovers`` times; ``mutual``: only where one id
+    is the other's most frequent such partner. What an online rule that merges alternating
+    tasks could give at most on labels alone (the models are left as they are)."""
+    change = np.flatnonzero(np.diff(predicted)) + 1
+    starts = np.concatenate([[0], change])
+    lengths = np.diff(np.concatenate([starts, [predicted.shape[0]]]))
+    ids = predicted[starts]
+    counts: dict[tuple[int, int], int] = {}
+    for i in range(ids.shape[0] - 1):
+        if lengths[i] <= short and lengths[i + 1] <= short:
+            pair = (int(min(ids[i], ids[i + 1])), int(max(ids[i], ids[i + 1])))
+            counts[pair] = counts.get(pair, 0) + 1
+    edges = [(n, pair) for pair, n in counts.items() if n >= handovers]
+    if mutual:
+        best: dict[int, tuple[int, int]] = {}
+        for n, (a, b) in edges:
+            for x, y in ((a, b), (b, a)):
+                if n > best.get(x, (0, -1))[0]:
+                    best[x] = (n, y)
+        edges = [(n, (a, b)) for n, (a, b) in edges if best[a][1] == b or best[b][1] == a]
+    group: dict[int, int] = {}
+
+    def root(x: int) -> int:
+        while group.get(x, x) != x:
+            x = group[x]
+        return x
+
+    for _, (a, b) in sorted(edges, reverse=True):
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            group[max(ra, rb)] = min(ra, rb)
+    return np.array([root(int(x)) for x in predicted], dtype=predicted.dtype)
 
 
 def score(
@@ -380,6 +420,13 @@ def run_draws(args: Args) -> None:
         aris.append(s["ari"])
         print(f"draw {args.draw_seed + i}: {', '.join(games)}", flush=True)
         print(f"  {summary_line(s, fmn, games)}  us/observe {micros:.1f}", flush=True)
+        for rule in filter(None, args.join_alternations.split(",")):
+            short, handovers, *mode = rule.split(":")
+            if mode not in ([], ["mutual"]):
+                raise SystemExit(f"--join-alternations: {rule!r} is not L:K or L:K:mutual")
+            joined = join_alternating(predicted, int(short), int(handovers), mode == ["mutual"])
+            ari = score(labels, joined, starts, args.segment_steps)["ari"]
+            print(f"  alternations joined ({rule}): ARI {ari:.3f}, {len(np.unique(joined))} ids")
     print(f"ARI: min {min(aris):.3f}, mean {np.mean(aris):.3f} over {len(aris)} draws")
 
 

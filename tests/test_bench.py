@@ -133,3 +133,21 @@ def test_the_fmn_bench_streams_are_played_by_the_policies_given(tmp_path, monkey
     args = bench.Args(games=",".join(games), segments=4, segment_steps=60, seeds="0", epsilon=0.0)
     bench.run_seeds(args, games, [agent])
     np.testing.assert_array_equal(seen[0], played)
+
+
+def test_joining_alternating_ids_joins_only_short_runs_handed_back_and_forth():
+    bench = _bench_fmn()
+    # ids 1 and 2 alternate in short runs four times; 3 follows in one long run; 4 and 5
+    # alternate three times
+    stream = np.array([1] * 5 + [2] * 3 + [1] * 4 + [2] * 2 + [1] * 3 + [3] * 50 + [4, 5, 4, 5])
+    joined = bench.join_alternating(stream, short=8, handovers=4, mutual=False)
+    np.testing.assert_array_equal(joined, np.where(stream == 2, 1, stream))
+    assert np.array_equal(bench.join_alternating(stream, 8, 5, False), stream)  # too few
+    assert np.array_equal(bench.join_alternating(stream, 4, 4, False), stream)  # runs too long
+    both = bench.join_alternating(stream, short=8, handovers=3, mutual=False)
+    assert set(np.unique(both)) == {1, 3, 4}
+    # 6 alternates with 7 (8 handovers) and with 8 (5); 8 with 9 (9): 6-8 is neither 6's nor
+    # 8's most frequent pair, so "mutual" keeps 6-7 and 8-9 apart, and plain joining does not
+    hub = np.array([6, 7] * 4 + [6] + [8, 6] * 2 + [8] + [9, 8] * 4 + [9])
+    assert set(np.unique(bench.join_alternating(hub, 1, 5, mutual=True))) == {6, 8}
+    assert set(np.unique(bench.join_alternating(hub, 1, 5, mutual=False))) == {6}
