@@ -48,6 +48,8 @@ from typing import Literal
 import numpy as np
 import torch
 import tyro
+from scipy.sparse import csr_matrix  # type: ignore[import-untyped]
+from scipy.sparse.csgraph import connected_components  # type: ignore[import-untyped]
 from sklearn.metrics import adjusted_rand_score
 
 from envs.games import ATARI_GAMES, MINATAR_GAMES, resolve_game
@@ -208,40 +210,27 @@ def time_with_tasks(config: FMNConfig, frames: np.ndarray) -> tuple[float, float
 
 
 def join_alternating(predicted: np.ndarray, short: int, handovers: int, mutual: bool) -> np.ndarray:
-    """The reported ids relabelled after the fact: two ids are joined (union-find, the lower id
-    names the group) when the stream went from a run of one to a run of the other, both runs
-    no longer than ``short`` steps, at least ``handovers`` times; ``mutual``: only where one id
-    is the other's most frequent such partner. What an online rule that merges alternating
-    tasks could give at most on labels alone (the models are left as they are)."""
-    change = np.flatnonzero(np.diff(predicted)) + 1
-    starts = np.concatenate([[0], change])
-    lengths = np.diff(np.concatenate([starts, [predicted.shape[0]]]))
-    ids = predicted[starts]
-    counts: dict[tuple[int, int], int] = {}
-    for i in range(ids.shape[0] - 1):
-        if lengths[i] <= short and lengths[i + 1] <= short:
-            pair = (int(min(ids[i], ids[i + 1])), int(max(ids[i], ids[i + 1])))
-            counts[pair] = counts.get(pair, 0) + 1
-    edges = [(n, pair) for pair, n in counts.items() if n >= handovers]
-    if mutual:
-        best: dict[int, tuple[int, int]] = {}
-        for n, (a, b) in edges:
-            for x, y in ((a, b), (b, a)):
-                if n > best.get(x, (0, -1))[0]:
-                    best[x] = (n, y)
-        edges = [(n, (a, b)) for n, (a, b) in edges if best[a][1] == b or best[b][1] == a]
-    group: dict[int, int] = {}
-
-    def root(x: int) -> int:
-        while group.get(x, x) != x:
-            x = group[x]
-        return x
-
-    for _, (a, b) in sorted(edges, reverse=True):
-        ra, rb = root(a), root(b)
-        if ra != rb:
-            group[max(ra, rb)] = min(ra, rb)
-    return np.array([root(int(x)) for x in predicted], dtype=predicted.dtype)
+    """The reported ids relabelled after the fact: two ids are joined (connected components,
+    the lowest id names the group) when the stream went from a run of one to a run of the
+    other, both runs no longer than ``short`` steps, at least ``handovers`` times; ``mutual``:
+    only where one id is the other's most frequent such partner. What an online rule that merges
+    alternating tasks could give at most on labels alone (the models are left as they are)."""
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(predicted)) + 1])
+    lengths = np.diff(np.append(starts, predicted.shape[0]))
+    names, runs = np.unique(predicted[starts], return_inverse=True)  # runs: each run's id index
+    both_short = (lengths[:-1] <= short) & (lengths[1:] <= short)
+    pairs = np.sort(np.stack([runs[:-1], runs[1:]], axis=1)[both_short], axis=1)
+    counts = np.zeros((names.shape[0], names.shape[0]), dtype=np.int64)
+    np.add.at(counts, (pairs[:, 0], pairs[:, 1]), 1)
+    counts += counts.T  # symmetric: handovers either way between ids i and j
+    joined = counts >= handovers
+    if mutual:  # each id's most frequent partner (among those with a handover at all)
+        best = np.where(counts.any(axis=1), counts.argmax(axis=1), -1)
+        favourite = best[:, None] == np.arange(names.shape[0])[None, :]
+        joined &= favourite | favourite.T
+    _, component = connected_components(csr_matrix(joined), directed=False)
+    lowest = np.array([names[component == c].min() for c in component])
+    return lowest[np.searchsorted(names, predicted)].astype(predicted.dtype)
 
 
 def score(

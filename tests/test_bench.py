@@ -151,3 +151,7 @@ def test_joining_alternating_ids_joins_only_short_runs_handed_back_and_forth():
     hub = np.array([6, 7] * 4 + [6] + [8, 6] * 2 + [8] + [9, 8] * 4 + [9])
     assert set(np.unique(bench.join_alternating(hub, 1, 5, mutual=True))) == {6, 8}
     assert set(np.unique(bench.join_alternating(hub, 1, 5, mutual=False))) == {6}
+    # a favourite with a lower id counts too: 12's is 11 (7 handovers against 5 with 13), 13's
+    # is 14 (9), so 12-13 stays apart
+    chain = np.array([11, 12] * 4 + [13, 12] * 2 + [13] + [14, 13] * 4 + [14])
+    assert set(np.unique(bench.join_alternating(chain, 1, 5, mutual=True))) == {11, 13}
