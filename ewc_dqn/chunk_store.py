@@ -97,8 +97,8 @@ class Chunks:
         return np.concatenate([p.reshape(-1) for p in self.parts]).reshape(self.shape)
 
     def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
-        array = self.joined()
-        return array if dtype is None else array.astype(dtype, copy=False)
+        array = self.joined() if dtype is None else self.joined().astype(dtype, copy=False)
+        return array.copy() if copy and array is self.whole else array
 
 
 class TensorDigests:
