@@ -96,6 +96,12 @@ class Args:
     """Frames' worth of the pooled background in Atari models' prior (0: symmetric prior)."""
     minatar_new_task_cost: float = FMNConfig.minatar_new_task_cost
     """Nats a MinAtar window must gain to make a new task."""
+    minatar_pool_weight: float = FMNConfig.minatar_pool_weight
+    """Frames' worth of the pooled background in MinAtar models' prior."""
+    minatar_shrinkage: float = FMNConfig.minatar_shrinkage
+    """Weight of a MinAtar task's mean over a plane's rows (columns) in each row's prior."""
+    max_tasks: int = FMNConfig.max_tasks
+    """Cap on tasks (the ``minatar`` presets use 64)."""
     minatar_merge_observations: int = FMNConfig.minatar_merge_observations
     """Probation of a new MinAtar task in model observations (0: no merges)."""
     atari_merge_observations: int = FMNConfig.atari_merge_observations
@@ -112,8 +118,8 @@ class Args:
     epsilon: float = 0.05
     """Exploration of the trained agent (probability of a random action)."""
     join_alternations: str = ""
-    """With ``--draws``: also the ARI after joining alternating ids, for each ``L:K`` (or
-    ``L:K:mutual``) of this comma-separated list (``join_alternating``)."""
+    """With ``--draws`` or ``--seeds``: also the ARI after joining alternating ids, for each
+    ``L:K`` (or ``L:K:mutual``) of this comma-separated list (``join_alternating``)."""
 
 
 def fmn_config(args: Args) -> FMNConfig:
@@ -123,6 +129,9 @@ def fmn_config(args: Args) -> FMNConfig:
         window=args.window,
         atari_pool_weight=args.atari_pool_weight,
         minatar_new_task_cost=args.minatar_new_task_cost,
+        minatar_pool_weight=args.minatar_pool_weight,
+        minatar_shrinkage=args.minatar_shrinkage,
+        max_tasks=args.max_tasks,
         minatar_merge_observations=args.minatar_merge_observations,
         atari_merge_observations=args.atari_merge_observations,
         atari_features=args.atari_features,
@@ -380,6 +389,7 @@ def load_policies(paths: Sequence[Path], games: list[str]) -> list[TrainedPolicy
 def run_seeds(args: Args, games: list[str], policies: Sequence[TrainedPolicy] = ()) -> None:
     """The single configuration on several stream seeds, one line per seed."""
     config = fmn_config(args)
+    rules = join_rules(args.join_alternations)
     print(f"{len(games)} games, {args.segments} segments x {args.segment_steps} steps per seed")
     aris = []
     for seed in (int(x) for x in args.seeds.split(",")):
@@ -390,12 +400,48 @@ def run_seeds(args: Args, games: list[str], policies: Sequence[TrainedPolicy] = 
         s = score(labels, predicted, starts, args.segment_steps)
         aris.append(s["ari"])
         print(f"seed {seed:3d}  {summary_line(s, fmn, games)}  us/observe {micros:.1f}", flush=True)
+        print_joined(rules, labels, predicted, starts, args.segment_steps, games)
     print(f"ARI: min {min(aris):.3f}, mean {np.mean(aris):.3f} over {len(aris)} seeds")
+
+
+def join_rules(text: str) -> list[tuple[int, int, bool]]:
+    """``--join-alternations``: (L, K, mutual) per rule; a malformed one exits before any play."""
+    rules = []
+    for rule in filter(None, text.split(",")):
+        parts = rule.split(":")
+        numbers = len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit()
+        if not numbers or parts[2:] not in ([], ["mutual"]):
+            raise SystemExit(f"--join-alternations: {rule!r} is not L:K or L:K:mutual")
+        rules.append((int(parts[0]), int(parts[1]), parts[2:] == ["mutual"]))
+    return rules
+
+
+def print_joined(
+    rules: Sequence[tuple[int, int, bool]],
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    starts: np.ndarray,
+    segment_steps: int,
+    games: list[str],
+) -> None:
+    """One line per rule: the stream's ARI and ids after ``join_alternating``, and the games
+    that then share their main task (joins of a game's modes help; joins of games harm)."""
+    for short, handovers, mutual in rules:
+        joined = join_alternating(predicted, short, handovers, mutual)
+        s = score(labels, joined, starts, segment_steps)
+        merged = ["+".join(games[g] for g in gs) for gs in s["merged_games"]]
+        rule = f"{short}:{handovers}{':mutual' if mutual else ''}"
+        print(
+            f"  alternations joined ({rule}): ARI {s['ari']:.3f}, {len(np.unique(joined))} ids, "
+            f"merged {merged}",
+            flush=True,
+        )
 
 
 def run_draws(args: Args) -> None:
     """The single configuration on ``args.draws`` random draws of Atari games, one line each."""
     config = fmn_config(args)
+    rules = join_rules(args.join_alternations)
     print(
         f"{args.draws} draws of {args.draw_size} of {len(ATARI_GAMES) - len(UNPLAYABLE)} Atari "
         f"games, {args.segments} segments x {args.segment_steps} steps, stream seed {args.seed}"
@@ -409,13 +455,7 @@ def run_draws(args: Args) -> None:
         aris.append(s["ari"])
         print(f"draw {args.draw_seed + i}: {', '.join(games)}", flush=True)
         print(f"  {summary_line(s, fmn, games)}  us/observe {micros:.1f}", flush=True)
-        for rule in filter(None, args.join_alternations.split(",")):
-            short, handovers, *mode = rule.split(":")
-            if mode not in ([], ["mutual"]):
-                raise SystemExit(f"--join-alternations: {rule!r} is not L:K or L:K:mutual")
-            joined = join_alternating(predicted, int(short), int(handovers), mode == ["mutual"])
-            ari = score(labels, joined, starts, args.segment_steps)["ari"]
-            print(f"  alternations joined ({rule}): ARI {ari:.3f}, {len(np.unique(joined))} ids")
+        print_joined(rules, labels, predicted, starts, args.segment_steps, games)
     print(f"ARI: min {min(aris):.3f}, mean {np.mean(aris):.3f} over {len(aris)} draws")
 
 

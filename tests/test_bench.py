@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 import train_agent
@@ -155,3 +156,42 @@ def test_joining_alternating_ids_joins_only_short_runs_handed_back_and_forth():
     # is 14 (9), so 12-13 stays apart
     chain = np.array([11, 12] * 4 + [13, 12] * 2 + [13] + [14, 13] * 4 + [14])
     assert set(np.unique(bench.join_alternating(chain, 1, 5, mutual=True))) == {11, 13}
+
+
+def test_the_fmn_bench_joins_alternations_on_seeded_streams_and_refuses_bad_rules(capsys):
+    """``--join-alternations`` works with ``--seeds`` (a line per rule after each seed's line,
+    naming the games that then share a task), and a malformed rule stops before any play."""
+    bench = _bench_fmn()
+    games = ["MinAtar/Breakout", "MinAtar/Freeway"]
+    args = bench.Args(
+        games=",".join(games), segments=4, segment_steps=60, seeds="0,1", join_alternations="8:2"
+    )
+    bench.run_seeds(args, games)
+    lines = capsys.readouterr().out.splitlines()
+    seeds = [i for i, line in enumerate(lines) if line.startswith("seed")]
+    assert len(seeds) == 2
+    for i in seeds:
+        assert lines[i + 1].startswith("  alternations joined (8:2): ARI ")
+        assert "merged [" in lines[i + 1]
+    assert bench.join_rules("8:2,100:3:mutual") == [(8, 2, False), (100, 3, True)]
+    for bad in ("8", "8:x", "8:2:both", "-1:2"):
+        with pytest.raises(SystemExit, match="not L:K"):
+            bench.join_rules(bad)
+
+
+def test_the_fmn_bench_passes_every_fmn_setting_it_offers():
+    """Each ``Args`` field named as an ``FMNConfig`` field reaches the config the bench runs
+    (a flag that is parsed and then dropped would measure the default under another name)."""
+    bench = _bench_fmn()
+    shared = [
+        f for f in dataclasses.fields(bench.Args) if f.name in bench.FMNConfig.__dataclass_fields__
+    ]
+    assert {f.name for f in shared} >= {"minatar_pool_weight", "minatar_shrinkage", "max_tasks"}
+    for field in shared:
+        default = getattr(bench.FMNConfig(), field.name)
+        if isinstance(default, str):
+            other = "level-planes" if default != "level-planes" else "pixels"
+        else:
+            other = default + (3 if isinstance(default, int) else 0.5)
+        config = bench.fmn_config(dataclasses.replace(bench.Args(), **{field.name: other}))
+        assert getattr(config, field.name) == other, field.name
