@@ -118,8 +118,8 @@ class Args:
     epsilon: float = 0.05
     """Exploration of the trained agent (probability of a random action)."""
     join_alternations: str = ""
-    """With ``--draws`` or ``--seeds``: also the ARI after joining alternating ids, for each
-    ``L:K`` (or ``L:K:mutual``) of this comma-separated list (``join_alternating``)."""
+    """Also the ARI after joining alternating ids, for each ``L:K`` (or ``L:K:mutual``) of this
+    comma-separated list (``join_alternating``); not with ``--sweep``."""
 
 
 def fmn_config(args: Args) -> FMNConfig:
@@ -301,6 +301,9 @@ def main(args: Args) -> None:
     games = parse_games(args.games)
     if len(games) < 2:
         raise SystemExit("--games needs at least two games")
+    if args.sweep and args.join_alternations:
+        raise SystemExit("--join-alternations goes with a single configuration, not --sweep")
+    rules = join_rules(args.join_alternations)
     policies = load_policies(args.policy, games)
     if args.seeds:
         run_seeds(args, games, policies)
@@ -350,6 +353,7 @@ def main(args: Args) -> None:
             ids, counts = np.unique(predicted[labels == g], return_counts=True)
             shares = ", ".join(f"task {i}: {c}" for i, c in zip(ids, counts, strict=True))
             print(f"  {name:14s} {shares}")
+        print_joined(rules, labels, predicted, starts, args.segment_steps, games)
         print(f"us per observe(), amortised over the stream: {micros:.1f}")
         wall, cpu = time_with_tasks(config, frames)
         print(

@@ -173,6 +173,8 @@ def test_the_fmn_bench_joins_alternations_on_seeded_streams_and_refuses_bad_rule
     for i in seeds:
         assert lines[i + 1].startswith("  alternations joined (8:2): ARI ")
         assert "merged [" in lines[i + 1]
+    bench.main(dataclasses.replace(args, seeds=""))  # the single run prints them too
+    assert "  alternations joined (8:2): ARI " in capsys.readouterr().out
     assert bench.join_rules("8:2,100:3:mutual") == [(8, 2, False), (100, 3, True)]
     for bad in ("8", "8:x", "8:2:both", "-1:2"):
         with pytest.raises(SystemExit, match="not L:K"):
