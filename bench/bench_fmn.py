@@ -123,19 +123,11 @@ class Args:
 
 
 def fmn_config(args: Args) -> FMNConfig:
-    """The FMN settings of the single run, ``--seeds`` and ``--draws``."""
+    """The FMN settings of the single run, ``--seeds`` and ``--draws``: every ``Args`` field
+    named as an ``FMNConfig`` field, the others at their defaults."""
+    names = {f.name for f in dataclasses.fields(FMNConfig)}
     return FMNConfig(
-        concentration=args.concentration,
-        window=args.window,
-        atari_pool_weight=args.atari_pool_weight,
-        minatar_new_task_cost=args.minatar_new_task_cost,
-        minatar_pool_weight=args.minatar_pool_weight,
-        minatar_shrinkage=args.minatar_shrinkage,
-        max_tasks=args.max_tasks,
-        minatar_merge_observations=args.minatar_merge_observations,
-        atari_merge_observations=args.atari_merge_observations,
-        atari_features=args.atari_features,
-        downscale=args.downscale,
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(Args) if f.name in names}
     )
 
 
