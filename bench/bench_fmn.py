@@ -106,8 +106,11 @@ class Args:
     """Probation of a new MinAtar task in model observations (0: no merges)."""
     atari_merge_observations: int = FMNConfig.atari_merge_observations
     """Probation of a new Atari task in model observations (0: no merges)."""
-    atari_features: Literal["pixels", "level-planes"] = FMNConfig.atari_features
-    """What an Atari task models: 'pixels' or 'level-planes' (FMNConfig.atari_features)."""
+    atari_features: Literal["pixels", "level-planes", "palette"] = FMNConfig.atari_features
+    """What an Atari task models: 'pixels', 'level-planes' or 'palette'
+    (FMNConfig.atari_features)."""
+    atari_palette_min_pixels: int = FMNConfig.atari_palette_min_pixels
+    """Pixels that make a grey value present ('palette' features)."""
     downscale: int = FMNConfig.downscale
     """Block-average factor per side of Atari frames."""
     sweep: bool = False

@@ -136,7 +136,7 @@ class DQNAgent:
         # Walked once: with 64 tasks' gains and biases the MinAtar network has 390 parameter
         # tensors, and a parameters() walk per update (for the gradient norm) cost a tenth of
         # the update on the CPU (BENCHMARKS.md).
-        self._params = list(self.online.parameters())
+        self._params: list[torch.Tensor] = list(self.online.parameters())
         self.optimizer = make_optimizer(self._params, config)
         self.updates = 0
         self.target_syncs = 0

@@ -36,7 +36,13 @@ from dataclasses import asdict
 import numpy as np
 
 from ewc_dqn.fmn_config import FMNConfig
-from ewc_dqn.fmn_frames import FrameCode, atari_code, atari_level_plane_code, minatar_code
+from ewc_dqn.fmn_frames import (
+    FrameCode,
+    atari_code,
+    atari_level_plane_code,
+    atari_palette_code,
+    minatar_code,
+)
 from ewc_dqn.fmn_maths import (
     best_two_segments,
     dirichlet_log_likelihood,
@@ -243,7 +249,12 @@ class ForgetMeNot:
         elif version > STATE_FORMAT:
             raise ValueError(f"FMN state format {version} is unknown (this version reads 1-4)")
         # saved before Atari merges and level planes could be configured: it ran without them
-        saved = {"atari_merge_observations": 0, "atari_features": "pixels", **saved}
+        saved = {
+            "atari_merge_observations": 0,
+            "atari_features": "pixels",
+            "atari_palette_min_pixels": FMNConfig.atari_palette_min_pixels,
+            **saved,
+        }
         if saved != mine:
             diff = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
             raise ValueError(f"FMN state was saved with another config (saved, current): {diff}")
@@ -308,8 +319,11 @@ class ForgetMeNot:
                 self._shrinkage = self.config.minatar_shrinkage
                 self._pool_weight = self.config.minatar_pool_weight
                 self._new_task_cost = self.config.minatar_new_task_cost
-            else:
-                code = atari_code(shape, d, self.config.levels)
+            else:  # the paper's prior: symmetric, or with the pooled background
+                if self.config.atari_features == "palette":
+                    code = atari_palette_code(self.config.atari_palette_min_pixels)
+                else:
+                    code = atari_code(shape, d, self.config.levels)
                 self._shrinkage = self._new_task_cost = 0.0
                 self._pool_weight = self.config.atari_pool_weight
         elif len(shape) == 3:

@@ -49,13 +49,20 @@ class FMNConfig:
     ((plane, column)) model's prior, relative to its counts."""
     minatar_new_task_cost: float = 60.0
     """MinAtar: nats by which a window's hold-out score must beat every task's to start a task."""
-    atari_features: Literal["pixels", "level-planes"] = "pixels"
+    atari_features: Literal["pixels", "level-planes", "palette"] = "pixels"
     """Atari: what a task models. 'pixels': every downscaled pixel's grey level (the paper's
     model, with ``atari_pool_weight``). 'level-planes': one plane per grey level, modelled as
     MinAtar planes are (set pixels per row, per column and in all; ``minatar_pool_weight``,
     ``minatar_shrinkage`` and ``minatar_new_task_cost`` apply), so a game's screens with the
     same palette and layout of bands look alike; docs/fmn.md measures it with ``downscale`` 4:
-    higher ARI on random draws of ten games, three times the cost per observation."""
+    higher ARI on random draws of ten games, three times the cost per observation. 'palette':
+    which of the 256 grey values the frame shows (on at least ``atari_palette_min_pixels``
+    pixels), one Bernoulli per value with the symmetric prior: games drawn on black in different
+    colours no longer share a task; a game whose screens change colours gets one per palette
+    (docs/fmn.md)."""
+    atari_palette_min_pixels: int = 3
+    """Atari, 'palette' features: pixels of the (84, 84) frame that must show a grey value for
+    it to count as present (1: any pixel, including the blends that resizing makes at edges)."""
     atari_merge_observations: int = 0
     """Atari: probation of a new task, in model observations (0: no merges), as
     ``minatar_merge_observations``. docs/fmn.md measures 32 and 64 on random draws of ten
@@ -89,9 +96,14 @@ class FMNConfig:
             raise UserError(
                 f"minatar_update_period must be >= 1 agent step, got {self.minatar_update_period}"
             )
-        if self.atari_features not in ("pixels", "level-planes"):
+        if self.atari_features not in ("pixels", "level-planes", "palette"):
             raise UserError(
-                f"atari_features must be 'pixels' or 'level-planes', got {self.atari_features!r}"
+                "atari_features must be 'pixels', 'level-planes' or 'palette', "
+                f"got {self.atari_features!r}"
+            )
+        if self.atari_palette_min_pixels < 1:
+            raise UserError(
+                f"atari_palette_min_pixels must be >= 1, got {self.atari_palette_min_pixels}"
             )
         for name in ("atari_merge_observations", "minatar_merge_observations"):
             if getattr(self, name) < 0:

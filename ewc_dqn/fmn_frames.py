@@ -10,6 +10,9 @@ share counts within a group. Groups are contiguous runs of features.
 - **Atari level planes** (``atari_level_plane_code``, ``FMNConfig.atari_features``): the same
   downscaled, quantised frame as one 0/1 plane per grey level, coded as MinAtar planes are
   (below): where each grey level lies, row by row and column by column, not at every pixel.
+- **Atari palette** (``atari_palette_code``, ``FMNConfig.atari_features``): which of the 256
+  grey values the (H, W) frame shows on at least ``min_pixels`` pixels: 256 features of 2
+  levels, nothing about where.
 - **MinAtar** (``minatar_code``): (C, H, W) 0/1 planes become three blocks of counts, each plane
   its own group in each block:
     rows:   set cells of plane c in row r, 0..W      (C * H features)
@@ -42,13 +45,14 @@ class FrameCode:
     valid:  (P, L) bool, the levels each feature can take
     """
 
-    kind: str  # "atari", "atari-planes" or "minatar"
+    kind: str  # "atari", "atari-planes", "atari-palette" or "minatar"
     levels: int
     groups: np.ndarray
     valid: np.ndarray
     downscale: int = 1
     channel_axis: int = 0
     levels_in_frame: int = 0  # grey levels of an Atari frame coded as level planes
+    min_pixels: int = 0  # pixels that make a grey value present (palette)
 
     @property
     def num_features(self) -> int:
@@ -59,6 +63,8 @@ class FrameCode:
         ``lut`` maps grey values to levels (Atari only)."""
         if self.kind == "minatar":
             return minatar_features(np.moveaxis(frame, self.channel_axis, 0))
+        if self.kind == "atari-palette":
+            return palette_features(frame, self.min_pixels)
         d = self.downscale
         if d > 1:
             h, w = frame.shape
@@ -86,6 +92,22 @@ def atari_level_plane_code(shape: tuple[int, ...], downscale: int, levels: int) 
     height, width = shape[0] // downscale, shape[1] // downscale
     planes = minatar_code(levels, height, width, 0)
     return replace(planes, kind="atari-planes", downscale=downscale, levels_in_frame=levels)
+
+
+def atari_palette_code(min_pixels: int) -> FrameCode:
+    """Features of an (H, W) greyscale frame: whether each grey value 0..255 is present."""
+    return FrameCode(
+        kind="atari-palette",
+        levels=2,
+        groups=np.array([0, 256]),
+        valid=np.ones((256, 2), dtype=bool),
+        min_pixels=min_pixels,
+    )
+
+
+def palette_features(frame: np.ndarray, min_pixels: int) -> np.ndarray:
+    """(256,) uint8: 1 where grey value v is on at least ``min_pixels`` pixels of ``frame``."""
+    return (np.bincount(frame.ravel(), minlength=256) >= min_pixels).view(np.uint8)
 
 
 def minatar_code(channels: int, height: int, width: int, channel_axis: int) -> FrameCode:

@@ -21,6 +21,7 @@ from ewc_dqn.fmn_frames import (
     level_plane_features,
     minatar_code,
     minatar_features,
+    palette_features,
 )
 from ewc_dqn.fmn_maths import (
     best_two_segments,
@@ -418,6 +419,10 @@ def test_bad_input_gets_a_clear_error():
         ForgetMeNot().observe(np.full((10, 10, 10), 3, np.uint8))
     with pytest.raises(ValueError, match="concentration"):
         FMNConfig(concentration=0.0).validate()
+    with pytest.raises(ValueError, match="atari_palette_min_pixels must be >= 1"):
+        FMNConfig(atari_palette_min_pixels=0).validate()
+    with pytest.raises(ValueError, match="'pixels', 'level-planes' or 'palette'"):
+        FMNConfig(atari_features="colours").validate()  # type: ignore[arg-type]
 
 
 def test_minatar_layouts_agree():
@@ -481,6 +486,55 @@ def test_real_stream_of_three_games(games, segment):
     for i, k in enumerate(order[3:], start=3):
         seg = predicted[i * segment : (i + 1) * segment]
         assert np.all(seg[100:] == k), (games[k], np.unique(seg, return_counts=True))
+
+
+def test_palette_features_mark_the_grey_values_on_enough_pixels():
+    frame = np.zeros((84, 84), dtype=np.uint8)
+    frame[0, :3] = 200  # three pixels
+    frame[1, :2] = 17  # two
+    frame[2, 0] = 255  # one
+    expected = np.zeros(256, dtype=np.uint8)
+    expected[[0, 200, 17, 255]] = 1
+    np.testing.assert_array_equal(palette_features(frame, 1), expected)
+    expected[[17, 255]] = 0
+    np.testing.assert_array_equal(palette_features(frame, 3), expected)
+    for min_pixels in (1, 3):  # the config's threshold reaches the model
+        fmn = ForgetMeNot(FMNConfig(atari_features="palette", atari_palette_min_pixels=min_pixels))
+        for _ in range(16):  # one window (4 model observations): committed to task 0
+            fmn.observe(frame)
+        counts = fmn.state_dict()["counts"]
+        assert counts.shape[0] == 256 * 2  # rows (grey value, present or not)
+        present = counts[1::2, 0] > 0  # grey values counted as present by task 0
+        np.testing.assert_array_equal(present, palette_features(frame, min_pixels) == 1)
+
+
+def test_palette_features_tell_apart_dark_games_that_pixels_put_in_one_task(tmp_path):
+    """Asteroids, StarGunner and Zaxxon under random play (sprites on black), visits of 500
+    agent steps: the per-pixel model gives Asteroids and StarGunner one task; with 'palette'
+    features each game has its own main task holding >= 90% of its steps (docs/fmn.md). A
+    state round trip in the middle of a window continues exactly."""
+    games, order, segment = ["Asteroids", "StarGunner", "Zaxxon"], [0, 1, 2, 0, 1, 2], 500
+    envs: dict = {}
+    frames = [f for i, k in enumerate(order) for f in play(games[k], segment, i, envs)]
+    for env in envs.values():
+        env.close()
+    truth = np.repeat(order, segment)
+    mains = {}
+    for features in ("pixels", "palette"):
+        fmn = ForgetMeNot(FMNConfig(atari_features=features))
+        predicted = np.array([fmn.observe(frame) for frame in frames])
+        mains[features] = []
+        for game in range(3):
+            ids, counts = np.unique(predicted[truth == game], return_counts=True)
+            mains[features].append(int(ids[np.argmax(counts)]))
+            if features == "palette":
+                assert counts.max() >= 0.9 * counts.sum(), (games[game], ids, counts)
+    assert mains["pixels"][0] == mains["pixels"][1]
+    assert len(set(mains["palette"])) == 3
+    assert adjusted_rand_score(truth, predicted) >= 0.95
+    config = FMNConfig(atari_features="palette")
+    expected, got, _, _ = interrupted_run(frames[:1400], 1201, tmp_path, config)
+    assert got == expected
 
 
 def minatar_stream(visits: int, steps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
