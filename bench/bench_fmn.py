@@ -123,6 +123,9 @@ class Args:
     join_alternations: str = ""
     """Also the ARI after joining alternating ids, for each ``L:K`` (or ``L:K:mutual``) of this
     comma-separated list (``join_alternating``); not with ``--sweep``."""
+    evict_mib: int = 0
+    """Also time observe() with this many MiB written between calls, as the training loop's
+    updates do between its FMN calls (0: not measured); single run only."""
 
 
 def fmn_config(args: Args) -> FMNConfig:
@@ -213,6 +216,21 @@ def time_with_tasks(config: FMNConfig, frames: np.ndarray) -> tuple[float, float
     return (time.perf_counter() - wall) / n * 1e6, (time.process_time() - cpu) / n * 1e6
 
 
+def time_evicted(config: FMNConfig, frames: np.ndarray, evict_bytes: int) -> float:
+    """Microseconds per observe() (wall clock of the calls alone) on a first pass of the stream
+    with ``evict_bytes`` written between calls: the caches hold what the writes left of FMN's
+    tables, as in the training loop, where updates run between FMN calls."""
+    fmn = ForgetMeNot(config)
+    junk = np.zeros(max(evict_bytes // 4, 1), dtype=np.float32)
+    total = 0.0
+    for frame in frames:
+        junk += 1.0
+        start = time.perf_counter()
+        fmn.observe(frame)
+        total += time.perf_counter() - start
+    return total / frames.shape[0] * 1e6
+
+
 def join_alternating(predicted: np.ndarray, short: int, handovers: int, mutual: bool) -> np.ndarray:
     """The reported ids relabelled after the fact: two ids are joined (connected components,
     the lowest id names the group) when the stream went from a run of one to a run of the
@@ -288,6 +306,8 @@ def main(args: Args) -> None:
     # One core, as the timing target says: numpy's element-wise maths is single-threaded and
     # the FMN uses no BLAS; torch is pinned in case an environment uses it.
     torch.set_num_threads(1)
+    if args.evict_mib < 0 or (args.evict_mib and (args.sweep or args.seeds or args.draws)):
+        raise SystemExit("--evict-mib takes MiB >= 0 and goes with the single run")
     if args.draws:
         if args.policy:
             raise SystemExit("--draws plays at random; --policy plays the games of --games")
@@ -355,6 +375,12 @@ def main(args: Args) -> None:
             f"us per observe() with {fmn.num_tasks} tasks (stream replayed): wall {wall:.1f}, "
             f"CPU {cpu:.1f} (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
         )
+        if args.evict_mib:
+            evicted = time_evicted(config, frames, args.evict_mib << 20)
+            print(
+                f"us per observe() with {args.evict_mib} MiB written between calls: "
+                f"{evicted:.1f} (first pass; {micros:.1f} without)"
+            )
         print(f"memory per task: {fmn.memory_per_task_bytes() / 1024:.0f} KiB")
         print(f"stats: {fmn.stats()}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -197,3 +198,17 @@ def test_the_fmn_bench_passes_every_fmn_setting_it_offers():
             other = default + (3 if isinstance(default, int) else 0.5)
         config = bench.fmn_config(dataclasses.replace(bench.Args(), **{field.name: other}))
         assert getattr(config, field.name) == other, field.name
+
+
+def test_the_fmn_bench_times_observe_with_the_caches_emptied(capsys):
+    """``--evict-mib`` times observe() with memory written between calls (what the training
+    loop's updates do) beside the plain first pass, and refuses the paths it does not time."""
+    bench = _bench_fmn()
+    games = "MinAtar/Breakout,MinAtar/Freeway"
+    bench.main(bench.Args(games=games, segments=2, segment_steps=200, evict_mib=1))
+    line = next(x for x in capsys.readouterr().out.splitlines() if "MiB written between calls" in x)
+    evicted, plain = (float(v) for v in re.findall(r"(\d+\.\d) ", line + " ")[:2])
+    assert evicted > 0 and plain > 0
+    for bad in ({"evict_mib": -1}, {"evict_mib": 1, "seeds": "0"}, {"evict_mib": 1, "draws": 1}):
+        with pytest.raises(SystemExit, match="--evict-mib"):
+            bench.main(bench.Args(games=games, segments=2, segment_steps=200, **bad))
