@@ -9,15 +9,18 @@ Written once, when the run folder is created::
       "git": {"commit": "<sha>", "dirty": false} | null,     # null outside a git checkout
       "roms": {"Pong": "<md5>", ...},                        # Atari games of the schedule
       "device": "cpu" | "cuda:0 (<name>)",
+      "cpu": {"model": "AMD EPYC", "capability": "AVX512"},  # capability: torch's kernels
       "torch_threads": 2,
       "created": "2026-11-30T12:00:00+00:00"
     }
 
 Some of it changes results (``RESULT_FIELDS``: the interpreter, the numerical and environment
-packages, the ROMs); the rest (this package's commit, device, threads, date) is recorded for the
-reader. ``evaluate.py compare`` warns when runs differ in a result field, and ``--resume``
-refuses a run whose ROMs are not the installed ones. Recording never fails a run: what cannot be
-read is written as null.
+packages, the ROMs); the rest (this package's commit, device, CPU, threads, date) is recorded for
+the reader. The CPU is there because torch dispatches its CPU kernels by instruction set
+(``torch.backends.cpu.get_cpu_capability()``), and the same seed, commit and packages can give
+other floating-point results, and soon another run, on another CPU. ``evaluate.py compare``
+warns when runs differ in a result field, and ``--resume`` refuses a run whose ROMs are not the
+installed ones. Recording never fails a run: what cannot be read is written as null.
 """
 
 from __future__ import annotations
@@ -95,6 +98,20 @@ def installed_roms(games: Iterable[str]) -> dict[str, str | None]:
     return {s.name: rom_md5(s.env_id) for s in specs if s.suite == "atari"}
 
 
+def cpu_description() -> dict[str, str | None]:
+    """The CPU's model name (``/proc/cpuinfo``, else ``platform.processor()``) and the
+    instruction set torch's CPU kernels dispatch to (``"AVX512"``, ``"AVX2"``, ...)."""
+    model = platform.processor() or None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"model": model, "capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def build_provenance(games: Iterable[str], device: torch.device, threads: int) -> dict[str, Any]:
     """The record of a run playing ``games`` on ``device`` with ``threads`` torch threads
     (0: torch's current setting)."""
@@ -107,6 +124,7 @@ def build_provenance(games: Iterable[str], device: torch.device, threads: int) -
         "git": git_state(Path(__file__).resolve().parents[1]),
         "roms": installed_roms(games),
         "device": name,
+        "cpu": cpu_description(),
         "torch_threads": threads if threads > 0 else torch.get_num_threads(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from ale_py import roms
 
 import train_agent
@@ -49,6 +50,9 @@ def test_a_new_run_records_versions_roms_commit_and_device(tmp_path):
             record["roms"][game] == hashlib.md5(roms.get_rom_path(rom_id).read_bytes()).hexdigest()
         )
     assert record["device"] == "cpu" and record["torch_threads"] >= 1
+    # the kernels' instruction set: runs on CPUs that differ in it differ in their floats
+    assert record["cpu"]["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert record["cpu"]["model"]
     if (ROOT / ".git").exists():
         head = subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
