@@ -14,13 +14,14 @@ Written once, when the run folder is created::
       "created": "2026-11-30T12:00:00+00:00"
     }
 
-Some of it changes results (``RESULT_FIELDS``: the interpreter, the numerical and environment
-packages, the ROMs); the rest (this package's commit, device, CPU, threads, date) is recorded for
-the reader. The CPU is there because torch dispatches its CPU kernels by instruction set
-(``torch.backends.cpu.get_cpu_capability()``), and the same seed, commit and packages can give
-other floating-point results, and soon another run, on another CPU. ``evaluate.py compare``
-warns when runs differ in a result field, and ``--resume`` refuses a run whose ROMs are not the
-installed ones. Recording never fails a run: what cannot be read is written as null.
+Some of it changes results (``result_fields``: the interpreter, the numerical and environment
+packages, the ROMs, the kind of device and the CPU's instruction set); the rest (this package's
+commit, the CPU's name, threads, date) is recorded for the reader. The instruction set is there
+because torch dispatches its CPU kernels by it (``torch.backends.cpu.get_cpu_capability()``), so
+the same seed, commit and packages give other floating-point results, and within some thousand
+steps another run, on another CPU. ``evaluate.py compare`` warns when runs differ in a result
+field, and ``--resume`` refuses a run whose ROMs are not the installed ones. Recording never
+fails a run: what cannot be read is written as null.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ from ewc_dqn.run_folder import read_json, write_json_atomic
 PROVENANCE_FILE = "provenance.json"
 PACKAGES = ("torch", "numpy", "ale-py", "gymnasium", "minatar", "ewc-dqn")
 RESULT_FIELDS = ("python", "torch", "numpy", "ale-py", "gymnasium", "minatar")
-"""Versions that change results; every ROM does too."""
+"""Versions that change results; every ROM, the device and the CPU's instruction set do too."""
+OPTIONAL_FIELDS = ("rom ", "device", "cpu instruction set")
+"""Result fields a record may lack without clashing: a game a run does not play, and what
+records made before it was kept do not say."""
 
 
 class ProvenanceError(UserError):
@@ -147,12 +151,26 @@ def read_provenance(run_dir: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+def device_kind(device: str) -> str:
+    """What of a recorded device changes results: ``cpu``, or the card's name for CUDA
+    (``"cuda:1 (NVIDIA H200)"`` -> ``"NVIDIA H200"``: which card of a machine does not)."""
+    if "(" in device:
+        return device[device.index("(") + 1 : device.rindex(")")]
+    return device.split(":")[0]
+
+
 def result_fields(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields of a record that change results: versions and ROM MD5s (``rom <game>``)."""
+    """The fields of a record that change results: versions, ROM MD5s (``rom <game>``), the
+    device and the CPU's instruction set (those two only where recorded: records made before
+    they were kept do not clash on them)."""
     packages = record.get("packages") or {}
     fields = {"python": record.get("python")}
     fields.update({p: packages.get(p) for p in RESULT_FIELDS if p != "python"})
     fields.update({f"rom {g}": md5 for g, md5 in (record.get("roms") or {}).items()})
+    if record.get("device"):
+        fields["device"] = device_kind(record["device"])
+    if isinstance(record.get("cpu"), dict):
+        fields["cpu instruction set"] = record["cpu"].get("capability")
     return fields
 
 
@@ -165,7 +183,7 @@ def differences(records: Mapping[str, Mapping[str, Any]]) -> list[str]:
     for key in keys:
         by_value: dict[str, list[str]] = {}
         for name, f in fields.items():
-            if key in f or not key.startswith("rom "):  # a game a run does not play is no clash
+            if key in f or not key.startswith(OPTIONAL_FIELDS):
                 by_value.setdefault(str(f.get(key)), []).append(name)
         if len(by_value) > 1:
             parts = "; ".join(f"{v} in {', '.join(runs)}" for v, runs in by_value.items())

@@ -89,6 +89,26 @@ def test_differences_name_the_runs_and_ignore_unplayed_games():
     assert differences({"a": a, "a2": a}) == []
 
 
+def test_differences_include_the_device_and_the_cpu_instruction_set():
+    base = {"python": "3.11.7", "packages": {"torch": "2.13.0"}, "roms": {}}
+    avx512 = {**base, "device": "cpu", "cpu": {"model": "EPYC", "capability": "AVX512"}}
+    avx2 = {**base, "device": "cpu", "cpu": {"model": "Xeon", "capability": "AVX2"}}
+    assert differences({"a": avx512, "b": avx2}) == ["cpu instruction set: AVX512 in a; AVX2 in b"]
+    # Another CPU model with the same kernels is no clash, nor is a record made before the
+    # CPU was kept.
+    assert (
+        differences({"a": avx512, "b": {**avx512, "cpu": {"model": "X", "capability": "AVX512"}}})
+        == []
+    )
+    assert differences({"a": avx512, "old": base}) == []
+    card0 = {**avx512, "device": "cuda:0 (NVIDIA H200)"}
+    card1 = {**avx512, "device": "cuda:1 (NVIDIA H200)"}
+    assert differences({"a": card0, "b": card1}) == []
+    assert differences({"a": card0, "b": avx512}) == ["device: NVIDIA H200 in a; cpu in b"]
+    unnamed = [{**avx512, "device": d} for d in ("cuda:0", "cuda:1")]  # no card name recorded
+    assert differences(dict(zip("ab", unnamed, strict=True))) == []
+
+
 @pytest.mark.slow
 def test_compare_warns_about_runs_made_with_other_versions(tmp_path):
     runs = [tmp_path / "seed0", tmp_path / "seed1"]
