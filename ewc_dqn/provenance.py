@@ -192,8 +192,8 @@ def differences(records: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 
 def compare_warnings(run_dirs: Iterable[Path]) -> list[str]:
-    """Warnings for ``evaluate.py compare``: runs made with different versions or ROMs, and
-    runs without a record."""
+    """Warnings for ``evaluate.py compare``: runs that differ in a result field
+    (``result_fields``), and runs without a record."""
     records: dict[str, dict[str, Any]] = {}
     missing = []
     for run in run_dirs:
