@@ -43,7 +43,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -57,6 +56,7 @@ from envs.make import make_env
 from envs.vector import EnvConfig
 from ewc_dqn.config import DEFAULT_PRESET, preset
 from ewc_dqn.fmn import FMNConfig, ForgetMeNot
+from ewc_dqn.fmn_config import AtariFeatures
 from ewc_dqn.labels import fmn_frame
 from ewc_dqn.run_builder import TrainedPolicy, load_trained_policy
 
@@ -106,7 +106,7 @@ class Args:
     """Probation of a new MinAtar task in model observations (0: no merges)."""
     atari_merge_observations: int = FMNConfig.atari_merge_observations
     """Probation of a new Atari task in model observations (0: no merges)."""
-    atari_features: Literal["pixels", "level-planes", "palette"] = FMNConfig.atari_features
+    atari_features: AtariFeatures = FMNConfig.atari_features
     """What an Atari task models: 'pixels', 'level-planes' or 'palette'
     (FMNConfig.atari_features)."""
     atari_palette_min_pixels: int = FMNConfig.atari_palette_min_pixels

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from ewc_dqn.errors import UserError
+
+AtariFeatures = Literal["pixels", "level-planes", "palette"]
+"""What an Atari task models (``FMNConfig.atari_features``)."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class FMNConfig:
     ((plane, column)) model's prior, relative to its counts."""
     minatar_new_task_cost: float = 60.0
     """MinAtar: nats by which a window's hold-out score must beat every task's to start a task."""
-    atari_features: Literal["pixels", "level-planes", "palette"] = "pixels"
+    atari_features: AtariFeatures = "pixels"
     """Atari: what a task models. 'pixels': every downscaled pixel's grey level (the paper's
     model, with ``atari_pool_weight``). 'level-planes': one plane per grey level, modelled as
     MinAtar planes are (set pixels per row, per column and in all; ``minatar_pool_weight``,
@@ -96,11 +99,9 @@ class FMNConfig:
             raise UserError(
                 f"minatar_update_period must be >= 1 agent step, got {self.minatar_update_period}"
             )
-        if self.atari_features not in ("pixels", "level-planes", "palette"):
-            raise UserError(
-                "atari_features must be 'pixels', 'level-planes' or 'palette', "
-                f"got {self.atari_features!r}"
-            )
+        if self.atari_features not in get_args(AtariFeatures):
+            choices = ", ".join(repr(c) for c in get_args(AtariFeatures))
+            raise UserError(f"atari_features must be one of {choices}, got {self.atari_features!r}")
         if self.atari_palette_min_pixels < 1:
             raise UserError(
                 f"atari_palette_min_pixels must be >= 1, got {self.atari_palette_min_pixels}"

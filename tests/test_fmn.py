@@ -421,7 +421,7 @@ def test_bad_input_gets_a_clear_error():
         FMNConfig(concentration=0.0).validate()
     with pytest.raises(ValueError, match="atari_palette_min_pixels must be >= 1"):
         FMNConfig(atari_palette_min_pixels=0).validate()
-    with pytest.raises(ValueError, match="'pixels', 'level-planes' or 'palette'"):
+    with pytest.raises(ValueError, match="atari_features must be one of 'pixels', 'level-planes', 'palette'"):
         FMNConfig(atari_features="colours").validate()  # type: ignore[arg-type]
 
 
