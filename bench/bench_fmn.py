@@ -43,6 +43,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -123,6 +124,12 @@ class Args:
     join_alternations: str = ""
     """Also the ARI after joining alternating ids, for each ``L:K`` (or ``L:K:mutual``) of this
     comma-separated list (``join_alternating``); not with ``--sweep``."""
+    reset_visits: bool = False
+    """Reset a game's environment at the start of each visit, as training does (default: a
+    revisit goes on with the episode the game's last visit left)."""
+    episode_switch_steps: int = FMNConfig.episode_switch_steps
+    """Agent steps after an episode's start within which the task may change (0: anywhere);
+    use with ``--reset-visits``, as in training, where every visit starts an episode."""
     evict_mib: int = 0
     """Also time observe() with this many MiB written between calls, as the training loop's
     updates do between its FMN calls (0: not measured); single run only."""
@@ -137,6 +144,19 @@ def fmn_config(args: Args) -> FMNConfig:
     )
 
 
+class Stream(NamedTuple):
+    """What a stream of visits showed, one entry per agent step."""
+
+    frames: np.ndarray
+    """(T, ...) uint8, as FMN sees them in training."""
+    labels: np.ndarray
+    """(T,) the true game's index."""
+    starts: np.ndarray
+    """Each visit's first step."""
+    episode_starts: np.ndarray
+    """(T,) bool: the frame is an episode's first."""
+
+
 def make_stream(
     games: list[str],
     segments: int,
@@ -144,10 +164,13 @@ def make_stream(
     seed: int,
     policies: Sequence[TrainedPolicy] = (),
     epsilon: float = 0.05,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Frames (T, ...) uint8 as FMN sees them in training, true game index per step (T,), and
-    segment starts. Visit i is played by ``policies[i * len(policies) // segments]`` (each
-    game it trained on; the others at random), or at random when there are none."""
+    reset_visits: bool = False,
+) -> Stream:
+    """The stream of ``segments`` visits of ``segment_steps`` steps each. Visit i is played by
+    ``policies[i * len(policies) // segments]`` (each game it trained on; the others at
+    random), or at random when there are none. ``reset_visits``: every visit starts an
+    episode (a reset seeded by the stream seed and the visit), as in training; otherwise a
+    revisit goes on where the game's last visit stopped."""
     rng = np.random.default_rng(seed)
     order = [int(g) for g in rng.permutation(len(games))]
     while len(order) < segments:
@@ -160,6 +183,8 @@ def make_stream(
     env_config: EnvConfig = replace(config.env, num_envs=1)
     envs, obs = {}, {}
     frames: list[np.ndarray] = []
+    firsts: list[bool] = []
+    first: dict[int, bool] = {}  # per game: its env's obs starts an episode
     for i, game in enumerate(order):
         name = games[game]
         policy = policies[i * len(policies) // segments] if policies else None
@@ -167,21 +192,26 @@ def make_stream(
         tasks = {g: trained.index(g) for g in games if g in trained}
         if game not in envs:
             envs[game] = make_env(name, env_config, seed=seed + 1000 * game)
-            obs[game] = envs[game].reset()
+            obs[game], first[game] = envs[game].reset(), True
+        elif reset_visits:
+            obs[game], first[game] = envs[game].reset(seed=seed + 1000 * game + i), True
         env = envs[game]
         c = env.frame_shape[0]
         for _ in range(segment_steps):
             frames.append(fmn_frame(obs[game][0, -c:]))
+            firsts.append(first[game])
             action = rng.integers(0, env.num_actions, size=1)
             if policy is not None and name in tasks and rng.random() >= epsilon:
                 with torch.no_grad():
                     q = policy.network(torch.as_tensor(obs[game]), tasks[name])
                 action = q.argmax(1).numpy()
-            obs[game] = env.step(action).obs
+            step = env.step(action)
+            obs[game], first[game] = step.obs, bool(step.is_first[0])
     for env in envs.values():
         env.close()
     labels = np.repeat(np.array(order), segment_steps)
-    return np.stack(frames), labels, np.arange(segments) * segment_steps
+    starts = np.arange(segments) * segment_steps
+    return Stream(np.stack(frames), labels, starts, np.array(firsts))
 
 
 def draw_games(size: int, seed: int) -> list[str]:
@@ -191,13 +221,17 @@ def draw_games(size: int, seed: int) -> list[str]:
     return sorted(pool[i] for i in picked)
 
 
-def run_fmn(config: FMNConfig, frames: np.ndarray) -> tuple[np.ndarray, float, ForgetMeNot]:
-    """Inferred ids per step and microseconds per observe() (amortised over the stream)."""
+def run_fmn(
+    config: FMNConfig, frames: np.ndarray, episode_starts: np.ndarray | None = None
+) -> tuple[np.ndarray, float, ForgetMeNot]:
+    """Inferred ids per step and microseconds per observe() (amortised over the stream);
+    ``episode_starts``: (T,) bool, each frame's ``observe(frame, episode_start)``."""
     fmn = ForgetMeNot(config)
     predicted = np.empty(frames.shape[0], dtype=np.int64)
+    firsts = np.zeros(frames.shape[0], dtype=bool) if episode_starts is None else episode_starts
     start = time.perf_counter()
     for t, frame in enumerate(frames):
-        predicted[t] = fmn.observe(frame)
+        predicted[t] = fmn.observe(frame, bool(firsts[t]))
     micros = (time.perf_counter() - start) / frames.shape[0] * 1e6
     return predicted, micros, fmn
 
@@ -324,8 +358,14 @@ def main(args: Args) -> None:
         run_seeds(args, games, policies)
         return
     start = time.perf_counter()
-    frames, labels, starts = make_stream(
-        games, args.segments, args.segment_steps, args.seed, policies, args.epsilon
+    frames, labels, starts, episodes = make_stream(
+        games,
+        args.segments,
+        args.segment_steps,
+        args.seed,
+        policies,
+        args.epsilon,
+        args.reset_visits,
     )
     print(
         f"stream: {len(games)} games, {args.segments} segments x {args.segment_steps} steps = "
@@ -344,7 +384,7 @@ def main(args: Args) -> None:
     else:
         configs = [fmn_config(args)]
     for config in configs:
-        predicted, micros, fmn = run_fmn(config, frames)
+        predicted, micros, fmn = run_fmn(config, frames, episodes)
         s = score(labels, predicted, starts, args.segment_steps)
         if args.sweep:
             print(
@@ -418,10 +458,16 @@ def run_seeds(args: Args, games: list[str], policies: Sequence[TrainedPolicy] = 
     print(f"{len(games)} games, {args.segments} segments x {args.segment_steps} steps per seed")
     aris = []
     for seed in (int(x) for x in args.seeds.split(",")):
-        frames, labels, starts = make_stream(
-            games, args.segments, args.segment_steps, seed, policies, args.epsilon
+        frames, labels, starts, episodes = make_stream(
+            games,
+            args.segments,
+            args.segment_steps,
+            seed,
+            policies,
+            args.epsilon,
+            args.reset_visits,
         )
-        predicted, micros, fmn = run_fmn(config, frames)
+        predicted, micros, fmn = run_fmn(config, frames, episodes)
         s = score(labels, predicted, starts, args.segment_steps)
         aris.append(s["ari"])
         print(f"seed {seed:3d}  {summary_line(s, fmn, games)}  us/observe {micros:.1f}", flush=True)
@@ -474,8 +520,10 @@ def run_draws(args: Args) -> None:
     aris = []
     for i in range(args.draws):
         games = draw_games(args.draw_size, args.draw_seed + i)
-        frames, labels, starts = make_stream(games, args.segments, args.segment_steps, args.seed)
-        predicted, micros, fmn = run_fmn(config, frames)
+        frames, labels, starts, episodes = make_stream(
+            games, args.segments, args.segment_steps, args.seed, reset_visits=args.reset_visits
+        )
+        predicted, micros, fmn = run_fmn(config, frames, episodes)
         s = score(labels, predicted, starts, args.segment_steps)
         aris.append(s["ari"])
         print(f"draw {args.draw_seed + i}: {', '.join(games)}", flush=True)

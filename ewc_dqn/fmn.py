@@ -98,6 +98,7 @@ class ForgetMeNot:
         self._log_posterior = np.zeros(1)  # (K + 1,) HMM filter, log p(task | frames so far)
         self._observations = 0  # model observations so far
         self._steps = 0  # observe() calls so far
+        self._episode_steps = 0  # observe() calls since the last episode start
         self._task = 0
         self._switches = 0
         self._split_windows = 0
@@ -144,14 +145,20 @@ class ForgetMeNot:
         """The task id that the last observe() returned."""
         return self._task
 
-    def observe(self, frame: np.ndarray) -> int:
+    def observe(self, frame: np.ndarray, episode_start: bool = False) -> int:
         """Take the newest frame of the training stream, update the models every
-        ``update_period`` calls, and return the current task id."""
+        ``update_period`` calls, and return the current task id. ``episode_start``: the frame
+        is an episode's first (used by ``episode_switch_steps``)."""
         self._check(frame)
         step = self._steps
         self._steps += 1
+        if episode_start:
+            self._episode_steps = 0
+        limit = self.config.episode_switch_steps
+        locked = 0 < limit <= self._episode_steps
+        self._episode_steps += 1
         if step % self._period == 0:
-            self._observe_levels(self._encode(frame))
+            self._observe_levels(self._encode(frame), locked)
         return self._task
 
     def infer(self, frame: np.ndarray) -> int:
@@ -216,6 +223,7 @@ class ForgetMeNot:
             "log_posterior": self._log_posterior.copy(),
             "observations": self._observations,
             "steps": self._steps,
+            "episode_steps": self._episode_steps,
             "task": self._task,
             "switches": self._switches,
             "split_windows": self._split_windows,
@@ -248,11 +256,13 @@ class ForgetMeNot:
             saved = {"minatar_merge_observations": 0, **saved}
         elif version > STATE_FORMAT:
             raise ValueError(f"FMN state format {version} is unknown (this version reads 1-4)")
-        # saved before Atari merges and level planes could be configured: it ran without them
+        # saved before Atari merges, level planes and the episode rule could be configured: it ran
+        # without them
         saved = {
             "atari_merge_observations": 0,
             "atari_features": "pixels",
             "atari_palette_min_pixels": FMNConfig.atari_palette_min_pixels,
+            "episode_switch_steps": 0,
             **saved,
         }
         if saved != mine:
@@ -271,6 +281,7 @@ class ForgetMeNot:
         self._log_posterior = np.array(state["log_posterior"], dtype=np.float64)
         self._observations = int(state["observations"])
         self._steps = int(state["steps"])
+        self._episode_steps = int(state.get("episode_steps", 0))
         self._task = int(state["task"])
         self._switches = int(state["switches"])
         self._split_windows = int(state["split_windows"])
@@ -375,8 +386,10 @@ class ForgetMeNot:
     # ----------------------------------------------------------------------------------------
     # models and filter
 
-    def _observe_levels(self, levels: np.ndarray) -> None:
-        """Score one model observation, run the filter, and close the window when it is full."""
+    def _observe_levels(self, levels: np.ndarray, locked: bool = False) -> None:
+        """Score one model observation, run the filter, and close the window when it is full.
+        ``locked``: the task may not change (``episode_switch_steps``); the filter is held on
+        the current task and the window goes to it."""
         flat = self._offsets + levels
         ll = frame_log_likelihood(
             np.take(self._log_table, flat, axis=0),
@@ -389,13 +402,17 @@ class ForgetMeNot:
         self._window[self._window_fill] = levels
         self._window_fill += 1
         self._observations += 1
-        alpha = switch_rate(self._observations, self.config.switch_rate)
-        self._log_posterior = filter_step(self._log_posterior, ll, alpha)
-        best = int(np.argmax(self._log_posterior))
-        self._window_unsettled |= best != self._task
-        self._set_task(best)
+        if locked:
+            self._log_posterior = np.full_like(self._log_posterior, -np.inf)
+            self._log_posterior[self._task] = 0.0
+        else:
+            alpha = switch_rate(self._observations, self.config.switch_rate)
+            self._log_posterior = filter_step(self._log_posterior, ll, alpha)
+            best = int(np.argmax(self._log_posterior))
+            self._window_unsettled |= best != self._task
+            self._set_task(best)
         if self._window_fill == self.config.window:
-            self._close_window()
+            self._close_window(locked)
             # the hold-out may just have become a task, a task may have been merged
             self._set_task(int(np.argmax(self._log_posterior)))
 
@@ -442,11 +459,15 @@ class ForgetMeNot:
         )
         return self._without_retired(scores)
 
-    def _close_window(self) -> None:
-        """Commit the window to its best explanation; promote the hold-out when it wins."""
+    def _close_window(self, locked: bool = False) -> None:
+        """Commit the window to its best explanation, or to the current task when ``locked``;
+        promote the hold-out when it wins."""
         w = self.config.window
         holdout = self.num_tasks
         whole = self._block(0, w)
+        if locked:  # no evidence: the window counts for the task, but casts no vote
+            self._commit(whole, [(self._task, 0, w)], vote=False)
+            return
         scores = self._block_scores(0, w, whole)
         scores[holdout] -= self._new_task_cost
         winner = int(np.argmax(scores))
@@ -474,6 +495,19 @@ class ForgetMeNot:
                 )
             self._cap_refusals += 1
             segments = [(int(np.argmax(scores[:holdout])), 0, w)]
+        self._commit(whole, segments)
+
+    def _commit(
+        self,
+        whole: tuple[np.ndarray, np.ndarray],
+        segments: list[tuple[int, int, int]],
+        vote: bool = True,
+    ) -> None:
+        """Count each (model, start, stop) segment of the window in its model (``whole``: the
+        window's ``_block``), make a task of the hold-out when it takes the last segment, and
+        run the probations (``vote``: the window counts as won by the last segment's model)."""
+        w = self.config.window
+        holdout = self.num_tasks
         for model, start, stop in segments:
             pairs, frames = whole if (start, stop) == (0, w) else self._block(start, stop)
             self._counts[pairs, model] += frames
@@ -489,7 +523,8 @@ class ForgetMeNot:
                 self._parent[task] = segments[0][0] if len(segments) > 1 else self._task
                 self._born[task] = self._observations
         else:
-            merged = bool(self._merge_observations) and self._probation(segments[-1][0])
+            winner = segments[-1][0] if vote else -1
+            merged = bool(self._merge_observations) and self._probation(winner)
             if merged or self._pooled:  # a merge, or the pooled background: every prior changed
                 self._refresh_all()
         self._window_fill = 0

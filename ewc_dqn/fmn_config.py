@@ -70,6 +70,12 @@ class FMNConfig:
     """Atari: probation of a new task, in model observations (0: no merges), as
     ``minatar_merge_observations``. docs/fmn.md measures 32 and 64 on random draws of ten
     games: fewer tasks for multi-screen games, no draw moved across ARI 0.95."""
+    episode_switch_steps: int = 0
+    """Agent steps after an episode's start within which the task may change (a switch, a new
+    task); later in the episode every window goes to the current task, whose model learns the
+    episode's new screens (0: off, the paper's FMN, which may change the task anywhere). It
+    assumes that tasks change only between episodes, as in a schedule whose visits each start
+    with a reset, and needs ``observe(frame, episode_start)``; docs/fmn.md measures it."""
     minatar_merge_observations: int = 0
     """MinAtar: probation of a new task, in model observations (0: no merges). A task whose
     parent (the task it was born from) won more windows than it did in the second half of
@@ -102,6 +108,14 @@ class FMNConfig:
         if self.atari_features not in get_args(AtariFeatures):
             choices = ", ".join(repr(c) for c in get_args(AtariFeatures))
             raise UserError(f"atari_features must be one of {choices}, got {self.atari_features!r}")
+        # A switch at an episode's start is seen once a window of the new episode's frames has
+        # closed, and windows do not start with episodes: two windows' worth of steps.
+        two_windows = 2 * self.window * max(self.update_period, self.minatar_update_period)
+        if self.episode_switch_steps and self.episode_switch_steps < two_windows:
+            raise UserError(
+                f"episode_switch_steps must be 0 (off) or >= {two_windows} agent steps (two "
+                f"windows), got {self.episode_switch_steps}"
+            )
         if self.atari_palette_min_pixels < 1:
             raise UserError(
                 f"atari_palette_min_pixels must be >= 1, got {self.atari_palette_min_pixels}"

@@ -1,7 +1,8 @@
 """Where the agent's task id comes from: the schedule (true labels) or forget-me-not (inferred).
 
 Both give the id of the task to act, learn and consolidate under. ``train_label`` may learn from
-the frame (FMN updates its models); ``eval_label`` never does. The agent in inferred mode never
+the frame (FMN updates its models) and is told whether it starts an episode; ``eval_label``
+never learns. The agent in inferred mode never
 sees the true label: it is passed in only so the true-label variant has the same interface.
 """
 
@@ -20,7 +21,7 @@ class TaskLabeler(Protocol):
     @property
     def num_tasks(self) -> int: ...
 
-    def train_label(self, frame: np.ndarray, true_task: int) -> int: ...
+    def train_label(self, frame: np.ndarray, true_task: int, episode_start: bool) -> int: ...
 
     def eval_label(self, frame: np.ndarray, true_task: int) -> int: ...
 
@@ -47,7 +48,7 @@ class TrueLabels:
     def num_tasks(self) -> int:
         return len(self._seen)
 
-    def train_label(self, frame: np.ndarray, true_task: int) -> int:
+    def train_label(self, frame: np.ndarray, true_task: int, episode_start: bool) -> int:
         self._seen.add(true_task)
         return true_task
 
@@ -77,8 +78,8 @@ class InferredLabels:
     def num_tasks(self) -> int:
         return self.fmn.num_tasks
 
-    def train_label(self, frame: np.ndarray, true_task: int) -> int:
-        return self.fmn.observe(fmn_frame(frame))
+    def train_label(self, frame: np.ndarray, true_task: int, episode_start: bool) -> int:
+        return self.fmn.observe(fmn_frame(frame), episode_start)
 
     def eval_label(self, frame: np.ndarray, true_task: int) -> int:
         return self.fmn.infer(fmn_frame(frame))

@@ -217,9 +217,10 @@ class Trainer:
         c = env.frame_shape[0]
         obs = env.reset(seed=self._segment_seed())
         need_first = True  # obs must open a stream in the acting task's replay
+        episode_start = True  # of the first copy, whose frames task inference sees
         t0, s0 = time.perf_counter(), self.step
         while self.frames < end_frame and not self._stop.requested:
-            task = self.labeler.train_label(obs[0, -c:], visit.task)
+            task = self.labeler.train_label(obs[0, -c:], visit.task, episode_start)
             if task != self.current_task:
                 self._switch_task(task)
                 need_first = True
@@ -252,6 +253,7 @@ class Trainer:
             self._learn(task, replay, n)
             self._record_episodes(visit, step)
             obs = step.obs
+            episode_start = bool(step.is_first[0])
             bar.update(n)
             if self.step // self.config.log_every > prev_step // self.config.log_every:
                 sps = (self.step - s0) / max(time.perf_counter() - t0, 1e-9)

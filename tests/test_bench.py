@@ -131,7 +131,9 @@ def test_the_fmn_bench_streams_are_played_by_the_policies_given(tmp_path, monkey
 
     seen = []
     real = bench.run_fmn
-    monkeypatch.setattr(bench, "run_fmn", lambda c, frames: seen.append(frames) or real(c, frames))
+    monkeypatch.setattr(
+        bench, "run_fmn", lambda c, frames, firsts: seen.append(frames) or real(c, frames, firsts)
+    )
     args = bench.Args(games=",".join(games), segments=4, segment_steps=60, seeds="0", epsilon=0.0)
     bench.run_seeds(args, games, [agent])
     np.testing.assert_array_equal(seen[0], played)

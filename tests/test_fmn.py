@@ -419,9 +419,14 @@ def test_bad_input_gets_a_clear_error():
         ForgetMeNot().observe(np.full((10, 10, 10), 3, np.uint8))
     with pytest.raises(ValueError, match="concentration"):
         FMNConfig(concentration=0.0).validate()
+    with pytest.raises(ValueError, match="episode_switch_steps must be 0 .off. or >= 64"):
+        FMNConfig(episode_switch_steps=63).validate()
+    FMNConfig(episode_switch_steps=64).validate()
     with pytest.raises(ValueError, match="atari_palette_min_pixels must be >= 1"):
         FMNConfig(atari_palette_min_pixels=0).validate()
-    with pytest.raises(ValueError, match="atari_features must be one of 'pixels', 'level-planes', 'palette'"):
+    with pytest.raises(
+        ValueError, match="atari_features must be one of 'pixels', 'level-planes', 'palette'"
+    ):
         FMNConfig(atari_features="colours").validate()  # type: ignore[arg-type]
 
 
@@ -785,3 +790,82 @@ def test_atari_level_planes_separate_games_and_round_trip(tmp_path):
     assert_same_state(restored.state_dict(), uninterrupted.state_dict())
     with pytest.raises(ValueError, match="another config"):
         ForgetMeNot(FMNConfig()).load_state_dict(uninterrupted.state_dict())
+
+
+def episode_stream(plan: list[tuple[str, int, bool]], seed: int) -> tuple[list, list, list]:
+    """Frames, true screens and episode starts of ``plan``: (screen, steps, starts an episode)
+    with screens 'A' (game A's first screen), 'A2' (a room of A: a quarter of it redrawn) and
+    'B' (another game)."""
+    a, b = make_sources(2, seed=seed)
+    room = a.copy()
+    room[:21, :21] = np.random.default_rng(seed + 1).integers(0, 16, (21, 21))
+    boards = {"A": a, "A2": room, "B": b}
+    rng = np.random.default_rng(seed)
+    frames, screens, starts = [], [], []
+    for screen, steps, start in plan:
+        for i in range(steps):
+            frames.append(draw(boards[screen], rng))
+            screens.append(screen)
+            starts.append(start and i == 0)
+    return frames, screens, starts
+
+
+EPISODES = [
+    *[part for _ in range(3) for part in (("A", 400, True), ("A2", 100, False))],
+    ("B", 300, True),
+    ("B", 300, True),
+    ("A", 100, True),
+    ("A2", 100, False),
+]
+
+
+def test_tasks_change_only_near_episode_starts_with_the_episode_rule():
+    """``episode_switch_steps``: a room game A enters in the middle of its episodes stays A's
+    task, and A's model learns it; game B, which starts with an episode, gets a task of its own
+    and A is recognised again when an episode of it starts. Without the rule the room is a task
+    of its own."""
+    frames, screens, starts = episode_stream(EPISODES, seed=7)
+    screens = np.array(screens)
+    ids = {}
+    for limit in (0, 64):
+        fmn = ForgetMeNot(FMNConfig(episode_switch_steps=limit))
+        ids[limit] = np.array([fmn.observe(f, s) for f, s in zip(frames, starts, strict=True)])
+        if limit:
+            assert fmn.num_tasks == 2 and fmn.infer(frames[300]) == 0  # the room is A's
+    plain = ids[0]
+    assert len(set(plain[screens == "A2"][-50:]) - set(plain[screens == "A"])) == 1
+    ruled = ids[64]
+    grace = FMNConfig().window * FMNConfig().update_period + FMNConfig().update_period
+    assert set(ruled[screens == "A"]) == {0} and set(ruled[screens == "A2"]) == {0}
+    b_steps = np.flatnonzero(screens == "B")
+    assert set(ruled[b_steps[grace:]]) == {1}
+
+
+def test_the_episode_rule_holds_the_task_for_the_rest_of_an_episode():
+    """After ``episode_switch_steps`` of an episode nothing changes the task, not even another
+    game (the rule's assumption: tasks change between episodes); at the next episode start the
+    other game, which the task's mixed model explains worse than a new one, gets its task.
+    Without the rule it gets it within one window of its arrival."""
+    plan = [("A", 400, True), ("B", 300, False), ("B", 200, True)]
+    frames, _, starts = episode_stream(plan, seed=8)
+    grace = FMNConfig().window * FMNConfig().update_period + FMNConfig().update_period
+    for limit in (64, 0):
+        fmn = ForgetMeNot(FMNConfig(episode_switch_steps=limit))
+        ids = np.array([fmn.observe(f, s) for f, s in zip(frames, starts, strict=True)])
+        assert fmn.num_tasks == 2 and set(ids[700 + grace :]) == {1}
+        assert set(ids[400 + grace : 700]) == ({0} if limit else {1})
+
+
+def test_the_episode_rule_survives_a_state_round_trip_mid_episode(tmp_path):
+    frames, _, starts = episode_stream(EPISODES, seed=9)
+    config = FMNConfig(episode_switch_steps=64)
+    reference = ForgetMeNot(config)
+    expected = [reference.observe(f, s) for f, s in zip(frames, starts, strict=True)]
+    cut = 401  # just inside the first room, where the rule holds the task
+    first = ForgetMeNot(config)
+    got = [first.observe(f, s) for f, s in zip(frames[:cut], starts[:cut], strict=True)]
+    restored = ForgetMeNot(config)
+    restored.load_state_dict(first.state_dict())
+    got += [restored.observe(f, s) for f, s in zip(frames[cut:], starts[cut:], strict=True)]
+    assert got == expected
+    assert_same_state(restored.state_dict(), reference.state_dict())

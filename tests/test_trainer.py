@@ -112,7 +112,7 @@ def test_a_merged_id_given_to_a_new_task_starts_afresh(tmp_path):
     gains = agent.online.fc.task.task_gains[1]
     seen = []
     for frame in frames:
-        task = trainer.labeler.train_label(frame, 0)
+        task = trainer.labeler.train_label(frame, 0, episode_start=False)
         if task == trainer.current_task:
             continue
         _fill(trainer, task, 40)
@@ -146,3 +146,24 @@ def test_a_merged_id_given_to_a_new_task_starts_afresh(tmp_path):
         resumed.restore(path, state)
         assert resumed.task_generation == (generations or {0: 1, 1: 1})
         resumed.close()
+
+
+def test_task_inference_is_told_where_episodes_start(tmp_path):
+    """The loop tells the labeler which frames start an episode of the copy it sees (the
+    episode rule of FMN, ``episode_switch_steps``, needs it): every segment's first frame and
+    each frame after an episode of that copy ended, and no other."""
+    trainer = _trainer(tmp_path, task_labels="inferred")
+    real = trainer.labeler.train_label
+    flags: list[bool] = []
+
+    def spy(frame, true_task, episode_start):
+        flags.append(episode_start)
+        return real(frame, true_task, episode_start)
+
+    trainer.labeler.train_label = spy  # type: ignore[method-assign]
+    trainer.train()
+    trainer.close()
+    segments = len(trainer.schedule.visits)
+    starts = int(np.sum(flags))
+    assert flags[0] and starts > 2 * segments  # random play ends many short episodes
+    assert starts < len(flags) / 5
