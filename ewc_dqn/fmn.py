@@ -465,8 +465,8 @@ class ForgetMeNot:
         w = self.config.window
         holdout = self.num_tasks
         whole = self._block(0, w)
-        if locked:  # no evidence: the window counts for the task, but casts no vote
-            self._commit(whole, [(self._task, 0, w)], vote=False)
+        if locked:  # the episode's task, chosen at its start, takes the window (and its vote)
+            self._commit(whole, [(self._task, 0, w)])
             return
         scores = self._block_scores(0, w, whole)
         scores[holdout] -= self._new_task_cost
@@ -498,14 +498,11 @@ class ForgetMeNot:
         self._commit(whole, segments)
 
     def _commit(
-        self,
-        whole: tuple[np.ndarray, np.ndarray],
-        segments: list[tuple[int, int, int]],
-        vote: bool = True,
+        self, whole: tuple[np.ndarray, np.ndarray], segments: list[tuple[int, int, int]]
     ) -> None:
         """Count each (model, start, stop) segment of the window in its model (``whole``: the
         window's ``_block``), make a task of the hold-out when it takes the last segment, and
-        run the probations (``vote``: the window counts as won by the last segment's model)."""
+        run the probations (the window counts as won by the last segment's model)."""
         w = self.config.window
         holdout = self.num_tasks
         for model, start, stop in segments:
@@ -523,8 +520,7 @@ class ForgetMeNot:
                 self._parent[task] = segments[0][0] if len(segments) > 1 else self._task
                 self._born[task] = self._observations
         else:
-            winner = segments[-1][0] if vote else -1
-            merged = bool(self._merge_observations) and self._probation(winner)
+            merged = bool(self._merge_observations) and self._probation(segments[-1][0])
             if merged or self._pooled:  # a merge, or the pooled background: every prior changed
                 self._refresh_all()
         self._window_fill = 0
