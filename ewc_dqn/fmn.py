@@ -91,6 +91,12 @@ class ForgetMeNot:
         self._effective = self._counts
         self._effective_totals = self._totals
         self._log_table = np.zeros((0, 1), dtype=np.float32)
+        # Frames the episode rule held for a task (windows late in an episode): not in the
+        # models that decide (those see episode starts and what the task won), only in the
+        # labels of ``infer``, whose tables are cached until the next window closes.
+        self._held = np.zeros((0, 1), dtype=np.float32)  # (P * levels, K + 1)
+        self._held_totals = np.zeros(1, dtype=np.float64)
+        self._infer_tables: tuple[np.ndarray, np.ndarray] | None = None
         self._window = np.zeros((self.config.window, 0), dtype=np.uint8)  # (W, P) levels
         self._window_fill = 0
         self._window_unsettled = False  # the filter's favourite was not the reported task
@@ -152,9 +158,12 @@ class ForgetMeNot:
         self._check(frame)
         step = self._steps
         self._steps += 1
-        if episode_start:
-            self._episode_steps = 0
         limit = self.config.episode_switch_steps
+        if episode_start and limit:
+            if self._window_fill:  # windows start with episodes: the last one's part is closed
+                self._close_window(locked=limit < self._episode_steps)
+                self._set_task(int(np.argmax(self._log_posterior)))
+            self._episode_steps = 0
         locked = 0 < limit <= self._episode_steps
         self._episode_steps += 1
         if step % self._period == 0:
@@ -168,15 +177,17 @@ class ForgetMeNot:
         return int(np.argmax(self.log_likelihoods(frame)))
 
     def log_likelihoods(self, frame: np.ndarray) -> np.ndarray:
-        """(num_tasks,) float64: log p(frame | task) in nats under each task's committed model."""
+        """(num_tasks,) float64: log p(frame | task) in nats under each task's committed model,
+        with the frames the episode rule held for it (``episode_switch_steps``)."""
         if self.num_tasks == 0:
             raise RuntimeError("no task exists yet: call observe() on the training stream first")
         self._check(frame)
         flat = self._offsets + self._encode(frame)
         k = self.num_tasks
+        table, totals = self._label_tables()
         ll = frame_log_likelihood(
-            np.take(self._log_table, flat, axis=0)[:, :k],
-            self._effective_totals[:k],
+            np.take(table, flat, axis=0)[:, :k],
+            totals[:k],
             self.config.concentration,
             self._levels,
         )
@@ -206,6 +217,8 @@ class ForgetMeNot:
         per_row = self._counts.itemsize + self._log_table.itemsize
         if self._effective is not self._counts:
             per_row += self._effective.itemsize
+        if self.config.episode_switch_steps:
+            per_row += self._held.itemsize
         return self._counts.shape[0] * per_row + 32
 
     def state_dict(self) -> dict:
@@ -216,6 +229,8 @@ class ForgetMeNot:
             "frame_shape": list(self._frame_shape),
             "counts": self._counts.copy(),
             "totals": self._totals.copy(),
+            "held": self._held.copy(),
+            "held_totals": self._held_totals.copy(),
             "window": self._window.copy(),
             "window_fill": self._window_fill,
             "window_unsettled": self._window_unsettled,
@@ -273,6 +288,11 @@ class ForgetMeNot:
             self._set_geometry(tuple(int(d) for d in state["frame_shape"]))
         self._counts = np.array(state["counts"], dtype=np.float32)
         self._totals = np.array(state["totals"], dtype=np.float64)
+        self._held = np.array(state.get("held", np.zeros_like(self._counts)), dtype=np.float32)
+        self._held_totals = np.array(
+            state.get("held_totals", np.zeros_like(self._totals)), dtype=np.float64
+        )
+        self._infer_tables = None
         self._window = np.array(state["window"], dtype=np.uint8)
         self._window_fill = int(state["window_fill"])
         self._window_unsettled = bool(state["window_unsettled"])
@@ -366,6 +386,8 @@ class ForgetMeNot:
         # known now; creating it here lets observe() return a valid id from the first frame.
         self._counts = np.zeros((features * code.levels, 2), dtype=np.float32)
         self._totals = np.zeros(2)
+        self._held = np.zeros_like(self._counts)
+        self._held_totals = np.zeros(2)
         self._parent = np.full(2, -1, dtype=np.int64)
         self._born = np.zeros(2, dtype=np.int64)
         self._votes = np.zeros((2, 2), dtype=np.int64)
@@ -460,13 +482,21 @@ class ForgetMeNot:
         return self._without_retired(scores)
 
     def _close_window(self, locked: bool = False) -> None:
-        """Commit the window to its best explanation, or to the current task when ``locked``;
-        promote the hold-out when it wins."""
-        w = self.config.window
+        """Commit the window (its ``window`` frames, or fewer at an episode's start) to its best
+        explanation, or hold it for the current task when ``locked``; promote the hold-out when
+        it wins."""
+        w = self._window_fill
         holdout = self.num_tasks
         whole = self._block(0, w)
-        if locked:  # the episode's task, chosen at its start, takes the window (and its vote)
-            self._commit(whole, [(self._task, 0, w)])
+        if locked:  # the episode's task, chosen at its start, holds the window
+            pairs, frames = whole
+            self._held[pairs, self._task] += frames
+            self._held_totals[self._task] += w
+            if self._merge_observations and self._probation(self._task):
+                self._refresh_all()
+            self._window_fill = 0
+            self._window_unsettled = False
+            self._infer_tables = None
             return
         scores = self._block_scores(0, w, whole)
         scores[holdout] -= self._new_task_cost
@@ -503,7 +533,7 @@ class ForgetMeNot:
         """Count each (model, start, stop) segment of the window in its model (``whole``: the
         window's ``_block``), make a task of the hold-out when it takes the last segment, and
         run the probations (the window counts as won by the last segment's model)."""
-        w = self.config.window
+        w = self._window_fill
         holdout = self.num_tasks
         for model, start, stop in segments:
             pairs, frames = whole if (start, stop) == (0, w) else self._block(start, stop)
@@ -525,6 +555,7 @@ class ForgetMeNot:
                 self._refresh_all()
         self._window_fill = 0
         self._window_unsettled = False
+        self._infer_tables = None
 
     def _probation(self, winner: int) -> bool:
         """Count the window won by ``winner`` for the tasks in the second half of their
@@ -561,10 +592,11 @@ class ForgetMeNot:
 
     def _merge(self, child: int, parent: int) -> None:
         """Fold ``child``'s counts and filter mass into ``parent`` and retire its id."""
-        self._counts[:, parent] += self._counts[:, child]
-        self._totals[parent] += self._totals[child]
-        self._counts[:, child] = 0.0
-        self._totals[child] = 0.0
+        for counts, totals in ((self._counts, self._totals), (self._held, self._held_totals)):
+            counts[:, parent] += counts[:, child]
+            totals[parent] += totals[child]
+            counts[:, child] = 0.0
+            totals[child] = 0.0
         self._retired[child] = True
         self._parent[self._parent == child] = parent  # its children on probation: now parent's
         self._log_posterior[parent] = np.logaddexp(
@@ -573,6 +605,7 @@ class ForgetMeNot:
         self._log_posterior[child] = -np.inf
         self._last_ll[child] = -np.inf
         self._merges += 1
+        self._infer_tables = None
 
     @property
     def _pooled(self) -> bool:
@@ -581,24 +614,42 @@ class ForgetMeNot:
 
     def _refresh_all(self) -> None:
         """Recompute the pseudo-counts, their totals and the log table from the counts."""
+        self._effective, self._effective_totals, self._log_table = self._tables(
+            self._counts, self._totals
+        )
+
+    def _tables(
+        self, counts: np.ndarray, totals: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pseudo-counts, their totals and the log table of models with ``counts``
+        (the counts themselves where the prior is symmetric)."""
         beta = np.float32(self.config.concentration)
         if not self._pooled:
-            self._effective, self._effective_totals = self._counts, self._totals
-            self._log_table = np.log(self._counts + beta)
-            return
+            return counts, totals, np.log(counts + beta)
         assert self._code is not None
-        models = self._counts.shape[1]
-        effective, totals = effective_counts(
-            self._counts.reshape(-1, self._levels, models),
-            self._totals,
+        models = counts.shape[1]
+        effective, effective_totals = effective_counts(
+            counts.reshape(-1, self._levels, models),
+            totals,
             self._code.groups,
             self._code.valid,
             self._shrinkage,
             self._pool_weight,
         )
-        self._effective = effective.reshape(-1, models).astype(np.float32)
-        self._effective_totals = totals
-        self._log_table = np.log(self._effective + beta)
+        effective = effective.reshape(-1, models).astype(np.float32)
+        return effective, effective_totals, np.log(effective + beta)
+
+    def _label_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """``infer``'s log table and pseudo-count totals: the models' own, or, once the episode
+        rule has held frames, those of the models with the held frames added (cached)."""
+        if not self._held_totals.any():
+            return self._log_table, self._effective_totals
+        if self._infer_tables is None:
+            _, totals, table = self._tables(
+                self._counts + self._held, self._totals + self._held_totals
+            )
+            self._infer_tables = (table, totals)
+        return self._infer_tables
 
     def _new_task(self) -> int:
         """The hold-out, having won a window, becomes a task: the lowest retired id when there
@@ -612,6 +663,8 @@ class ForgetMeNot:
             column[..., task] = column[..., holdout]
         self._counts[:, holdout] = 0.0
         self._totals[task], self._totals[holdout] = self._totals[holdout], 0.0
+        self._held[:, task] = 0.0  # the hold-out never holds frames
+        self._held_totals[task] = 0.0
         # The new hold-out gets probability only through the HMM's switch mass.
         self._log_posterior[holdout] = -np.inf
         self._retired[task] = False
@@ -630,6 +683,8 @@ class ForgetMeNot:
         rows = self._counts.shape[0]
         self._counts = np.concatenate([self._counts, np.zeros((rows, 1), np.float32)], axis=1)
         self._totals = np.append(self._totals, 0.0)
+        self._held = np.concatenate([self._held, np.zeros((rows, 1), np.float32)], axis=1)
+        self._held_totals = np.append(self._held_totals, 0.0)
         if self._pooled:
             self._refresh_all()
         else:

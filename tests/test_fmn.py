@@ -419,7 +419,7 @@ def test_bad_input_gets_a_clear_error():
         ForgetMeNot().observe(np.full((10, 10, 10), 3, np.uint8))
     with pytest.raises(ValueError, match="concentration"):
         FMNConfig(concentration=0.0).validate()
-    with pytest.raises(ValueError, match="episode_switch_steps must be 0 .off. or >= 64"):
+    with pytest.raises(ValueError, match=r"episode_switch_steps must be 0 \(off\) or >= 64"):
         FMNConfig(episode_switch_steps=63).validate()
     FMNConfig(episode_switch_steps=64).validate()
     with pytest.raises(ValueError, match="atari_palette_min_pixels must be >= 1"):
@@ -794,12 +794,12 @@ def test_atari_level_planes_separate_games_and_round_trip(tmp_path):
 
 def episode_stream(plan: list[tuple[str, int, bool]], seed: int) -> tuple[list, list, list]:
     """Frames, true screens and episode starts of ``plan``: (screen, steps, starts an episode)
-    with screens 'A' (game A's first screen), 'A2' (a room of A: a quarter of it redrawn) and
-    'B' (another game)."""
-    a, b = make_sources(2, seed=seed)
+    with screens 'A' (game A's first screen), 'A2' (a room of A: a quarter of it redrawn), 'C'
+    (a level of A that shares nothing with its first screen) and 'B' (another game)."""
+    a, b, c = make_sources(3, seed=seed)
     room = a.copy()
     room[:21, :21] = np.random.default_rng(seed + 1).integers(0, 16, (21, 21))
-    boards = {"A": a, "A2": room, "B": b}
+    boards = {"A": a, "A2": room, "B": b, "C": c}
     rng = np.random.default_rng(seed)
     frames, screens, starts = [], [], []
     for screen, steps, start in plan:
@@ -831,7 +831,7 @@ def test_tasks_change_only_near_episode_starts_with_the_episode_rule():
         fmn = ForgetMeNot(FMNConfig(episode_switch_steps=limit))
         ids[limit] = np.array([fmn.observe(f, s) for f, s in zip(frames, starts, strict=True)])
         if limit:
-            assert fmn.num_tasks == 2 and fmn.infer(frames[300]) == 0  # the room is A's
+            assert fmn.num_tasks == 2 and fmn.infer(frames[450]) == 0  # the room is A's
     plain = ids[0]
     assert len(set(plain[screens == "A2"][-50:]) - set(plain[screens == "A"])) == 1
     ruled = ids[64]
@@ -839,6 +839,28 @@ def test_tasks_change_only_near_episode_starts_with_the_episode_rule():
     assert set(ruled[screens == "A"]) == {0} and set(ruled[screens == "A2"]) == {0}
     b_steps = np.flatnonzero(screens == "B")
     assert set(ruled[b_steps[grace:]]) == {1}
+
+
+def test_episode_starts_are_judged_by_models_of_episode_starts():
+    """A game whose episodes start on one screen and then spend most of their time on another
+    (a title or a first room, then the level): the frames the rule held late in an episode do
+    not enter the model that decides at the next start, so each start is recognised as the
+    game's; ``infer`` knows the level too, and another game still gets its own task."""
+    game = [("A", 64, True), ("C", 600, False)]
+    frames, screens, starts = episode_stream([*game * 3, ("B", 300, True), *game], seed=10)
+    fmn = ForgetMeNot(FMNConfig(episode_switch_steps=64))
+    ids = np.array([fmn.observe(f, s) for f, s in zip(frames, starts, strict=True)])
+    screens = np.array(screens)
+    assert fmn.num_tasks == 2
+    assert set(ids[screens != "B"]) == {0} and set(ids[screens == "B"][16:]) == {1}
+    assert fmn.infer(frames[300]) == 0 and fmn.infer(frames[-1]) == 0
+    state = fmn.state_dict()
+    # every model observation of a closed window is counted once: decided (counts) or held
+    observations = -(-len(frames) // FMNConfig().update_period)
+    counted = state["totals"][:2].sum() + state["held_totals"][:2].sum()
+    assert counted == observations - state["window_fill"]
+    assert state["held_totals"][0] > state["totals"][0]  # most of A's frames were held
+    np.testing.assert_allclose(state["held"][:, :2].sum(0), state["held_totals"][:2] * 42 * 42)
 
 
 def test_the_episode_rule_holds_the_task_for_the_rest_of_an_episode():
@@ -869,3 +891,19 @@ def test_the_episode_rule_survives_a_state_round_trip_mid_episode(tmp_path):
     got += [restored.observe(f, s) for f, s in zip(frames[cut:], starts[cut:], strict=True)]
     assert got == expected
     assert_same_state(restored.state_dict(), reference.state_dict())
+
+
+def test_a_merge_moves_the_held_frames_to_the_parent():
+    """The frames the rule held for a task go with its counts when it is merged: ``infer``
+    then finds them in the parent."""
+    frames, _, starts = episode_stream([("A", 400, True), ("B", 400, True)], seed=11)
+    fmn = ForgetMeNot(FMNConfig(episode_switch_steps=64))
+    for frame, start in zip(frames, starts, strict=True):
+        fmn.observe(frame, start)
+    held = fmn.state_dict()["held_totals"].copy()
+    assert held[0] > 0 and held[1] > 0
+    fmn._merge(1, 0)
+    state = fmn.state_dict()
+    assert state["held_totals"][0] == held[0] + held[1] and state["held_totals"][1] == 0
+    assert not state["held"][:, 1].any()
+    assert fmn.infer(frames[-1]) == 0
