@@ -18,6 +18,13 @@ hold-out, and split when that explains it better. Without this, every switch bet
 games creates a spurious task (a mixed window is explained better by a fresh model than by
 either game), and a new task starts with frames of the previous game.
 
+The episode rule (``episode_switch_steps``, off by default): the task may change only within
+the first steps of an episode. Windows then start with episodes, and later windows are held
+for the episode's task: kept apart from the models that decide (which so see episode starts and
+what won a window) and added to them only to label frames in ``infer``. A game whose screens
+change within an episode (rooms, levels, phases) so keeps one task, judged at each episode's
+start by what its starts look like.
+
 Frames (``ewc_dqn.fmn_frames``): Atari (H, W) uint8 greyscale, block-averaged by ``downscale``
 (84x84 -> 42x42) and quantised to ``levels`` grey levels, one model per pixel with a symmetric
 prior; MinAtar (C, 10, 10) 0/1 planes (``channel_axis`` 0, the package's layout) or (10, 10, C)

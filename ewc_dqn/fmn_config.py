@@ -72,10 +72,11 @@ class FMNConfig:
     games: fewer tasks for multi-screen games, no draw moved across ARI 0.95."""
     episode_switch_steps: int = 0
     """Agent steps after an episode's start within which the task may change (a switch, a new
-    task); later in the episode every window goes to the current task, whose model learns the
-    episode's new screens (0: off, the paper's FMN, which may change the task anywhere). It
-    assumes that tasks change only between episodes, as in a schedule whose visits each start
-    with a reset, and needs ``observe(frame, episode_start)``; docs/fmn.md measures it."""
+    task); later in the episode every window is held for the current task, for ``infer`` to
+    label such frames, and kept out of the models that decide at episode starts (0: off, the
+    paper's FMN, which may change the task anywhere). It assumes that tasks change only
+    between episodes, as in a schedule whose visits each start with a reset, and needs
+    ``observe(frame, episode_start)``; docs/fmn.md measures it."""
     minatar_merge_observations: int = 0
     """MinAtar: probation of a new task, in model observations (0: no merges). A task whose
     parent (the task it was born from) won more windows than it did in the second half of

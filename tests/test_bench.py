@@ -214,3 +214,30 @@ def test_the_fmn_bench_times_observe_with_the_caches_emptied(capsys):
     for bad in ({"evict_mib": -1}, {"evict_mib": 1, "seeds": "0"}, {"evict_mib": 1, "draws": 1}):
         with pytest.raises(SystemExit, match="--evict-mib"):
             bench.main(bench.Args(games=games, segments=2, segment_steps=200, **bad))
+
+
+def test_the_fmn_bench_streams_mark_episode_starts_and_reset_visits_on_request(monkeypatch):
+    """``make_stream`` marks every frame that starts an episode; with ``reset_visits`` every
+    visit starts one (as in training), without it a revisit goes on with the game's episode.
+    ``--reset-visits`` and the marks reach the FMN run."""
+    bench = _bench_fmn()
+    games = ["MinAtar/Breakout", "MinAtar/Freeway"]
+    kept = bench.make_stream(games, 4, 60, 0)
+    reset = bench.make_stream(games, 4, 60, 0, reset_visits=True)
+    assert reset.episode_starts[reset.starts].all()
+    assert not kept.episode_starts[kept.starts[2:]].all()  # Freeway's episodes outlast a visit
+    for stream in (kept, reset):
+        assert stream.episode_starts.shape == (240,) and stream.episode_starts[0]
+        breakout = stream.episode_starts[stream.labels == 0]
+        assert breakout[1:].any()  # random Breakout loses its ball within a visit
+    np.testing.assert_array_equal(kept.frames[:120], reset.frames[:120])  # first visits alike
+    assert not np.array_equal(kept.frames[120:], reset.frames[120:])
+
+    seen = []
+    real = bench.run_fmn
+    monkeypatch.setattr(
+        bench, "run_fmn", lambda c, frames, firsts: seen.append(firsts) or real(c, frames, firsts)
+    )
+    args = bench.Args(games=",".join(games), segments=4, segment_steps=60, seeds="0")
+    bench.run_seeds(dataclasses.replace(args, reset_visits=True), games)
+    np.testing.assert_array_equal(seen[0], reset.episode_starts)
