@@ -100,8 +100,9 @@ class ForgetMeNot:
         self._log_table = np.zeros((0, 1), dtype=np.float32)
         # Frames the episode rule held for a task (windows late in an episode): not in the
         # models that decide (those see episode starts and what the task won), only in the
-        # labels of ``infer``, whose tables are cached until the next window closes.
-        self._held = np.zeros((0, 1), dtype=np.float32)  # (P * levels, K + 1)
+        # labels of ``infer``, whose tables are cached until the next window closes. No rows
+        # without the rule.
+        self._held = np.zeros((0, 1), dtype=np.float32)  # (P * levels or 0, K + 1)
         self._held_totals = np.zeros(1, dtype=np.float64)
         self._infer_tables: tuple[np.ndarray, np.ndarray] | None = None
         self._window = np.zeros((self.config.window, 0), dtype=np.uint8)  # (W, P) levels
@@ -295,7 +296,8 @@ class ForgetMeNot:
             self._set_geometry(tuple(int(d) for d in state["frame_shape"]))
         self._counts = np.array(state["counts"], dtype=np.float32)
         self._totals = np.array(state["totals"], dtype=np.float64)
-        self._held = np.array(state.get("held", np.zeros_like(self._counts)), dtype=np.float32)
+        no_rows = np.zeros((0, self._counts.shape[1]))  # saved before the rule existed
+        self._held = np.array(state.get("held", no_rows), dtype=np.float32)
         self._held_totals = np.array(
             state.get("held_totals", np.zeros_like(self._totals)), dtype=np.float64
         )
@@ -393,7 +395,8 @@ class ForgetMeNot:
         # known now; creating it here lets observe() return a valid id from the first frame.
         self._counts = np.zeros((features * code.levels, 2), dtype=np.float32)
         self._totals = np.zeros(2)
-        self._held = np.zeros_like(self._counts)
+        rows = self._counts.shape[0] if self.config.episode_switch_steps else 0
+        self._held = np.zeros((rows, 2), dtype=np.float32)
         self._held_totals = np.zeros(2)
         self._parent = np.full(2, -1, dtype=np.int64)
         self._born = np.zeros(2, dtype=np.int64)
@@ -418,7 +421,7 @@ class ForgetMeNot:
     def _observe_levels(self, levels: np.ndarray, locked: bool = False) -> None:
         """Score one model observation, run the filter, and close the window when it is full.
         ``locked``: the task may not change (``episode_switch_steps``); the filter is held on
-        the current task and the window goes to it."""
+        the current task and the window is held for it."""
         flat = self._offsets + levels
         ll = frame_log_likelihood(
             np.take(self._log_table, flat, axis=0),
@@ -690,7 +693,8 @@ class ForgetMeNot:
         rows = self._counts.shape[0]
         self._counts = np.concatenate([self._counts, np.zeros((rows, 1), np.float32)], axis=1)
         self._totals = np.append(self._totals, 0.0)
-        self._held = np.concatenate([self._held, np.zeros((rows, 1), np.float32)], axis=1)
+        held_column = np.zeros((self._held.shape[0], 1), np.float32)
+        self._held = np.concatenate([self._held, held_column], axis=1)
         self._held_totals = np.append(self._held_totals, 0.0)
         if self._pooled:
             self._refresh_all()
