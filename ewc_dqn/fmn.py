@@ -170,7 +170,6 @@ class ForgetMeNot:
         if episode_start and limit:
             if self._window_fill:  # windows start with episodes: the last one's part is closed
                 self._close_window(locked=limit < self._episode_steps)
-                self._set_task(int(np.argmax(self._log_posterior)))
             self._episode_steps = 0
         locked = 0 < limit <= self._episode_steps
         self._episode_steps += 1
@@ -445,8 +444,6 @@ class ForgetMeNot:
             self._set_task(best)
         if self._window_fill == self.config.window:
             self._close_window(locked)
-            # the hold-out may just have become a task, a task may have been merged
-            self._set_task(int(np.argmax(self._log_posterior)))
 
     def _set_task(self, task: int) -> None:
         """Report ``task`` from now on; the hold-out is not a task until it wins a window, so
@@ -494,20 +491,32 @@ class ForgetMeNot:
     def _close_window(self, locked: bool = False) -> None:
         """Commit the window (its ``window`` frames, or fewer at an episode's start) to its best
         explanation, or hold it for the current task when ``locked``; promote the hold-out when
-        it wins."""
+        it wins, and report the filter's most probable task."""
+        whole = self._block(0, self._window_fill)
+        if locked:
+            self._hold(whole)
+        else:
+            self._commit(whole, self._explain(whole))
+        self._window_fill = 0
+        self._window_unsettled = False
+        self._infer_tables = None
+        # the hold-out may just have become a task, a task may have been merged
+        self._set_task(int(np.argmax(self._log_posterior)))
+
+    def _hold(self, whole: tuple[np.ndarray, np.ndarray]) -> None:
+        """The episode's task, chosen at its start, holds the window (``whole``: its
+        ``_block``), which counts as its win in the probations."""
+        pairs, frames = whole
+        self._held[pairs, self._task] += frames
+        self._held_totals[self._task] += self._window_fill
+        if self._merge_observations and self._probation(self._task):
+            self._refresh_all()
+
+    def _explain(self, whole: tuple[np.ndarray, np.ndarray]) -> list[tuple[int, int, int]]:
+        """The window's best explanation (``whole``: its ``_block``): (model, start, stop)
+        segments, one model or two with one switch, the hold-out only below the task cap."""
         w = self._window_fill
         holdout = self.num_tasks
-        whole = self._block(0, w)
-        if locked:  # the episode's task, chosen at its start, holds the window
-            pairs, frames = whole
-            self._held[pairs, self._task] += frames
-            self._held_totals[self._task] += w
-            if self._merge_observations and self._probation(self._task):
-                self._refresh_all()
-            self._window_fill = 0
-            self._window_unsettled = False
-            self._infer_tables = None
-            return
         scores = self._block_scores(0, w, whole)
         scores[holdout] -= self._new_task_cost
         winner = int(np.argmax(scores))
@@ -535,7 +544,7 @@ class ForgetMeNot:
                 )
             self._cap_refusals += 1
             segments = [(int(np.argmax(scores[:holdout])), 0, w)]
-        self._commit(whole, segments)
+        return segments
 
     def _commit(
         self, whole: tuple[np.ndarray, np.ndarray], segments: list[tuple[int, int, int]]
@@ -563,9 +572,6 @@ class ForgetMeNot:
             merged = bool(self._merge_observations) and self._probation(segments[-1][0])
             if merged or self._pooled:  # a merge, or the pooled background: every prior changed
                 self._refresh_all()
-        self._window_fill = 0
-        self._window_unsettled = False
-        self._infer_tables = None
 
     def _probation(self, winner: int) -> bool:
         """Count the window won by ``winner`` for the tasks in the second half of their
