@@ -236,31 +236,35 @@ def run_fmn(
     return predicted, micros, fmn
 
 
-def time_with_tasks(config: FMNConfig, frames: np.ndarray) -> tuple[float, float]:
+def time_with_tasks(
+    config: FMNConfig, frames: np.ndarray, episode_starts: np.ndarray
+) -> tuple[float, float]:
     """Microseconds per observe() once every game of the stream has a task (the stream is
     played once untimed, then again, timed): wall clock and this process's CPU time, which is
     less sensitive to other processes on a shared machine."""
     fmn = ForgetMeNot(config)
-    for frame in frames:
-        fmn.observe(frame)
+    for frame, first in zip(frames, episode_starts, strict=True):
+        fmn.observe(frame, bool(first))
     wall, cpu = time.perf_counter(), time.process_time()
-    for frame in frames:
-        fmn.observe(frame)
+    for frame, first in zip(frames, episode_starts, strict=True):
+        fmn.observe(frame, bool(first))
     n = frames.shape[0]
     return (time.perf_counter() - wall) / n * 1e6, (time.process_time() - cpu) / n * 1e6
 
 
-def time_evicted(config: FMNConfig, frames: np.ndarray, evict_bytes: int) -> float:
+def time_evicted(
+    config: FMNConfig, frames: np.ndarray, episode_starts: np.ndarray, evict_bytes: int
+) -> float:
     """Microseconds per observe() (wall clock of the calls alone) on a first pass of the stream
     with ``evict_bytes`` written between calls: the caches hold what the writes left of FMN's
     tables, as in the training loop, where updates run between FMN calls."""
     fmn = ForgetMeNot(config)
     junk = np.zeros(max(evict_bytes // 4, 1), dtype=np.float32)
     total = 0.0
-    for frame in frames:
+    for frame, first in zip(frames, episode_starts, strict=True):
         junk += 1.0
         start = time.perf_counter()
-        fmn.observe(frame)
+        fmn.observe(frame, bool(first))
         total += time.perf_counter() - start
     return total / frames.shape[0] * 1e6
 
@@ -410,13 +414,13 @@ def main(args: Args) -> None:
             print(f"  {name:14s} {shares}")
         print_joined(rules, labels, predicted, starts, args.segment_steps, games)
         print(f"us per observe(), amortised over the stream: {micros:.1f}")
-        wall, cpu = time_with_tasks(config, frames)
+        wall, cpu = time_with_tasks(config, frames, episodes)
         print(
             f"us per observe() with {fmn.num_tasks} tasks (stream replayed): wall {wall:.1f}, "
             f"CPU {cpu:.1f} (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
         )
         if args.evict_mib:
-            evicted = time_evicted(config, frames, args.evict_mib << 20)
+            evicted = time_evicted(config, frames, episodes, args.evict_mib << 20)
             print(
                 f"us per observe() with {args.evict_mib} MiB written between calls: "
                 f"{evicted:.1f} (first pass; {micros:.1f} without)"
