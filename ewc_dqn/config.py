@@ -161,6 +161,7 @@ class TrainConfig:
         self.ewc.validate(self.consolidator)
         self.rehearsal.validate(self.agent.batch_size)
         self.fmn.validate()
+        self.fmn.check_suite(minatar=self.suite == "minatar")
         if self.replay.capacity < self.agent.batch_size:
             raise UserError("replay.capacity must be at least agent.batch_size")
         if self.consolidation_min_steps < 0:

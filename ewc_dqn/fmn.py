@@ -385,6 +385,7 @@ class ForgetMeNot:
             raise ValueError(
                 f"frame must be (H, W) greyscale or a 3-D MinAtar frame, got shape {shape}"
             )
+        self.config.check_suite(minatar=len(shape) == 3)
         self._frame_shape = tuple(shape)
         self._code = code
         self._levels = code.levels

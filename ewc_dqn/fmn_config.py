@@ -109,13 +109,13 @@ class FMNConfig:
         if self.atari_features not in get_args(AtariFeatures):
             choices = ", ".join(repr(c) for c in get_args(AtariFeatures))
             raise UserError(f"atari_features must be one of {choices}, got {self.atari_features!r}")
-        # A switch at an episode's start is seen once a window of the new episode's frames has
-        # closed, and windows do not start with episodes: two windows' worth of steps.
-        two_windows = 2 * self.window * max(self.update_period, self.minatar_update_period)
-        if self.episode_switch_steps and self.episode_switch_steps < two_windows:
+        # The floor of the suite whose windows are shortest; a run's suite is checked against
+        # its own floor by ``check_suite``, once the suite is known.
+        floor = min(self.episode_switch_floor(minatar) for minatar in (False, True))
+        if self.episode_switch_steps and self.episode_switch_steps < floor:
             raise UserError(
-                f"episode_switch_steps must be 0 (off) or >= {two_windows} agent steps (two "
-                f"windows), got {self.episode_switch_steps}"
+                f"episode_switch_steps must be 0 (off) or >= {floor} agent steps (two windows), "
+                f"got {self.episode_switch_steps}"
             )
         if self.atari_palette_min_pixels < 1:
             raise UserError(
@@ -128,3 +128,23 @@ class FMNConfig:
         for name in (*names, "minatar_new_task_cost"):
             if not 0 <= getattr(self, name) <= 1e6:
                 raise UserError(f"{name} must be in [0, 1e6], got {getattr(self, name)}")
+
+    def episode_switch_floor(self, minatar: bool) -> int:
+        """The least ``episode_switch_steps`` that can see a switch at an episode's start, in
+        agent steps: two windows of the suite's frames (when the first window of an episode
+        closes, the filter may still report the last game; the second window moves it)."""
+        period = self.minatar_update_period if minatar else self.update_period
+        return 2 * self.window * period
+
+    def check_suite(self, minatar: bool) -> None:
+        """Raise UserError (one line) unless these settings can work on the suite's frames
+        (``validate`` checks what does not depend on the suite)."""
+        floor = self.episode_switch_floor(minatar)
+        if self.episode_switch_steps and self.episode_switch_steps < floor:
+            suite, field = (
+                ("MinAtar", "minatar_update_period") if minatar else ("Atari", "update_period")
+            )
+            raise UserError(
+                f"episode_switch_steps must be 0 (off) or >= {floor} agent steps on {suite} "
+                f"frames (two windows: 2 x window x {field}), got {self.episode_switch_steps}"
+            )

@@ -108,6 +108,11 @@ def test_only_user_errors_become_one_line(capsys):
         (["--rehearsal.fraction", "-0.5"], "rehearsal.fraction must be in [0, 1), got -0.5"),
         (["--rehearsal.fraction", "0.01"], "rounds to no rehearsed transition; use more than"),
         (["--rehearsal.fraction", "0.99"], "rounds to the whole minibatch, leaving none of"),
+        # two windows of the suite's frames: 32 agent steps is enough on Atari, not on MinAtar
+        (
+            ["--task-labels", "inferred", "--fmn.episode-switch-steps", "32"],
+            "episode_switch_steps must be 0 (off) or >= 64 agent steps on MinAtar frames",
+        ),
     ],
 )
 def test_impossible_settings_are_refused(args, message, tmp_path, capsys):

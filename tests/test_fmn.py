@@ -419,9 +419,14 @@ def test_bad_input_gets_a_clear_error():
         ForgetMeNot().observe(np.full((10, 10, 10), 3, np.uint8))
     with pytest.raises(ValueError, match="concentration"):
         FMNConfig(concentration=0.0).validate()
-    with pytest.raises(ValueError, match=r"episode_switch_steps must be 0 \(off\) or >= 64"):
-        FMNConfig(episode_switch_steps=63).validate()
-    FMNConfig(episode_switch_steps=64).validate()
+    # two windows: 32 agent steps on Atari frames, 64 on MinAtar's (update periods 4 and 8)
+    with pytest.raises(ValueError, match=r"episode_switch_steps must be 0 \(off\) or >= 32"):
+        FMNConfig(episode_switch_steps=31).validate()
+    FMNConfig(episode_switch_steps=32).validate()
+    ForgetMeNot(FMNConfig(episode_switch_steps=32)).observe(np.zeros((84, 84), np.uint8))
+    with pytest.raises(ValueError, match=r">= 64 agent steps on MinAtar frames \(two windows"):
+        ForgetMeNot(FMNConfig(episode_switch_steps=32)).observe(np.zeros((4, 10, 10), np.uint8))
+    FMNConfig(episode_switch_steps=64).check_suite(minatar=True)
     with pytest.raises(ValueError, match="atari_palette_min_pixels must be >= 1"):
         FMNConfig(atari_palette_min_pixels=0).validate()
     with pytest.raises(
