@@ -147,6 +147,8 @@ def test_configs_that_cannot_work_are_refused_before_anything_is_written(tmp_pat
         "inferred",
         "--fmn.window",
         "64",
+        "--fmn.episode-switch-steps",  # the preset's free span is two windows of 4
+        "0",
         "--run-dir",
         str(run),
     )

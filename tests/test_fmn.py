@@ -498,6 +498,63 @@ def test_real_stream_of_three_games(games, segment):
         assert np.all(seg[100:] == k), (games[k], np.unique(seg, return_counts=True))
 
 
+def play_visits(
+    games: list[str], order: list[int], steps: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random play of ``order``'s visits (``steps`` agent steps each) through the ``atari``
+    preset's environments, one copy, as training plays them: every visit starts with a reset.
+    The (84, 84) newest frames, whether each starts an episode (the reset, and the step after
+    an episode ended) and the game of each step."""
+    from envs.make import make_env
+    from ewc_dqn.config import preset
+
+    config = replace(preset("atari").env, num_envs=1)
+    rng = np.random.default_rng(seed)
+    envs: dict = {}
+    frames, firsts = [], []
+    for i, game in enumerate(order):
+        if game not in envs:
+            envs[game] = make_env(games[game], config, seed=seed + 1000 * game)
+        env = envs[game]
+        obs, first = env.reset(seed=seed + 1000 * game + i), True
+        for _ in range(steps):
+            frames.append(obs[0, -1])
+            firsts.append(first)
+            step = env.step(rng.integers(0, env.num_actions, size=1))
+            obs, first = step.obs, bool(step.is_first[0])
+    for env in envs.values():
+        env.close()
+    return np.stack(frames), np.array(firsts), np.repeat(np.array(order), steps)
+
+
+def test_the_atari_presets_keep_one_task_per_game_with_rooms_and_planets():
+    """The ``atari`` presets' task inference (palette features, the episode rule at two
+    windows) on Gravitar, PrivateEye and Venture under random play, two visits of 800 agent
+    steps each, reset at each visit: three tasks, each game's steps >= 95% in its own. Their
+    later screens (planets, streets, rooms) split them without the rule, and with a free span
+    of 64 steps PrivateEye's two kinds of start (its opening lasts 30-70 steps) make two tasks
+    (docs/fmn.md, "The episode rule")."""
+    from ewc_dqn.config import preset
+
+    games = ["Gravitar", "PrivateEye", "Venture"]
+    frames, firsts, truth = play_visits(games, [0, 1, 2, 1, 0, 2], 800, seed=0)
+    config = preset("atari").fmn
+    counts = {}
+    for rule in (config.episode_switch_steps, 0, 64):
+        fmn = ForgetMeNot(replace(config, episode_switch_steps=rule))
+        predicted = np.array([fmn.observe(f, s) for f, s in zip(frames, firsts, strict=True)])
+        counts[rule] = fmn.num_tasks
+        if rule == config.episode_switch_steps:
+            mains = []
+            for game in range(3):
+                ids, steps = np.unique(predicted[truth == game], return_counts=True)
+                mains.append(int(ids[np.argmax(steps)]))
+                assert steps.max() >= 0.95 * steps.sum(), (games[game], ids, steps)
+            assert fmn.num_tasks == 3 and len(set(mains)) == 3
+            assert adjusted_rand_score(truth, predicted) >= 0.95
+    assert counts[0] > 3 and counts[64] > 3
+
+
 def test_palette_features_mark_the_grey_values_on_enough_pixels():
     frame = np.zeros((84, 84), dtype=np.uint8)
     frame[0, :3] = 200  # three pixels
