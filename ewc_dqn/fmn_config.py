@@ -76,7 +76,8 @@ class FMNConfig:
     label such frames, and kept out of the models that decide at episode starts (0: off, the
     paper's FMN, which may change the task anywhere). It assumes that tasks change only
     between episodes, as in a schedule whose visits each start with a reset, and needs
-    ``observe(frame, episode_start)``; docs/fmn.md measures it."""
+    ``observe(frame, episode_start)``; at least two windows (``episode_switch_floor``). The
+    ``atari`` presets use 32 with 'palette' features; docs/fmn.md measures it."""
     minatar_merge_observations: int = 0
     """MinAtar: probation of a new task, in model observations (0: no merges). A task whose
     parent (the task it was born from) won more windows than it did in the second half of
