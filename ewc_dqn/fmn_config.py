@@ -110,14 +110,9 @@ class FMNConfig:
         if self.atari_features not in get_args(AtariFeatures):
             choices = ", ".join(repr(c) for c in get_args(AtariFeatures))
             raise UserError(f"atari_features must be one of {choices}, got {self.atari_features!r}")
-        # The floor of the suite whose windows are shortest; a run's suite is checked against
-        # its own floor by ``check_suite``, once the suite is known.
-        floor = min(self.episode_switch_floor(minatar) for minatar in (False, True))
-        if self.episode_switch_steps and self.episode_switch_steps < floor:
-            raise UserError(
-                f"episode_switch_steps must be 0 (off) or >= {floor} agent steps (two windows), "
-                f"got {self.episode_switch_steps}"
-            )
+        # Without the suite, the floor of the suite whose windows are shortest; a run's suite
+        # is checked against its own floor once it is known (``check_suite``).
+        self.check_suite(minatar=self.minatar_update_period < self.update_period)
         if self.atari_palette_min_pixels < 1:
             raise UserError(
                 f"atari_palette_min_pixels must be >= 1, got {self.atari_palette_min_pixels}"
