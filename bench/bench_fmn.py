@@ -18,6 +18,10 @@ training (``ewc_dqn.labels.fmn_frame``), and the bench prints:
 - revisits that got the game's first id back;
 - detection delay after each switch: agent steps until the label first equals the segment's
   majority label (median and max), and steps after that with another label (relapses);
+- evaluation labels: once the stream is observed, ``ForgetMeNot.infer`` (each frame on its own,
+  learning off, as evaluation labels its episodes) on every ``--eval-every``-th frame of the
+  stream: the ARI of those labels against the games, and the least share of a game's frames
+  given its main training task;
 - microseconds per observe() on one thread, amortised over the stream, and memory per task.
 
 With ``--seeds`` the same run is repeated on several stream seeds and summarised one line per
@@ -130,6 +134,9 @@ class Args:
     episode_switch_steps: int = FMNConfig.episode_switch_steps
     """Agent steps after an episode's start within which the task may change (0: anywhere);
     use with ``--reset-visits``, as in training, where every visit starts an episode."""
+    eval_every: int = 7
+    """Label every this many frames of the observed stream with ``infer`` for the evaluation
+    labels' ARI (1: every frame)."""
     evict_mib: int = 0
     """Also time observe() with this many MiB written between calls, as the training loop's
     updates do between its FMN calls (0: not measured); single run only."""
@@ -219,6 +226,23 @@ def draw_games(size: int, seed: int) -> list[str]:
     pool = [g for g in ATARI_GAMES if g not in UNPLAYABLE]
     picked = np.random.default_rng(seed).choice(len(pool), size=size, replace=False)
     return sorted(pool[i] for i in picked)
+
+
+def eval_labels(
+    fmn: ForgetMeNot, frames: np.ndarray, labels: np.ndarray, predicted: np.ndarray, every: int
+) -> tuple[float, float]:
+    """The labels evaluation gives, ``infer`` on every ``every``-th frame of a stream ``fmn``
+    has observed (``predicted``: its training labels), each frame on its own: their ARI against
+    the frames' true games, and the smallest share of a game's frames labelled with the game's
+    main training task."""
+    picked = np.arange(0, frames.shape[0], every)
+    inferred = np.array([fmn.infer(frames[t]) for t in picked])
+    truth = labels[picked]
+    share = 1.0
+    for game in np.unique(truth):
+        main = np.bincount(predicted[labels == game]).argmax()
+        share = min(share, float(np.mean(inferred[truth == game] == main)))
+    return float(adjusted_rand_score(truth, inferred)), share
 
 
 def run_fmn(
@@ -344,6 +368,8 @@ def main(args: Args) -> None:
     # One core, as the timing target says: numpy's element-wise maths is single-threaded and
     # the FMN uses no BLAS; torch is pinned in case an environment uses it.
     torch.set_num_threads(1)
+    if args.eval_every < 1:
+        raise SystemExit("--eval-every takes a number of frames >= 1")
     if args.evict_mib < 0 or (args.evict_mib and (args.sweep or args.seeds or args.draws)):
         raise SystemExit("--evict-mib takes MiB >= 0 and goes with the single run")
     if args.draws:
@@ -400,6 +426,11 @@ def main(args: Args) -> None:
             continue
         print(f"config: {dataclasses.asdict(config)}")
         print(f"ARI: {s['ari']:.4f}")
+        evaluation = eval_labels(fmn, frames, labels, predicted, args.eval_every)
+        print(
+            f"evaluation labels (infer, every {args.eval_every}th frame): ARI {evaluation[0]:.4f}, "
+            f"least share of a game's frames in its main task {evaluation[1]:.2f}"
+        )
         print(f"tasks created: {fmn.num_tasks} for {len(games)} games")
         print(f"games split over several tasks: {[games[g] for g in s['split_games']]}")
         print(f"games sharing one task: {[[games[g] for g in gs] for gs in s['merged_games']]}")
@@ -436,11 +467,16 @@ def parse_games(text: str) -> list[str]:
     return [g.strip() for g in text.split(",") if g.strip()]
 
 
-def summary_line(s: dict, fmn: ForgetMeNot, games: list[str]) -> str:
-    """ARI, tasks, main-task share, split and merged games of one run, on one line."""
+def summary_line(
+    s: dict, fmn: ForgetMeNot, games: list[str], evaluation: tuple[float, float]
+) -> str:
+    """ARI, evaluation labels' ARI and least main share (``eval_labels``), tasks, main-task
+    share, split and merged games of one run, on one line."""
     merged = ["+".join(games[g] for g in gs) for gs in s["merged_games"]]
     return (
-        f"ARI {s['ari']:.3f}  tasks {fmn.num_tasks:2d}  main share {s['main_share']:.2f}  "
+        f"ARI {s['ari']:.3f}  eval ARI {evaluation[0]:.3f} (share {evaluation[1]:.2f})  "
+        f"tasks {fmn.num_tasks:2d}  "
+        f"main share {s['main_share']:.2f}  "
         f"split {[games[g] for g in s['split_games']]}  merged {merged}"
     )
 
@@ -474,7 +510,9 @@ def run_seeds(args: Args, games: list[str], policies: Sequence[TrainedPolicy] = 
         predicted, micros, fmn = run_fmn(config, frames, episodes)
         s = score(labels, predicted, starts, args.segment_steps)
         aris.append(s["ari"])
-        print(f"seed {seed:3d}  {summary_line(s, fmn, games)}  us/observe {micros:.1f}", flush=True)
+        evaluation = eval_labels(fmn, frames, labels, predicted, args.eval_every)
+        line = summary_line(s, fmn, games, evaluation)
+        print(f"seed {seed:3d}  {line}  us/observe {micros:.1f}", flush=True)
         print_joined(rules, labels, predicted, starts, args.segment_steps, games)
     print(f"ARI: min {min(aris):.3f}, mean {np.mean(aris):.3f} over {len(aris)} seeds")
 
@@ -531,7 +569,8 @@ def run_draws(args: Args) -> None:
         s = score(labels, predicted, starts, args.segment_steps)
         aris.append(s["ari"])
         print(f"draw {args.draw_seed + i}: {', '.join(games)}", flush=True)
-        print(f"  {summary_line(s, fmn, games)}  us/observe {micros:.1f}", flush=True)
+        evaluation = eval_labels(fmn, frames, labels, predicted, args.eval_every)
+        print(f"  {summary_line(s, fmn, games, evaluation)}  us/observe {micros:.1f}", flush=True)
         print_joined(rules, labels, predicted, starts, args.segment_steps, games)
     print(f"ARI: min {min(aris):.3f}, mean {np.mean(aris):.3f} over {len(aris)} draws")
 

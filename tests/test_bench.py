@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import adjusted_rand_score
 
 import train_agent
 from ewc_dqn.run_builder import load_trained_policy
@@ -241,3 +242,31 @@ def test_the_fmn_bench_streams_mark_episode_starts_and_reset_visits_on_request(m
     args = bench.Args(games=",".join(games), segments=4, segment_steps=60, seeds="0")
     bench.run_seeds(dataclasses.replace(args, reset_visits=True), games)
     np.testing.assert_array_equal(seen[0], reset.episode_starts)
+
+
+def test_the_fmn_bench_measures_evaluation_labels_frame_by_frame(capsys):
+    """The evaluation labels are ``infer`` on each ``eval_every``-th frame of the observed
+    stream, each frame on its own (not the training labels ``observe`` gave): their ARI, and the
+    least share of a game's frames given its main training task; the seeded runs print both."""
+    bench = _bench_fmn()
+    games = ["MinAtar/Breakout", "MinAtar/Freeway"]
+    stream = bench.make_stream(games, 4, 1500, 0, reset_visits=True)
+    frames, labels = stream.frames, stream.labels
+    predicted, _, fmn = bench.run_fmn(bench.FMNConfig(), frames, stream.episode_starts)
+    inferred = np.array([fmn.infer(frame) for frame in frames])
+    ari, share = bench.eval_labels(fmn, frames, labels, predicted, 1)
+    assert ari == adjusted_rand_score(labels, inferred) >= 0.95 and share >= 0.95
+    third = adjusted_rand_score(labels[::3], inferred[::3])
+    assert bench.eval_labels(fmn, frames, labels, predicted, 3)[0] == third
+    # an FMN that has seen one game only gives every frame that game's task: the other game's
+    # frames are not in their main task (training labels that tell the games apart)
+    first = labels == labels[0]
+    _, _, one = bench.run_fmn(bench.FMNConfig(), frames[first], stream.episode_starts[first])
+    assert bench.eval_labels(one, frames, labels, predicted, 1) == (0.0, 0.0)
+    # ... which is right for the frames picked when they are all of that game (visits 1 and 3)
+    assert bench.eval_labels(one, frames, labels, predicted, 3000) == (1.0, 1.0)
+    args = bench.Args(games=",".join(games), segments=2, segment_steps=300, seeds="0", eval_every=5)
+    bench.run_seeds(args, games)
+    assert re.search(r"eval ARI \d\.\d{3} \(share \d\.\d\d\)", capsys.readouterr().out)
+    with pytest.raises(SystemExit, match="--eval-every"):
+        bench.main(dataclasses.replace(args, eval_every=0))

@@ -530,7 +530,8 @@ def play_visits(
 def test_the_atari_presets_keep_one_task_per_game_with_rooms_and_planets():
     """The ``atari`` presets' task inference (palette features, the episode rule at two
     windows) on Gravitar, PrivateEye and Venture under random play, two visits of 800 agent
-    steps each, reset at each visit: three tasks, each game's steps >= 95% in its own. Their
+    steps each, reset at each visit: three tasks, each game's steps >= 95% in its own, and
+    evaluation's frame-by-frame labels (``infer``) as good. Their
     later screens (planets, streets, rooms) split them without the rule, and with a free span
     of 64 steps PrivateEye's two kinds of start (its opening lasts 30-70 steps) make two tasks
     (docs/fmn.md, "The episode rule")."""
@@ -552,6 +553,9 @@ def test_the_atari_presets_keep_one_task_per_game_with_rooms_and_planets():
                 assert steps.max() >= 0.95 * steps.sum(), (games[game], ids, steps)
             assert fmn.num_tasks == 3 and len(set(mains)) == 3
             assert adjusted_rand_score(truth, predicted) >= 0.95
+            # evaluation labels each frame on its own, with what the rule held counted too
+            inferred = np.array([fmn.infer(f) for f in frames[::5]])
+            assert adjusted_rand_score(truth[::5], inferred) >= 0.95
     assert counts[0] > 3 and counts[64] > 3
 
 
